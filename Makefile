@@ -1,0 +1,29 @@
+# One command each: `make test` (the test suite), `make run` (the main job).
+# Both install what they need first, into the current Python environment:
+# PyTorch's CPU build, pinned, because an unpinned `torch` from the package index
+# is a multi-GB CUDA build; then this package with its test extra.
+
+PYTHON ?= python3
+STAMP := .make/installed-$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+TORCH_CPU := torch==2.13.0
+
+.PHONY: install test run bench lint
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install --quiet "$(TORCH_CPU)"
+	$(PYTHON) -m pip install --quiet -e ".[test]"
+	@mkdir -p .make && touch $@
+
+test: install
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+run: install
+	$(PYTHON) -m pipeline.export $(ARGS)
+
+bench: install
+	$(PYTHON) benchmarks/bench_acl_layer.py
+
+lint: install
+	$(PYTHON) -m ruff check .

@@ -1,0 +1,128 @@
+"""Model-level conversion: Conv2d -> ACL (training form) and ACL -> Conv2d (deploy form)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Mapping
+
+from torch import nn
+
+from acl.analytic_conv import AnalyticConv2d
+from acl.spec import Spec
+
+__all__ = ["acl_layers", "bake", "convert"]
+
+LayerSelector = str | Iterable[str] | Callable[[str, nn.Conv2d], bool]
+
+
+def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)
+
+
+def _convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def _select(model: nn.Module, layers: LayerSelector) -> list[str]:
+    convs = _convs(model)
+    if isinstance(layers, str) and layers in ("first", "all"):
+        if not convs:
+            raise ValueError("model has no nn.Conv2d layer to convert")
+        return [convs[0][0]] if layers == "first" else [n for n, _ in convs]
+    if callable(layers):
+        return [n for n, m in convs if layers(n, m)]
+    if isinstance(layers, str):
+        layers = [layers]
+    names = list(layers)
+    modules = dict(model.named_modules())
+    for name in names:
+        if name not in modules:
+            raise ValueError(f"layer {name!r} not found in the model; nn.Conv2d layers are: {[n for n, _ in convs]}")
+        if isinstance(modules[name], AnalyticConv2d):
+            raise ValueError(f"layer {name!r} is already an AnalyticConv2d")
+        if not isinstance(modules[name], nn.Conv2d):
+            raise ValueError(f"layer {name!r} is a {type(modules[name]).__name__}, expected an nn.Conv2d")
+    return names
+
+
+def convert(
+    model: nn.Module,
+    spec: str | Spec | Mapping[str, str | Spec],
+    *,
+    layers: LayerSelector,
+    inplace: bool = False,
+) -> nn.Module:
+    """Replace chosen ``nn.Conv2d`` layers with ``AnalyticConv2d`` (``from_conv``).
+
+    Converting only the first layer gives the paper's ACL-X, several give AnaNN-X.
+
+    Args:
+        model: any module (a bare ``nn.Conv2d`` included).
+        spec: one spec for every chosen layer (a ratio spec fits layers of any
+            shape; a count spec only layers whose kernel total it matches), or a
+            mapping from layer name to spec.
+        layers: ``"first"``, ``"all"``, a layer name, an iterable of names (as in
+            ``named_modules()``), or a predicate ``(name, conv) -> bool``.
+        inplace: modify ``model`` instead of a deep copy.
+
+    Returns:
+        The converted model (``model`` itself when ``inplace``).
+
+    Raises:
+        ValueError: unknown or non-Conv2d layer names, or a spec that does not fit a
+            layer (the message names the layer).
+
+    Examples:
+        >>> net = nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.Conv2d(6, 16, 5))
+        >>> ana = convert(net, "G0.15625Lg0.078125Lt0.078125Tf0.1875P0.5", layers="all")
+        >>> [str(m.spec) for m in ana.modules() if isinstance(m, AnalyticConv2d)]
+        ['(1x6)G1Lg1Tf1P3', '(6x16)G15Lg8Lt7Tf18P48']
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"convert expects an nn.Module, got {type(model).__name__}")
+    names = _select(model, layers)
+    if isinstance(spec, Mapping):
+        missing = [n for n in names if n not in spec]
+        if missing:
+            raise ValueError(f"no spec given for layer(s) {missing}")
+    out = model if inplace else copy.deepcopy(model)
+    for name in names:
+        conv = out.get_submodule(name) if name else out
+        layer_spec = spec[name] if isinstance(spec, Mapping) else spec
+        try:
+            acl = AnalyticConv2d.from_conv(conv, layer_spec)
+        except ValueError as e:
+            raise ValueError(f"layer {name or '<root>'!r}: {e}") from None
+        if not name:
+            return acl
+        _set_submodule(out, name, acl)
+    return out
+
+
+def acl_layers(model: nn.Module) -> list[tuple[str, AnalyticConv2d]]:
+    """``(name, layer)`` of every ``AnalyticConv2d`` in ``model``, in module order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, AnalyticConv2d)]
+
+
+def bake(model: nn.Module) -> nn.Module:
+    """Deploy form: a deep copy with every ACL replaced by an ``nn.Conv2d``.
+
+    Each Conv2d holds its ACL's generated kernels and bias, same hyper-parameters,
+    device, dtype and train/eval mode. The input model is untouched. Idempotent:
+    baking a baked model returns an equal copy.
+
+    Examples:
+        >>> import torch
+        >>> acl = AnalyticConv2d(3, 8, 3, spec="Lg8P16", padding=1).eval()
+        >>> conv = bake(acl)
+        >>> type(conv).__name__, torch.allclose(conv(torch.ones(1, 3, 4, 4)), acl(torch.ones(1, 3, 4, 4)))
+        ('Conv2d', True)
+    """
+    if isinstance(model, AnalyticConv2d):
+        return model.to_conv()
+    out = copy.deepcopy(model)
+    for name, layer in acl_layers(out):
+        _set_submodule(out, name, layer.to_conv())
+    return out

@@ -1,0 +1,268 @@
+"""Kernel arrangement specs (eqs. 9-10) and the compact factor (eq. 25).
+
+Grammar (whitespace between tokens is ignored)::
+
+    spec    := [ "(" Ci ("x" | "X" | "×") Co ")" ] token+
+    token   := symbol [ "_" ] ( number | "{" number "}" )
+    symbol  := G | Lg | Lt | Tf | Ts | M | P
+
+*Count form*: every number is a whole count (``(3x64)G30Lg15Lt15Tf36P96``); the
+counts must sum to ``Ci/groups * Co``. *Ratio form*: every number is written with a
+decimal point or exponent (``G0.15625Lg0.078125Lt0.078125Tf0.1875P0.5``); the ratios
+must sum to 1 within ``RATIO_SUM_TOLERANCE`` (the paper prints 4-digit ratios that
+sum to 0.9999). ``P1`` is a count, ``P1.0`` a ratio; mixing the two is an error.
+
+Ratios become counts by the largest-remainder rule: ratios are normalised to sum
+to 1, each family gets ``floor(r * total)`` kernels, and the kernels still missing
+go one each to the largest fractional parts, ties to the earlier token. The counts
+are whole and sum exactly to the total; exp3's ratio on 3x64 gives exp3's counts.
+
+Order is kept (Table 2: order matters) and a family may appear more than once.
+Tokens whose count is 0 (explicit, or from rounding a ratio on a small layer)
+contribute no kernels and are dropped from the canonical form.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+from acl.kernels import FAMILIES, _pair, family
+
+__all__ = ["RATIO_SUM_TOLERANCE", "Spec", "compact_factor", "parse_spec"]
+
+RATIO_SUM_TOLERANCE = 1e-3
+
+_PREFIX = re.compile(r"\s*\(\s*(\d+)\s*[xX×]\s*(\d+)\s*\)")
+_SYMBOLS = sorted(FAMILIES, key=len, reverse=True)  # two-letter symbols first
+_TOKEN = re.compile(
+    r"\s*(?P<sym>"
+    + "|".join(_SYMBOLS)
+    + r")_?(?:\{(?P<braced>[^}]*)\}|(?P<num>[-+]?[0-9]*\.?[0-9]*(?:[eE][-+]?[0-9]+)?))"
+)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed arrangement: ordered ``(symbol, count)`` segments over a kernel grid.
+
+    The k-th kernel of the spec is ``weight.reshape(-1, h, w)[k]`` of the layer,
+    i.e. the kernels fill the ``[Co, Ci/groups]`` grid output-channel major.
+
+    Attributes:
+        segments: ``(symbol, count)`` pairs in order, counts > 0.
+        in_channels: the layer's ``Ci`` (before dividing by groups).
+        out_channels: the layer's ``Co``.
+        groups: the layer's ``groups``.
+
+    Examples:
+        >>> s = parse_spec("G0.15625Lg0.078125Lt0.078125Tf0.1875P0.5", 3, 64)
+        >>> str(s)
+        '(3x64)G30Lg15Lt15Tf36P96'
+        >>> s.total, s.counts()["P"]
+        (192, 96)
+    """
+
+    segments: tuple[tuple[str, int], ...]
+    in_channels: int
+    out_channels: int
+    groups: int = 1
+
+    @property
+    def total(self) -> int:
+        """Number of kernels: ``Ci/groups * Co``."""
+        return self.in_channels // self.groups * self.out_channels
+
+    def counts(self) -> dict[str, int]:
+        """Kernels per family, summed over repeated tokens."""
+        out: dict[str, int] = {}
+        for sym, n in self.segments:
+            out[sym] = out.get(sym, 0) + n
+        return out
+
+    def offsets(self) -> Iterator[tuple[str, int, int]]:
+        """``(symbol, start, stop)`` of every segment in the flattened kernel grid."""
+        start = 0
+        for sym, n in self.segments:
+            yield sym, start, start + n
+            start += n
+
+    def kinds(self) -> list[str]:
+        """Family symbol of every kernel, in mosaic order."""
+        return [sym for sym, n in self.segments for _ in range(n)]
+
+    def __str__(self) -> str:
+        body = "".join(f"{sym}{n}" for sym, n in self.segments)
+        return f"({self.in_channels}x{self.out_channels}){body}"
+
+
+def _fail(text: str, what: str, total: int | None = None) -> ValueError:
+    tail = f" (expected kernels in total: {total})" if total is not None else ""
+    return ValueError(f"bad arrangement spec {text!r}: {what}{tail}")
+
+
+def _tokens(text: str, body: str, offset: int, total: int) -> list[tuple[str, str]]:
+    tokens: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(body):
+        if body[pos:].strip() == "":
+            break
+        m = _TOKEN.match(body, pos)
+        if m is None or m.end() == pos:
+            bad = body[pos:].strip().split()[0][:12]
+            raise _fail(
+                text,
+                f"unknown or malformed token at {bad!r} (position {offset + pos}); "
+                f"expected a family symbol ({', '.join(FAMILIES)}) followed by a count or ratio",
+                total,
+            )
+        num = m.group("braced") if m.group("braced") is not None else m.group("num")
+        token = m.group(0).strip()
+        if num is None or num.strip() == "" or num.strip() in {"+", "-", "."}:
+            raise _fail(text, f"token {token!r} has no count or ratio", total)
+        tokens.append((m.group("sym"), num.strip()))
+        pos = m.end()
+    if not tokens:
+        raise _fail(text, "no kernel tokens", total)
+    return tokens
+
+
+def _largest_remainder(ratios: Sequence[Fraction], total: int) -> list[int]:
+    s = sum(ratios)
+    shares = [r / s * total for r in ratios]
+    counts = [math.floor(x) for x in shares]
+    missing = total - sum(counts)
+    # Stable sort: equal remainders go to the earlier token.
+    order = sorted(range(len(shares)), key=lambda i: -(shares[i] - counts[i]))
+    for i in order[:missing]:
+        counts[i] += 1
+    return counts
+
+
+def parse_spec(text: str | Spec, in_channels: int, out_channels: int, *, groups: int = 1) -> Spec:
+    """Parse an arrangement spec for a layer with the given channels.
+
+    Args:
+        text: count or ratio form, with or without the ``(CixCo)`` prefix, or a
+            ``Spec`` (checked against the channels and returned).
+        in_channels: the layer's ``Ci``.
+        out_channels: the layer's ``Co``.
+        groups: the layer's ``groups``; the spec covers ``Ci/groups * Co`` kernels and
+            a prefix states the layer's ``(Ci x Co)``.
+
+    Returns:
+        The parsed ``Spec``; ``str()`` of it is the canonical count form.
+
+    Raises:
+        ValueError: unknown symbol, malformed or negative count, mixed count and
+            ratio tokens, counts not summing to the kernel total, ratios not summing
+            to 1, or a prefix that disagrees with the layer. The message names the
+            offending token and the expected total.
+
+    Examples:
+        >>> str(parse_spec("(3x64)G30Lg15Lt15Tf36P96", 3, 64))
+        '(3x64)G30Lg15Lt15Tf36P96'
+        >>> str(parse_spec("G0.1562Lg0.0781Lt0.0781Tf0.1875P0.5", 6, 16))
+        '(6x16)G15Lg8Lt7Tf18P48'
+        >>> parse_spec("G30Lg15Lt15Tf36P95", 3, 64)
+        Traceback (most recent call last):
+        ...
+        ValueError: bad arrangement spec 'G30Lg15Lt15Tf36P95': counts sum to 191 (expected kernels in total: 192)
+    """
+    for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if in_channels % groups:
+        raise ValueError(f"in_channels ({in_channels}) must be divisible by groups ({groups})")
+    total = in_channels // groups * out_channels
+
+    if isinstance(text, Spec):
+        if (text.in_channels, text.out_channels, text.groups) != (in_channels, out_channels, groups):
+            raise ValueError(
+                f"spec {text} was parsed for ({text.in_channels}x{text.out_channels}, groups={text.groups}), "
+                f"not for this layer ({in_channels}x{out_channels}, groups={groups})"
+            )
+        return text
+    if not isinstance(text, str):
+        raise TypeError(f"spec must be a string or Spec, got {type(text).__name__}")
+
+    body, offset = text, 0
+    m = _PREFIX.match(text)
+    if m:
+        ci, co = int(m.group(1)), int(m.group(2))
+        if (ci, co) != (in_channels, out_channels):
+            raise _fail(
+                text,
+                f"prefix {m.group(0).strip()!r} disagrees with the layer: expected ({in_channels}x{out_channels})",
+                total,
+            )
+        body, offset = text[m.end() :], m.end()
+    elif text.lstrip().startswith("("):
+        raise _fail(text, "malformed prefix; expected '(CixCo)' such as '(3x64)'", total)
+
+    tokens = _tokens(text, body, offset, total)
+    is_ratio = [any(c in num for c in ".eE") for _, num in tokens]
+    if any(is_ratio) and not all(is_ratio):
+        sym, num = tokens[is_ratio.index(not is_ratio[0])]
+        raise _fail(
+            text,
+            f"token {sym}{num!r} mixes count and ratio forms; write every number as a count "
+            "(P96) or every number as a ratio (P0.5)",
+            total,
+        )
+
+    if all(is_ratio):
+        ratios: list[Fraction] = []
+        for sym, num in tokens:
+            try:
+                r = Fraction(num)
+            except ValueError:
+                raise _fail(text, f"token {sym}{num} has a malformed ratio", total) from None
+            if r < 0:
+                raise _fail(text, f"token {sym}{num} has a negative ratio", total)
+            ratios.append(r)
+        s = sum(ratios)
+        if abs(float(s) - 1) > RATIO_SUM_TOLERANCE:
+            raise _fail(text, f"ratios sum to {float(s):g}, expected 1 (within {RATIO_SUM_TOLERANCE:g})", total)
+        counts = _largest_remainder(ratios, total)
+    else:
+        counts = []
+        for sym, num in tokens:
+            if not re.fullmatch(r"[+]?\d+", num):
+                raise _fail(text, f"token {sym}{num} has a negative or malformed count", total)
+            counts.append(int(num))
+        if sum(counts) != total:
+            hint = "; write ratios with a decimal point, e.g. P1.0" if sum(counts) == 1 else ""
+            raise _fail(text, f"counts sum to {sum(counts)}{hint}", total)
+
+    segments = tuple((sym, n) for (sym, _), n in zip(tokens, counts) if n > 0)
+    return Spec(segments, in_channels, out_channels, groups)
+
+
+def compact_factor(
+    spec: str | Spec,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int | Sequence[int],
+    *,
+    groups: int = 1,
+) -> float:
+    r"""Share of a conv layer's learnable kernel parameters an ACL saves (eq. 25).
+
+    :math:`1 - \frac{\sum_i p_i k_i + n h w}{C_o C_i h w}`, with ``p_i`` AKPs per
+    kernel of family ``i``, ``k_i`` its count and ``n`` the Plain count; bias excluded.
+    With groups, ``C_i`` is ``in_channels / groups``.
+
+    Examples:
+        >>> round(compact_factor("(3x64)G30Lg15Lt15Tf36P96", 3, 64, 7), 4)
+        0.4726
+        >>> compact_factor("P192", 3, 64, 7), compact_factor("M192", 3, 64, 7)
+        (0.0, 1.0)
+    """
+    parsed = parse_spec(spec, in_channels, out_channels, groups=groups)
+    h, w = _pair(kernel_size)
+    learnable = sum(family(sym).num_akps((h, w)) * n for sym, n in parsed.segments)
+    return 1 - learnable / (parsed.total * h * w)

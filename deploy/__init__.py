@@ -1,0 +1,1 @@
+"""Runtimes for exported ACL models: sessions, engines, runners, timing."""

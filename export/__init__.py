@@ -1,0 +1,1 @@
+"""ONNX export of ACL models: static (baked kernels) and live (kernels from AKPs)."""

@@ -1,0 +1,1 @@
+"""The end-to-end job: train, export, run, validate, report."""

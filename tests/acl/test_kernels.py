@@ -1,0 +1,215 @@
+import math
+import zlib
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.autograd import gradcheck
+
+from acl.kernels import FAMILIES, generate, kernel_grid, mosaic
+from tests.acl.reference import REFERENCE, mean
+
+SIZES = [(3, 3), (5, 5), (7, 7), (4, 4), (3, 5), (6, 3), (1, 1), (2, 7)]
+ANALYTIC = ["G", "Lg", "Lt", "Tf", "Ts"]
+
+
+def random_akps(sym: str, n: int, gen: torch.Generator, dtype=torch.float64) -> torch.Tensor:
+    """AKPs in a broad, realistic range, including negative scales."""
+    p = FAMILIES[sym].num_akps(3)
+    a = torch.rand(n, p, generator=gen, dtype=dtype) * 6 - 3  # angles, phases, signed scales
+    a = torch.where(a.abs() < 0.3, a.sign() * 0.3 + a, a)  # keep scales away from the SCALE_MIN clamp
+    return a
+
+
+def test_grid_is_eq3():
+    x, y = kernel_grid((3, 4), dtype=torch.float64)
+    # i' = i - (h+1)/2 for 1-based i: rows -1, 0, 1; columns -1.5 .. 1.5
+    assert x[:, 0].tolist() == [-1.0, 0.0, 1.0]
+    assert y[0].tolist() == [-1.5, -0.5, 0.5, 1.5]
+    assert torch.equal(x[:, 0], x[:, 3]) and torch.equal(y[0], y[2])
+
+
+@pytest.mark.parametrize("sym", ANALYTIC)
+@pytest.mark.parametrize("size", SIZES)
+def test_matches_scalar_reference(sym, size):
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{sym}{size}".encode()))
+    akps = random_akps(sym, 6, gen)
+    got = generate(sym, akps, size)
+    want = torch.tensor([REFERENCE[sym](*row.tolist(), *size) for row in akps], dtype=torch.float64)
+    err = (got - want).abs().max().item()
+    assert err < 1e-10, f"{sym} {size}: max abs diff to the reference {err:.3g}"
+
+
+def test_mean_and_plain():
+    assert torch.allclose(
+        generate("M", torch.empty(2, 0, dtype=torch.float64), (3, 5))[1], torch.tensor(mean(3, 5), dtype=torch.float64)
+    )
+    v = torch.arange(12.0).reshape(2, 6)
+    assert torch.equal(generate("P", v, (2, 3)), v.reshape(2, 2, 3))
+
+
+@pytest.mark.parametrize("sym", ANALYTIC)
+def test_float32_agrees_with_float64(sym):
+    gen = torch.Generator().manual_seed(1)
+    a = random_akps(sym, 32, gen)
+    k64 = generate(sym, a, 7)
+    k32 = generate(sym, a.float(), 7)
+    assert k32.dtype == torch.float32
+    scale = k64.abs().max().item()
+    err = (k32.double() - k64).abs().max().item()
+    assert err <= 1e-5 * max(scale, 1.0), f"{sym}: float32 vs float64 max abs diff {err:.3g} (scale {scale:.3g})"
+
+
+@pytest.mark.parametrize("sym", [*ANALYTIC, "P"])
+@pytest.mark.parametrize("size", [(3, 3), (4, 5), (5, 2)])
+def test_gradcheck(sym, size):
+    gen = torch.Generator().manual_seed(7)
+    p = FAMILIES[sym].num_akps(size)
+    a = random_akps(sym, 4, gen) if sym != "P" else torch.randn(4, p, generator=gen, dtype=torch.float64)
+    a.requires_grad_()
+    assert gradcheck(lambda t: generate(sym, t, size), (a,), eps=1e-6, atol=1e-6)
+
+
+def test_gradcheck_whole_mosaic():
+    gen = torch.Generator().manual_seed(3)
+    syms = ["Tf", "G", "M", "Lg", "P", "Lt", "Ts", "G"]
+    akps = []
+    for s in syms:
+        if s == "M":
+            akps.append(torch.empty(2, 0, dtype=torch.float64))
+        elif s == "P":
+            akps.append(torch.randn(3, 25, generator=gen, dtype=torch.float64).requires_grad_())
+        else:
+            akps.append(random_akps(s, 3, gen).requires_grad_())
+    leaves = tuple(a for a in akps if a.requires_grad)
+
+    def run(*xs):
+        it = iter(xs)
+        return mosaic([(s, next(it) if a.requires_grad else a) for s, a in zip(syms, akps)], 5)
+
+    assert gradcheck(run, leaves, eps=1e-6, atol=1e-6)
+    # the mosaic is the families' kernels in order
+    out = run(*leaves).detach()
+    start = 0
+    for s, a in zip(syms, akps):
+        n = a.shape[0]
+        assert torch.equal(out[start : start + n], generate(s, a.detach(), 5))
+        start += n
+
+
+@pytest.mark.parametrize("size", [(3, 3), (4, 4), (3, 4), (7, 7)])
+@pytest.mark.parametrize("sym", ["Lt", "Ts"])
+def test_centre_corrected_families_are_zero_sum(sym, size):
+    a = random_akps(sym, 8, torch.Generator().manual_seed(0))
+    k = generate(sym, a, size)
+    assert k.sum(dim=(1, 2)).abs().max().item() < 1e-12
+
+
+def test_tgd1st_is_antisymmetric_along_x_prime():
+    a = random_akps("Tf", 16, torch.Generator().manual_seed(5))
+    for size in [(5, 5), (4, 6)]:
+        k = generate("Tf", a, size)
+        # a half-turn of the grid maps x' to -x'
+        assert torch.allclose(k.flip(-1, -2), -k, atol=1e-12)
+
+
+def test_tgd1st_zero_on_the_axis():
+    k = generate("Tf", torch.tensor([[0.0, 1.0, 1.0]], dtype=torch.float64), 5)
+    assert torch.all(k[0, 2] == 0)  # theta = 0: x' = row offset, zero on the centre row
+
+
+EXTREMES = [0.0, 1e-30, -1e-30, 1e-8, -1e-3, 1.0, -2.5, 1e8, -1e8, 1e30, -1e30, 3e38]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("sym", ANALYTIC)
+def test_extreme_akps_stay_finite(sym, dtype):
+    p = FAMILIES[sym].num_akps(7)
+    base = torch.tensor([3.0, 0.4, 0.2, 1.5][:p], dtype=dtype)
+    rows = []
+    for col in range(p):
+        for v in EXTREMES:
+            r = base.clone()
+            r[col] = v
+            rows.append(r)
+    a = torch.stack(rows).requires_grad_()
+    k = generate(sym, a, 7)
+    assert torch.isfinite(k).all(), (
+        f"{sym}: non-finite kernel for rows {torch.nonzero(~torch.isfinite(k))[:3].tolist()}"
+    )
+    (k * torch.linspace(-1, 1, 49, dtype=dtype).view(7, 7)).sum().backward()
+    assert torch.isfinite(a.grad).all(), (
+        f"{sym}: non-finite gradient at {torch.nonzero(~torch.isfinite(a.grad))[:3].tolist()}"
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sym=st.sampled_from(ANALYTIC),
+    values=st.lists(st.floats(allow_nan=False, allow_infinity=False, width=32), min_size=4, max_size=4),
+    size=st.sampled_from([(3, 3), (4, 5), (1, 2)]),
+)
+def test_any_finite_float32_akps_give_finite_kernels_and_grads(sym, values, size):
+    p = FAMILIES[sym].num_akps(size)
+    a = torch.tensor([values[:p]], dtype=torch.float32, requires_grad=True)
+    k = generate(sym, a, size)
+    assert torch.isfinite(k).all()
+    k.sum().backward()
+    assert torch.isfinite(a.grad).all()
+
+
+def test_scales_act_through_their_magnitude():
+    a = torch.tensor([[1.3]], dtype=torch.float64)
+    for sym in ("Lg", "Lt"):
+        assert torch.equal(generate(sym, a, 5), generate(sym, -a, 5))
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: generate("Q", torch.zeros(1, 1), 3), "unknown kernel family 'Q'"),
+        (lambda: generate("G", torch.zeros(2, 3), 3), r"Gabor: akps must have shape \[N, 4\], got \[2, 3\]"),
+        (lambda: generate("Lg", torch.zeros(2), 3), r"LoG: akps must have shape \[N, 1\]"),
+        (lambda: generate("P", torch.zeros(1, 8), 3), r"Plain: akps must have shape \[N, 9\]"),
+        (lambda: generate("Lg", torch.ones(1, 1, dtype=torch.int64), 3), "floating"),
+        (lambda: generate("Lg", torch.ones(1, 1), 0), "kernel_size"),
+        (lambda: mosaic([("Lg", torch.ones(1, 1)), ("Lt", torch.ones(1, 1, dtype=torch.float64))], 3), "one dtype"),
+    ],
+)
+def test_bad_input_is_named(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
+
+
+def test_gabor_peak_and_wavelength():
+    # theta = 0, psi = 0: cos(2 pi x / lambda) along rows; lambda = 4 puts zeros at x = +-1
+    k = generate("G", torch.tensor([[4.0, 0.0, 0.0, 100.0]], dtype=torch.float64), 5)[0]
+    assert k[2, 2].item() == pytest.approx(1.0)
+    assert abs(k[1, 2].item()) < 1e-12 and abs(k[3, 2].item()) < 1e-12
+    assert k[0, 2].item() == pytest.approx(-math.exp(-4 / 20000), rel=1e-9)
+
+
+def test_log_centre_scales_as_inverse_sigma4():
+    k = generate("Lg", torch.tensor([[1.0], [2.0]], dtype=torch.float64), 3)
+    assert k[0, 1, 1].item() / k[1, 1, 1].item() == pytest.approx(16.0)
+
+
+def test_double_backward_is_refused_clearly():
+    a = torch.tensor([[1.0]], dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(generate("Lg", a, 3).sum(), a, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|not differentiable|does not require grad"):
+        g.sum().backward()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_matches_cpu():
+    for sym in ANALYTIC:
+        a = random_akps(sym, 8, torch.Generator().manual_seed(0))
+        assert torch.allclose(generate(sym, a.cuda(), 5).cpu(), generate(sym, a, 5))
+
+
+def test_meta_device_shapes():
+    k = generate("G", torch.zeros(3, 4, device="meta"), (3, 5))
+    assert k.shape == (3, 3, 5) and k.device.type == "meta"
