@@ -1,0 +1,255 @@
+"""ONNX graph passes over exported ACL models, with onnx-graphsurgeon.
+
+* ``make_live``: static -> live. Each ACL's baked ``Conv`` weight initializer is
+  replaced by ``ai.acl`` kernel-generation nodes over AKP initializers (and the
+  plain-kernel initializer), concatenated in spec order and reshaped to the weight.
+* ``expose_akp_inputs``: every AKP initializer also becomes a graph input of the
+  same name, so its stored value is the default and a caller may feed new AKPs.
+* ``bake``: live -> static without PyTorch: every computed Conv weight is
+  evaluated from the file's own function bodies (``onnx.reference``) and stored
+  as an initializer again.
+
+Every pass ends with ``cleanup().toposort()`` and a full ``onnx.checker`` check.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import TensorProto, helper
+
+from export.functions import DOMAIN, DOMAIN_VERSION, OP_OF_SYMBOL, OPSET, function_proto
+
+IR_VERSION = 10
+"""IR version written: onnx 1.23 writes 14 by default, onnxruntime 1.31 reads at most 13,
+and TensorRT 10's parser reads 10."""
+
+META_MODE = "acl_deploy.mode"
+META_LAYERS = "acl_deploy.layers"
+
+
+@dataclass
+class LiveSegment:
+    """One spec segment of an ACL as the live file stores it."""
+
+    symbol: str
+    count: int
+    values: np.ndarray | None  # AKPs [n, p], plain kernels [n, h, w], or None for Mean
+    name: str  # initializer name (module path + parameter name)
+
+
+@dataclass
+class LiveLayer:
+    """What ``make_live`` needs to know about one ACL."""
+
+    name: str  # module path, e.g. "conv1"
+    spec: str  # canonical count form
+    weight_shape: tuple[int, int, int, int]
+    segments: list[LiveSegment] = field(default_factory=list)
+
+    @property
+    def kernel_size(self) -> tuple[int, int]:
+        return self.weight_shape[2], self.weight_shape[3]
+
+
+def grid_array(h: int, w: int) -> np.ndarray:
+    """``float32[2, h, w]`` sampling grid of eq. 3 (``x`` rows, ``y`` columns)."""
+    x = np.arange(h, dtype=np.float64) - (h - 1) / 2
+    y = np.arange(w, dtype=np.float64) - (w - 1) / 2
+    return np.stack(np.meshgrid(x, y, indexing="ij")).astype(np.float32)
+
+
+def finish(graph: gs.Graph, *, functions: list[onnx.FunctionProto], meta: dict[str, str]) -> onnx.ModelProto:
+    """cleanup, toposort, export with our IR/opsets, attach functions and metadata, full check."""
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    model = gs.export_onnx(graph, do_type_check=True)
+    model.ir_version = IR_VERSION
+    del model.opset_import[:]
+    model.opset_import.append(helper.make_opsetid("", OPSET))
+    if functions:
+        model.opset_import.append(helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
+    del model.functions[:]
+    model.functions.extend(functions)
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def make_live(static: onnx.ModelProto, layers: list[LiveLayer]) -> onnx.ModelProto:
+    """Replace each ACL's Conv weight initializer by kernel generation from AKPs."""
+    graph = gs.import_onnx(static)
+    tensors = graph.tensors()
+    grids: dict[tuple[int, int], gs.Constant] = {}
+    used_ops: set[str] = set()
+    for layer in layers:
+        wname = f"{layer.name}.weight"
+        old = tensors.get(wname)
+        if not isinstance(old, gs.Constant):
+            raise ValueError(f"static model has no Conv weight initializer {wname!r} for ACL layer {layer.name!r}")
+        convs = [n for n in old.outputs if n.op == "Conv" and n.inputs[1] is old]
+        if not convs:
+            raise ValueError(f"initializer {wname!r} does not feed a Conv weight")
+        h, w = layer.kernel_size
+        if (h, w) not in grids:
+            grids[h, w] = gs.Constant(f"acl.grid.{h}x{w}", grid_array(h, w))
+        grid = grids[h, w]
+
+        parts: list[gs.Tensor] = []
+        for i, seg in enumerate(layer.segments):
+            if seg.symbol == "P":
+                parts.append(gs.Constant(seg.name, np.ascontiguousarray(seg.values, dtype=np.float32)))
+                continue
+            op = OP_OF_SYMBOL[seg.symbol]
+            used_ops.add(op)
+            if seg.symbol == "M":
+                first = gs.Constant(seg.name, np.array([seg.count], dtype=np.int64))
+            else:
+                first = gs.Constant(seg.name, np.ascontiguousarray(seg.values, dtype=np.float32))
+            out = gs.Variable(f"{layer.name}.kernels{i}", dtype=np.float32, shape=[seg.count, h, w])
+            graph.nodes.append(
+                gs.Node(op=op, name=f"{layer.name}/acl/{op}{i}", domain=DOMAIN, inputs=[first, grid], outputs=[out])
+            )
+            parts.append(out)
+
+        total = sum(s.count for s in layer.segments)
+        cat = gs.Variable(f"{layer.name}.kernels", dtype=np.float32, shape=[total, h, w])
+        graph.nodes.append(
+            gs.Node(op="Concat", name=f"{layer.name}/acl/Concat", attrs={"axis": 0}, inputs=parts, outputs=[cat])
+        )
+        old.name = f"{wname}.baked"  # frees the name; cleanup drops the unused constant
+        new = gs.Variable(wname, dtype=np.float32, shape=list(layer.weight_shape))
+        shape = gs.Constant(f"{layer.name}.weight_shape", np.array(layer.weight_shape, dtype=np.int64))
+        graph.nodes.append(gs.Node(op="Reshape", name=f"{layer.name}/acl/Reshape", inputs=[cat, shape], outputs=[new]))
+        for conv in convs:
+            conv.inputs[1] = new
+
+    meta = metadata(static)
+    meta[META_MODE] = "live"
+    functions = [function_proto(op) for op in OP_OF_SYMBOL.values() if op in used_ops]
+    return finish(graph, functions=functions, meta=meta)
+
+
+def akp_initializer_names(model: onnx.ModelProto) -> list[str]:
+    """Names of the AKP initializers of a live model (first inputs of ``ai.acl`` nodes, Mean excluded)."""
+    names = []
+    for node in model.graph.node:
+        if node.domain == DOMAIN and node.op_type != "Mean":
+            names.append(node.input[0])
+    return names
+
+
+def expose_akp_inputs(live: onnx.ModelProto) -> onnx.ModelProto:
+    """Make every AKP initializer also a graph input (its value becomes the default)."""
+    model = onnx.ModelProto()
+    model.CopyFrom(live)
+    inits = {t.name: t for t in model.graph.initializer}
+    existing = {i.name for i in model.graph.input}
+    for name in akp_initializer_names(model):
+        if name in existing:
+            continue
+        t = inits[name]
+        model.graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(t.dims)))
+    meta = metadata(model)
+    meta[META_MODE] = "live+akp_inputs"
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def bake(live: onnx.ModelProto) -> onnx.ModelProto:
+    """Live -> static: fold every computed Conv weight to an initializer, drop the ai.acl ops."""
+    from onnx.reference import ReferenceEvaluator
+
+    graph = gs.import_onnx(live)
+    targets = [
+        n.inputs[1]
+        for n in graph.nodes
+        if n.op == "Conv" and len(n.inputs) > 1 and isinstance(n.inputs[1], gs.Variable) and n.inputs[1].inputs
+    ]
+    if not targets:
+        raise ValueError("model has no computed Conv weights to bake (is it already static?)")
+    names = list(dict.fromkeys(t.name for t in targets))
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(live)
+    del probe.graph.output[:]
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names)
+    inits = {t.name for t in probe.graph.initializer}
+    # The weights are evaluated from initializers alone (AKP inputs at their defaults).
+    evaluator = ReferenceEvaluator(_weights_only(probe, names))
+    values = evaluator.run(None, {})
+
+    tensors = graph.tensors()
+    for name, value in zip(names, values):
+        var = tensors[name]
+        const = gs.Constant(name, np.asarray(value, dtype=np.float32))
+        for consumer in list(var.outputs):
+            for k, t in enumerate(consumer.inputs):
+                if t is var:
+                    consumer.inputs[k] = const
+        var.name = f"{name}.computed"
+    graph.inputs = [t for t in graph.inputs if not (isinstance(t, gs.Variable) and t.name in inits)]
+    graph.cleanup(remove_unused_graph_inputs=True)
+    meta = metadata(live)
+    meta[META_MODE] = "static"
+    return finish(graph, functions=[], meta=meta)
+
+
+def _weights_only(model: onnx.ModelProto, outputs: list[str]) -> onnx.ModelProto:
+    """The subgraph computing ``outputs``, with initializer-backed inputs turned into initializers only."""
+    inits = {t.name for t in model.graph.initializer}
+    needed: set[str] = set(outputs)
+    keep = []
+    for node in reversed(model.graph.node):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+    missing = [n for n in needed if n not in inits and not any(n in nd.output for nd in keep)]
+    if missing:
+        raise ValueError(f"Conv weights depend on non-constant tensors {sorted(missing)}; cannot bake")
+    sub = onnx.ModelProto()
+    sub.CopyFrom(model)
+    del sub.graph.node[:]
+    sub.graph.node.extend(reversed(keep))
+    del sub.graph.input[:]
+    kept_inits = [t for t in model.graph.initializer if t.name in needed]
+    del sub.graph.initializer[:]
+    sub.graph.initializer.extend(kept_inits)
+    return sub
+
+
+def layers_from_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    """``{layer: spec}`` recorded at export."""
+    raw = metadata(model).get(META_LAYERS)
+    return json.loads(raw) if raw else {}
+
+
+def save(model: onnx.ModelProto, path: str | Path) -> Path:
+    """Write atomically: a temporary file in the same folder, then rename."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(model.SerializeToString())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
