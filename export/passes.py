@@ -23,6 +23,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import TensorProto, helper
 
+from export.atomic import atomic_output
 from export.functions import DOMAIN, DOMAIN_VERSION, OP_OF_SYMBOL, OPSET, function_proto
 
 IR_VERSION = 10
@@ -238,18 +239,7 @@ def layers_from_metadata(model: onnx.ModelProto) -> dict[str, str]:
 
 
 def save(model: onnx.ModelProto, path: str | Path) -> Path:
-    """Write atomically: a temporary file in the same folder, then rename."""
-    import os
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``model`` to ``path`` atomically."""
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(model.SerializeToString())
+    return Path(path)

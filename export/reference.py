@@ -17,7 +17,7 @@ from onnx.reference.op_run import OpRun
 from acl.kernels import SCALE_MAX, SCALE_MIN, TF_DELTA
 from export.functions import DOMAIN
 
-__all__ = ["OPS", "gabor", "lot", "log", "mean", "tgd1st", "tgd2nd"]
+__all__ = ["OPS", "gabor", "log", "lot", "mean", "tgd1st", "tgd2nd"]
 
 
 def _xy(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

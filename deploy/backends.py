@@ -1,0 +1,60 @@
+"""Which backends this machine can run, and why not when it cannot.
+
+Backend names used across the CLI and the report:
+
+==========  ==========================================================
+torch       the source model in eager PyTorch (the reference)
+ort-cpu     ONNX Runtime, CPU execution provider
+ort-cuda    ONNX Runtime, CUDA execution provider
+ort-trt     ONNX Runtime, TensorRT execution provider
+==========  ==========================================================
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+
+__all__ = ["ALL_BACKENDS", "availability", "cuda_device_present"]
+
+ALL_BACKENDS = ("torch", "ort-cpu", "ort-cuda", "ort-trt")
+
+
+def cuda_device_present() -> tuple[bool, str]:
+    """Whether a CUDA device is visible, by ``nvidia-smi`` (no CUDA library import)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return False, "no CUDA device (nvidia-smi not found)"
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, f"no CUDA device (nvidia-smi failed: {e})"
+    if out.returncode != 0 or "GPU" not in out.stdout:
+        return False, "no CUDA device (nvidia-smi lists none)"
+    return True, out.stdout.strip().splitlines()[0]
+
+
+def _ort_provider(provider: str) -> tuple[bool, str]:
+    if importlib.util.find_spec("onnxruntime") is None:
+        return False, "onnxruntime is not installed"
+    import onnxruntime as ort
+
+    if provider not in ort.get_available_providers():
+        return False, f"the installed onnxruntime {ort.__version__} has no {provider} (install onnxruntime-gpu)"
+    return True, provider
+
+
+def availability(backend: str) -> tuple[bool, str]:
+    """``(available, reason)``; ``reason`` says why not when unavailable."""
+    if backend == "torch":
+        return True, "PyTorch eager"
+    if backend == "ort-cpu":
+        return _ort_provider("CPUExecutionProvider")
+    if backend in ("ort-cuda", "ort-trt"):
+        provider = "CUDAExecutionProvider" if backend == "ort-cuda" else "TensorrtExecutionProvider"
+        ok, why = _ort_provider(provider)
+        if not ok:
+            return ok, why
+        return cuda_device_present()
+    raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(ALL_BACKENDS)}")
