@@ -1,13 +1,24 @@
 """ONNX export of ACL models: static (baked kernels) and live (kernels from AKPs).
 
+``to_onnx`` needs PyTorch; everything that reads or rewrites ONNX files
+(``bake``, the ``ai.acl`` functions, the NumPy reference ops) does not, and this
+package imports PyTorch only when ``to_onnx`` or ``live_layers`` is first used.
+
 >>> from export import DOMAIN, OP_OF_SYMBOL
 >>> DOMAIN, OP_OF_SYMBOL["G"]
 ('ai.acl', 'Gabor')
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
 from export.functions import DOMAIN, DOMAIN_VERSION, OP_OF_SYMBOL, OPSET, all_function_protos, function_proto
-from export.onnx_export import INPUT_NAME, OUTPUT_NAME, bake, live_layers, to_onnx
 from export.passes import IR_VERSION
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
 
 __all__ = [
     "DOMAIN",
@@ -23,3 +34,21 @@ __all__ = [
     "live_layers",
     "to_onnx",
 ]
+
+
+def bake(src_path: str | Path, dst_path: str | Path) -> Path:
+    """Live ONNX file -> static ONNX file, without PyTorch (see ``export.passes.bake``)."""
+    import onnx
+
+    from export import passes
+
+    model = onnx.load(str(src_path))
+    return passes.save(passes.bake(model), dst_path)
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: PyTorch-dependent parts load on first use
+    if name in ("to_onnx", "live_layers"):
+        from export import onnx_export
+
+        return getattr(onnx_export, name)
+    raise AttributeError(f"module 'export' has no attribute {name!r}")

@@ -15,13 +15,10 @@ import torch
 from torch import nn
 
 import acl
-from export import passes
+from export import INPUT_NAME, OUTPUT_NAME, passes
 from export.functions import OPSET
 
-__all__ = ["INPUT_NAME", "OUTPUT_NAME", "bake", "live_layers", "to_onnx"]
-
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
+__all__ = ["live_layers", "to_onnx"]
 
 
 def live_layers(model: nn.Module) -> list[passes.LiveLayer]:
@@ -114,10 +111,3 @@ def to_onnx(
     else:
         onnx.checker.check_model(proto, full_check=True)
     return passes.save(proto, path)
-
-
-def bake(src_path: str | Path, dst_path: str | Path) -> Path:
-    """Live ONNX file -> static ONNX file, without PyTorch (see ``passes.bake``)."""
-    src = Path(src_path)
-    model = onnx.load(str(src))
-    return passes.save(passes.bake(model), dst_path)

@@ -14,8 +14,7 @@ from __future__ import annotations
 import numpy as np
 from onnx.reference.op_run import OpRun
 
-from acl.kernels import SCALE_MAX, SCALE_MIN, TF_DELTA
-from export.functions import DOMAIN
+from export.functions import DOMAIN, SCALE_MAX, SCALE_MIN, TF_DELTA
 
 __all__ = ["OPS", "gabor", "log", "lot", "mean", "tgd1st", "tgd2nd"]
 

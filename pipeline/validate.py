@@ -40,15 +40,22 @@ TOLERANCES: dict[str, Tolerance] = {
 
 def compare_outputs(ref: np.ndarray, out: np.ndarray, tol: Tolerance) -> dict[str, Any]:
     """Statistics and verdict for one output against the reference, via Polygraphy's comparator."""
-    from polygraphy.comparator import CompareFunc
     from polygraphy.comparator.struct import IterationResult
+
+    try:
+        from polygraphy.comparator import SimpleCompareFunc
+    except ImportError:  # Polygraphy < 0.50
+        from polygraphy.comparator import CompareFunc
+
+        SimpleCompareFunc = CompareFunc.simple
 
     if out.shape != ref.shape:
         return {"passed": False, "error": f"shape {list(out.shape)} differs from the reference's {list(ref.shape)}"}
-    compare = CompareFunc.simple(atol=tol.atol, rtol=tol.rtol, check_error_stat="elemwise")
+    compare = SimpleCompareFunc(atol=tol.atol, rtol=tol.rtol, check_error_stat="elemwise")
+    # Polygraphy measures relative error against the second result: the reference.
     result = compare(
-        IterationResult({"logits": ref.astype(np.float32)}, runner_name="reference"),
         IterationResult({"logits": out.astype(np.float32)}, runner_name="candidate"),
+        IterationResult({"logits": ref.astype(np.float32)}, runner_name="reference"),
     )["logits"]
     top1 = float(np.mean(ref.argmax(-1) == out.argmax(-1)))
     return {

@@ -1,0 +1,66 @@
+"""Shared fixtures: a small AnaNN with every kernel family, exported once per session."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import acl
+
+ALL_FAMILIES = "G0.2Lg0.1Lt0.1Tf0.15Ts0.1M0.05P0.3"
+
+
+def small_anann(seed: int = 0) -> nn.Module:
+    """Two ACLs (odd and even/rectangular kernels), every family, groups and padding."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(1, 8, 5, padding=2),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, (4, 3), padding=1, groups=2),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32, 10),
+    )
+    return acl.convert(net, ALL_FAMILIES, layers="all").eval()
+
+
+@pytest.fixture(scope="session")
+def anann() -> nn.Module:
+    return small_anann()
+
+
+@pytest.fixture(scope="session")
+def exported(anann, tmp_path_factory) -> dict:
+    import export
+
+    d = tmp_path_factory.mktemp("onnx")
+    shape = (1, 1, 12, 12)
+    return {
+        "static": export.to_onnx(anann, d / "m.static.onnx", shape, mode="static"),
+        "live": export.to_onnx(anann, d / "m.live.onnx", shape, mode="live"),
+        "live-akp": export.to_onnx(anann, d / "m.live-akp.onnx", shape, mode="live", akp_inputs=True),
+        "dir": d,
+    }
+
+
+@pytest.fixture()
+def fresh_input() -> np.ndarray:
+    """Inputs never used for export (which traces zeros of batch 2)."""
+    return np.random.default_rng(123).standard_normal((5, 1, 12, 12)).astype(np.float32)
+
+
+def torch_out(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def ort_out(path, x: np.ndarray, extra: dict | None = None) -> np.ndarray:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, {"input": x, **(extra or {})})[0]

@@ -1,0 +1,257 @@
+"""The main job end to end, through the command line."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from pipeline.export import main
+
+FAST = ["--epochs", "4", "--batch-sizes", "1,4", "--latency-seconds", "0.02", "--no-progress"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args, env_extra=None, timeout=600):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.export", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["--out", str(out), *FAST]) == 0
+    return out
+
+
+def test_default_job_outputs(run_dir):
+    names = {p.name for p in run_dir.iterdir()}
+    assert {
+        "model.safetensors",
+        "model.static.onnx",
+        "model.live.onnx",
+        "model.live-akp.onnx",
+        "report.json",
+        "report.md",
+        "latency.png",
+        "mosaic-conv1.png",
+        "mosaic-conv2.png",
+    } <= names
+    assert not [n for n in names if n.startswith(".")], "no temporary files left"
+    r = json.loads((run_dir / "report.json").read_text())
+    assert r["schema"] == "acl-deploy/report/1"
+    assert r["model"]["arch"] == "lenet" and r["model"]["spec"] == "G0.15625Lg0.078125Lt0.078125Tf0.1875P0.5"
+    assert r["accuracy"] > 0.85, r["accuracy"]  # 4 epochs; the default 15 reach ~97 %
+    assert set(r["compact_factor"]) == {"conv1", "conv2"}
+    assert r["compact_factor"]["conv2"]["spec"] == "(6x16)G15Lg8Lt7Tf18P48"
+    assert r["compact_factor"]["conv2"]["value"] == pytest.approx(1 - (15 * 4 + 8 + 7 + 18 * 3 + 48 * 25) / (96 * 25))
+    for key in ("ort-cpu:static", "ort-cpu:live", "ort-cpu:live-akp", "ort-cpu:live-akp(fed)", "torch:baked"):
+        p = r["parity"][key]
+        assert p["passed"], (key, p)
+        assert p["max_abs_err"] < 1e-4 and p["top1_agreement"] == 1.0
+        assert {"max_abs_err", "max_rel_err", "top1_agreement", "atol", "rtol", "passed"} <= set(p)
+    for key in ("ort-cuda:static", "ort-trt:live"):
+        assert r["parity"][key]["available"] is False and r["parity"][key]["reason"]
+    for key in ("torch:eager", "ort-cpu:static", "ort-cpu:live", "ort-cpu:live-akp"):
+        for b in ("1", "4"):
+            row = r["latency"][key][b]
+            assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] and row["throughput"] > 0
+    assert r["latency"]["torch:eager"]["1"]["speedup_vs_torch"] == 1.0
+    assert r["verdict"] == {
+        "passed": True,
+        "checks": 5,
+        "failed": [],
+        "not_available": [k for k in r["parity"] if "cuda" in k or "trt" in k],
+    }
+    env = r["environment"]
+    assert env["cores"] >= 1 and env["versions"]["onnxruntime"] != "not installed"
+    text = (run_dir / "report.md").read_text()
+    assert f"Test accuracy of the source model: {r['accuracy'] * 100:.2f} %" in text
+    assert "not available:" in text
+
+
+def test_exported_files_run_on_new_inputs(run_dir):
+    import onnxruntime as ort
+
+    from pipeline import checkpoint as ckpt
+    from pipeline.data import load_digits_dataset
+
+    model, meta = ckpt.load(run_dir / "model.safetensors")
+    x = np.random.default_rng(5).standard_normal((7, 1, 32, 32)).astype(np.float32)
+    import torch
+
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    for name in ("model.static.onnx", "model.live.onnx", "model.live-akp.onnx"):
+        onnx.checker.check_model(str(run_dir / name), full_check=True)
+        got = ort.InferenceSession(str(run_dir / name), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+        assert np.abs(got - want).max() < 1e-4, name
+    data = load_digits_dataset()
+    assert float(meta["mean"]) == pytest.approx(data.mean)
+
+
+def test_checkpoint_run_reproduces_accuracy(run_dir, tmp_path):
+    out = tmp_path / "again"
+    assert (
+        main(
+            [
+                "--out",
+                str(out),
+                "--checkpoint",
+                str(run_dir / "model.safetensors"),
+                "--batch-sizes",
+                "2",
+                "--latency-seconds",
+                "0.01",
+                "--backends",
+                "ort-cpu",
+            ]
+        )
+        == 0
+    )
+    a, b = (json.loads((d / "report.json").read_text()) for d in (run_dir, out))
+    assert b["accuracy"] == a["accuracy"] and b["model"]["trained"] is False
+    assert set(b["latency"]) == {"torch:eager", "ort-cpu:static", "ort-cpu:live", "ort-cpu:live-akp"}
+
+
+def test_refuses_to_overwrite_without_force_and_replaces_with_force(run_dir, tmp_path, capsys):
+    before = digest(run_dir)
+    assert main(["--out", str(run_dir), *FAST]) == 2
+    assert "is not empty; pass --force" in capsys.readouterr().err
+    assert digest(run_dir) == before
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for p in run_dir.iterdir():
+        (copy / p.name).write_bytes(p.read_bytes())
+    (copy / "stale.txt").write_text("from an older run")
+    assert (
+        main(
+            [
+                "--out",
+                str(copy),
+                "--force",
+                "--checkpoint",
+                str(run_dir / "model.safetensors"),
+                "--batch-sizes",
+                "1",
+                "--latency-seconds",
+                "0.01",
+            ]
+        )
+        == 0
+    )
+    assert not (copy / "stale.txt").exists() and (copy / "report.json").exists()
+
+
+def test_failure_midway_leaves_previous_outputs_untouched(run_dir, tmp_path, monkeypatch, capsys):
+    import export
+
+    copy = tmp_path / "prev"
+    copy.mkdir()
+    for p in run_dir.iterdir():
+        (copy / p.name).write_bytes(p.read_bytes())
+    before = digest(copy)
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full (simulated)")
+
+    monkeypatch.setattr(export.onnx_export, "to_onnx", boom)
+    with pytest.raises(RuntimeError, match="simulated"):
+        main(["--out", str(copy), "--force", "--checkpoint", str(run_dir / "model.safetensors"), "--batch-sizes", "1"])
+    assert digest(copy) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["prev"], "staging folder removed"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--spec", "G0.5P0.4"], "error: layer 'conv1': bad arrangement spec 'G0.5P0.4': ratios sum to 0.9"),
+        (["--checkpoint", "/no/such.safetensors"], "error: checkpoint not found: /no/such.safetensors"),
+        (["--backends", "ort-cpu,tpu"], "error: unknown backend(s) tpu"),
+        (["--arch", "cnn4", "--checkpoint", "{ckpt}"], "is a 'lenet' model, but --arch cnn4 was given"),
+        (["--checkpoint", "{bad}"], "is corrupt or not a safetensors file"),
+    ],
+)
+def test_bad_input_one_line_no_traceback_nothing_written(run_dir, tmp_path, args, message):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    args = [a.format(ckpt=run_dir / "model.safetensors", bad=bad) for a in args]
+    out = tmp_path / "out"
+    res = run_cli("--out", str(out), *FAST, *args)
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr and "Traceback" not in res.stdout
+    assert [ln for ln in res.stderr.splitlines() if ln.startswith("error:")] and len(
+        [ln for ln in res.stderr.splitlines() if "error" in ln]
+    ) == 1
+    assert not out.exists()
+
+
+def test_not_an_earlier_run_is_never_replaced(tmp_path):
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("precious")
+    res = run_cli("--out", str(user), "--force", *FAST)
+    assert res.returncode == 2 and "not an earlier acl-deploy run" in res.stderr
+    assert (user / "notes.txt").read_text() == "precious"
+
+
+def test_help_without_onnxruntime_or_tensorrt():
+    code = "import sys; sys.modules['onnxruntime'] = None; sys.modules['tensorrt'] = None; sys.argv = ['x', '--help']\nimport runpy; runpy.run_module('pipeline.export', run_name='__main__')"
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "--checkpoint" in res.stdout and "--backends" in res.stdout
+
+
+@pytest.mark.slow
+def test_training_under_torchrun_ddp_with_two_gloo_processes(tmp_path):
+    out = tmp_path / "ddp"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "pipeline.export",
+            "--out",
+            str(out),
+            "--epochs",
+            "3",
+            "--batch-sizes",
+            "1",
+            "--latency-seconds",
+            "0.01",
+            "--no-progress",
+            "--backends",
+            "ort-cpu",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads((out / "report.json").read_text())
+    assert r["model"]["world_size"] == 2
+    assert r["accuracy"] > 0.7, r["accuracy"]
+    assert r["verdict"]["passed"]
