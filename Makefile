@@ -24,6 +24,7 @@ run: install
 
 bench: install
 	$(PYTHON) benchmarks/bench_acl_layer.py
+	$(PYTHON) benchmarks/bench_onnx_latency.py
 
 lint: install
 	$(PYTHON) -m ruff check .

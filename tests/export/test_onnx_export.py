@@ -32,7 +32,7 @@ def test_file_is_valid_for_the_installed_runtime(anann, exported, mode):
     assert m.ir_version == export.IR_VERSION <= 13
     opsets = {o.domain: o.version for o in m.opset_import}
     assert opsets[""] == export.OPSET
-    assert [i.name for i in m.graph.input][0] == "input" and [o.name for o in m.graph.output] == ["logits"]
+    assert m.graph.input[0].name == "input" and [o.name for o in m.graph.output] == ["logits"]
     batch = m.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch.dim_param and not batch.HasField("dim_value"), "batch dimension must be dynamic"
     assert layers_from_metadata(m) == {n: str(layer.spec) for n, layer in acl.acl_layers(anann)}
