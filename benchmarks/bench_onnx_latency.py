@@ -78,14 +78,18 @@ def main() -> None:
         return statistics.median(x / y for x, y in zip(p50[a, batch], p50[b, batch]))
 
     print(f"arch {args.arch}, spec {DEFAULT_SPEC}, onnxruntime CPU, {args.rounds} rounds, p50 per call in ms")
-    print(f"{'batch':>5s} {'plain':>8s} {'static':>8s} {'live':>8s} {'live-akp':>9s}  {'static/plain':>12s} {'live/static':>11s} {'recompute ms':>12s}")
+    print(
+        f"{'batch':>5s} {'plain':>8s} {'static':>8s} {'live':>8s} {'live-akp':>9s}  {'static/plain':>12s} {'live/static':>11s} {'recompute ms':>12s}"
+    )
     for b in batches:
         med = {k: statistics.median(p50[k, b]) for k in files}
         print(
             f"{b:5d} {med['plain']:8.4f} {med['static']:8.4f} {med['live']:8.4f} {med['live-akp']:9.4f}  "
             f"{ratio('static', 'plain', b):12.3f} {ratio('live', 'static', b):11.3f} {med['live-akp'] - med['static']:12.4f}"
         )
-    print("targets: static/plain <= 1.05, live/static <= 1.05; recompute = live-akp minus static (kernels rebuilt every call)")
+    print(
+        "targets: static/plain <= 1.05, live/static <= 1.05; recompute = live-akp minus static (kernels rebuilt every call)"
+    )
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from pipeline.errors import UserError
 __all__ = ["JobConfig", "OutputFolder", "run"]
 
 DEFAULT_BATCH_SIZES = (1, 8, 64)
+_ORT_PROVIDER = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}  # backend -> deploy.runners.ort_providers
 ORT_MODES = ("static", "live", "live-akp")
 
 
@@ -82,6 +83,8 @@ class OutputFolder:
         probe = parent
         while not probe.exists():
             probe = probe.parent
+        if not probe.is_dir():
+            raise UserError(f"--out {out}: {probe} is not a folder")
         if not os.access(probe, os.W_OK):
             raise UserError(f"--out {out}: cannot write in {probe}")
 
@@ -329,8 +332,7 @@ def _export_validate_report(
     for backend, (ok, reason) in backends.items():
         if backend == "torch":
             continue
-        provider = backend.split("-", 1)[1]
-        provider = {"cpu": "cpu", "cuda": "cuda", "trt": "tensorrt"}[provider]
+        provider = _ORT_PROVIDER[backend]
         for mode, path in paths.items():
             key = f"{backend}:{mode}"
             if not ok:
@@ -354,7 +356,7 @@ def _export_validate_report(
         if backend == "torch" or not ok or "live-akp" not in paths:
             continue
         moved, akp_feed = _perturbed_akps(model, cfg.seed)
-        provider = {"cpu": "cpu", "cuda": "cuda", "trt": "tensorrt"}[backend.split("-", 1)[1]]
+        provider = _ORT_PROVIDER[backend]
         res = run_parity(
             TorchRunner(moved, meta_in, [export.OUTPUT_NAME]),
             [

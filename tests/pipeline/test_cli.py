@@ -203,6 +203,16 @@ def test_bad_input_one_line_no_traceback_nothing_written(run_dir, tmp_path, args
     assert not out.exists()
 
 
+def test_out_that_cannot_be_created(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    res = run_cli("--out", str(blocker / "run"), *FAST)
+    assert res.returncode == 2 and "error: --out" in res.stderr and "Traceback" not in res.stderr
+    res = run_cli("--out", str(blocker), *FAST)
+    assert res.returncode == 2 and "exists and is not a folder" in res.stderr
+    assert blocker.read_text() == "not a folder"
+
+
 def test_not_an_earlier_run_is_never_replaced(tmp_path):
     user = tmp_path / "mine"
     user.mkdir()
