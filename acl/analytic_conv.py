@@ -198,8 +198,11 @@ class AnalyticConv2d(nn.Module):
     @property
     def weight(self) -> Tensor:
         """Assembled ``[Co, Ci/groups, h, w]`` kernel tensor."""
-        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters(recurse=False))
-        if self.training or needs_grad:
+        params = list(self.parameters(recurse=False))
+        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+        # Inference tensors (made under torch.inference_mode) have no version counter, so
+        # an in-place change to one could not be detected: never cache them.
+        if self.training or needs_grad or any(p.is_inference() for p in params):
             self._cache = self._cache_key = None
             return self._assemble()
         key = self._params_key()

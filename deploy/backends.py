@@ -7,6 +7,8 @@ torch       the source model in eager PyTorch (the reference)
 ort-cpu     ONNX Runtime, CPU execution provider
 ort-cuda    ONNX Runtime, CUDA execution provider
 ort-trt     ONNX Runtime, TensorRT execution provider
+trt         TensorRT engines, FP32 (``deploy.tensorrt``)
+trt-fp16    TensorRT engines, FP16
 ==========  ==========================================================
 """
 
@@ -18,7 +20,7 @@ import subprocess
 
 __all__ = ["ALL_BACKENDS", "availability", "cuda_device_present"]
 
-ALL_BACKENDS = ("torch", "ort-cpu", "ort-cuda", "ort-trt")
+ALL_BACKENDS = ("torch", "ort-cpu", "ort-cuda", "ort-trt", "trt", "trt-fp16")
 
 
 def cuda_device_present() -> tuple[bool, str]:
@@ -51,6 +53,10 @@ def availability(backend: str) -> tuple[bool, str]:
         return True, "PyTorch eager"
     if backend == "ort-cpu":
         return _ort_provider("CPUExecutionProvider")
+    if backend in ("trt", "trt-fp16"):
+        from deploy.tensorrt.versions import available
+
+        return available()
     if backend in ("ort-cuda", "ort-trt"):
         provider = "CUDAExecutionProvider" if backend == "ort-cuda" else "TensorrtExecutionProvider"
         ok, why = _ort_provider(provider)

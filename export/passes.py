@@ -170,6 +170,32 @@ def expose_akp_inputs(live: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def require_akp_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """AKPs as required graph inputs with no stored default (for TensorRT).
+
+    TensorRT's ONNX parser imports a graph input that also has an initializer as a
+    constant weight; dropping the initializers makes the AKPs real network inputs,
+    so the engine computes its Conv weights from the AKPs fed at each run.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(
+        model
+        if any(i.name in set(akp_initializer_names(model)) for i in model.graph.input)
+        else expose_akp_inputs(model)
+    )
+    names = set(akp_initializer_names(out))
+    kept = [t for t in out.graph.initializer if t.name not in names]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(kept)
+    meta = metadata(out)
+    meta[META_MODE] = "live+required_akp_inputs"
+    del out.metadata_props[:]
+    for k, v in meta.items():
+        out.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    onnx.checker.check_model(out, full_check=True)
+    return out
+
+
 def bake(live: onnx.ModelProto) -> onnx.ModelProto:
     """Live -> static: fold every computed Conv weight to an initializer, drop the ai.acl ops."""
     from onnx.reference import ReferenceEvaluator

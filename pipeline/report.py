@@ -18,6 +18,10 @@
       "latency": {"<backend>:<mode>": {"<batch>": {"p50_ms", "p90_ms", "p99_ms", "mean_ms",
                  "min_ms", "iterations", "throughput", "speedup_vs_torch"}}
                  | {"available": false, "reason"}},
+      "fp16_range": {"layers": [{"name", "kind", "weight_max_abs", "weight_subnormal_share",
+                     "activation_max_abs", "fp16_rel_error", "flags"}], "flagged": {layer: [flags]},
+                     "applies_to": [files]},
+      "tensorrt": {"available": bool, "reason", "check": {file: [problems]}},
       "files": {name: relative path},
       "environment": {"python", "platform", "cpu", "cores", "torch_threads", "ort_threads",
                       "device", "versions": {package: version}}
@@ -79,6 +83,40 @@ def _verdict_line(v: dict[str, Any]) -> str:
     if v["not_available"]:
         head += f"; {len(v['not_available'])} backend modes not available on this machine (listed below)"
     return head
+
+
+def _tensorrt_section(trt: dict[str, Any] | None) -> list[str]:
+    if not trt:
+        return []
+    state = "built (rows trt:* and trt-fp16:* above)" if trt["available"] else f"not available: {trt['reason']}"
+    lines = ["", "## TensorRT", "", f"- Engines: {state}"]
+    lines.append("- ONNX parser check (`python -m deploy.tensorrt check`) against onnx-tensorrt's support matrix:")
+    for name, problems in trt["check"].items():
+        verdict = "ok" if not problems else f"{len(problems)} problem(s): " + "; ".join(problems)
+        lines.append(f"  - `{name}`: {verdict}")
+    return lines
+
+
+def _fp16_section(fp16: dict[str, Any] | None) -> list[str]:
+    if not fp16:
+        return []
+    files = ", ".join(f"`{n}`" for n in fp16["applies_to"])
+    lines = [
+        "",
+        "## FP16 range",
+        "",
+        "Every Conv and Linear of the deploy form, run in FP16 on the CPU beside FP32 on the test images "
+        f"(applies to {files}: they hold the same kernels).",
+        "",
+        "| layer | max abs weight | weights below FP16 normal | max abs activation | FP16 rel. error | flags |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in fp16["layers"]:
+        lines.append(
+            f"| `{r['name']}` | {_fmt(r['weight_max_abs'])} | {r['weight_subnormal_share'] * 100:.2f} % | "
+            f"{_fmt(r['activation_max_abs'])} | {_fmt(r['fp16_rel_error'])} | {'; '.join(r['flags']) or 'none'} |"
+        )
+    return lines
 
 
 def write_markdown(report: dict[str, Any], path: Path) -> Path:
@@ -160,6 +198,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
             )
     if report["files"].get("latency_chart"):
         lines += ["", f"![latency]({report['files']['latency_chart']})"]
+    lines += _tensorrt_section(report.get("tensorrt")) + _fp16_section(report.get("fp16_range"))
     lines += [
         "",
         "## Kernel mosaics",

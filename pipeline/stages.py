@@ -275,11 +275,10 @@ def _export_validate_report(
     cfg, model, data, arch, spec, trained, acc, backends, threads, staging: Path
 ) -> dict[str, Any]:
     import export
-    from deploy.runners import OrtRunner, TorchRunner, ort_providers, quiet_polygraphy
-    from deploy.timing import measure_latency
+    from deploy.runners import quiet_polygraphy
     from pipeline import checkpoint as ckpt
     from pipeline import report as rep
-    from pipeline.validate import run_parity, tolerance_table
+    from pipeline.validate import tolerance_table
 
     quiet_polygraphy()
     log = cfg.log
@@ -311,90 +310,24 @@ def _export_validate_report(
     for mode, p in paths.items():
         files[f"onnx:{mode}"] = p.name
 
-    meta_in = {export.INPUT_NAME: (np.float32, [None, *data.input_shape])}
     x_test = data.x_test.numpy()
-    feed = {export.INPUT_NAME: x_test}
+    log("      TensorRT parser check: " + _trt_check(paths, staging, files, tensorrt_report := {}))
 
     log(f"[3/5] parity on {len(x_test)} test images")
-    reference = TorchRunner(model, meta_in, [export.OUTPUT_NAME], name="torch:eager")
-    candidates: list[tuple[str, Any, str]] = [
-        ("torch:baked", TorchRunner(acl.bake(model), meta_in, [export.OUTPUT_NAME]), "fp32")
-    ]
-    parity: dict[str, Any] = {}
-    latency_runners: dict[str, tuple[Any, Callable[[int], dict]]] = {}
-
-    def batch_feed(b: int) -> dict[str, np.ndarray]:
-        reps = int(np.ceil(b / len(x_test)))
-        return {export.INPUT_NAME: np.ascontiguousarray(np.concatenate([x_test] * reps)[:b])}
-
-    latency_runners["torch:eager"] = (TorchRunner(model, meta_in, [export.OUTPUT_NAME]), batch_feed)
-    akp_default = _akp_feed(model)
-    for backend, (ok, reason) in backends.items():
-        if backend == "torch":
-            continue
-        provider = _ORT_PROVIDER[backend]
-        for mode, path in paths.items():
-            key = f"{backend}:{mode}"
-            if not ok:
-                parity[key] = {"available": False, "reason": reason}
-                continue
-            providers = ort_providers(provider, cache_dir=staging / "trt-cache" if provider == "tensorrt" else None)
-            candidates.append((key, OrtRunner(path, providers, threads=threads, name=key), "fp32"))
-            if mode == "live-akp":
-                latency_runners[key] = (
-                    OrtRunner(path, providers, threads=threads, name=key),
-                    lambda b: {**batch_feed(b), **akp_default},
-                )
-            else:
-                latency_runners[key] = (OrtRunner(path, providers, threads=threads, name=key), batch_feed)
-
-    unavailable = parity
-    parity = run_parity(reference, candidates, feed)
-    # Live file with AKPs fed: new AKPs must give the PyTorch model's outputs with the same AKPs.
-    for backend, (ok, _) in backends.items():
-        key = f"{backend}:live-akp"
-        if backend == "torch" or not ok or "live-akp" not in paths:
-            continue
-        moved, akp_feed = _perturbed_akps(model, cfg.seed)
-        provider = _ORT_PROVIDER[backend]
-        res = run_parity(
-            TorchRunner(moved, meta_in, [export.OUTPUT_NAME]),
-            [
-                (
-                    f"{key}(fed)",
-                    _FeedAdding(OrtRunner(paths["live-akp"], ort_providers(provider), threads=threads), akp_feed),
-                    "fp32",
-                )
-            ],
-            feed,
-        )
-        parity.update(res)
-    parity.update(unavailable)
+    rows = _rows(cfg, model, data, paths, backends, threads, staging, log)
+    parity = _parity(model, rows, x_test, cfg.seed)
     for key, p in parity.items():
-        if p.get("available", True):
+        if p.get("available", True) and "error" not in p:
             verdict = "pass" if p.get("passed") else "FAIL"
-            log(
-                f"      {key:28s} max abs {p.get('max_abs_err', float('nan')):.2e}  top-1 {p.get('top1_agreement', 0) * 100:.2f} %  {verdict}"
-            )
+            log(f"      {key:28s} max abs {p['max_abs_err']:.2e}  top-1 {p['top1_agreement'] * 100:.2f} %  {verdict}")
+        elif "error" in p:
+            log(f"      {key:28s} FAIL: {p['error']}")
         else:
             log(f"      {key:28s} not available: {p['reason']}")
 
     log(f"[4/5] latency at batch sizes {list(cfg.batch_sizes)}")
-    latency: dict[str, Any] = {}
-    for key, (runner, make_feed) in latency_runners.items():
-        rows = {}
-        with runner as r:
-            for b in cfg.batch_sizes:
-                rows[str(b)] = measure_latency(r, make_feed(b), min_seconds=cfg.latency_seconds).to_dict()
-        latency[key] = rows
-    for key, p in parity.items():
-        if not p.get("available", True):
-            latency[key] = p
-    for rows in latency.values():
-        if rows.get("available", True):
-            for b, row in rows.items():
-                row["speedup_vs_torch"] = latency["torch:eager"][b]["p50_ms"] / row["p50_ms"]
-
+    latency = _latency(rows, x_test, cfg)
+    fp16 = _fp16_report(model, data, paths)
     log("[5/5] report")
     chart = rep.plot_latency(latency, staging / "latency.png")
     if chart:
@@ -443,12 +376,246 @@ def _export_validate_report(
         "tolerances": tolerance_table(),
         "parity": parity,
         "latency": latency,
+        "fp16_range": fp16,
+        "tensorrt": tensorrt_report,
         "files": files,
         "environment": _environment(threads),
     }
     rep.write_json(report, staging / "report.json")
     rep.write_markdown(report, staging / "report.md")
     return report
+
+
+@dataclass
+class _Row:
+    """One backend and export mode: how to make its runner, what to feed, what to compare to."""
+
+    key: str
+    make: Callable[[], Any] | None  # None: not available (reason) or failed to build (error)
+    precision: str = "fp32"
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # inputs besides the image, every call
+    reference: str = "source"  # "source" model, or "moved": the model holding the fed AKPs
+    timed: bool = True
+    reason: str | None = None
+    error: str | None = None
+
+
+def _rows(cfg, model, data, paths, backends, threads, staging, log) -> list[_Row]:
+    import export
+    from deploy.runners import OrtRunner, TorchRunner, ort_providers
+
+    meta_in = {export.INPUT_NAME: (np.float32, [None, *data.input_shape])}
+    _, moved_feed = _perturbed_akps(model, cfg.seed)
+    default_feed = _akp_feed(model)
+    rows = [
+        _Row("torch:eager", lambda: TorchRunner(model, meta_in, [export.OUTPUT_NAME]), reference="none"),
+        _Row("torch:baked", lambda: TorchRunner(acl.bake(model), meta_in, [export.OUTPUT_NAME]), timed=False),
+    ]
+    fp16_path = None
+    for backend, (ok, reason) in backends.items():
+        if backend == "torch":
+            continue
+        modes = [*paths, "static-fp16"] if backend.startswith("ort") else [*paths, "refit"]
+        if backend.startswith("trt"):
+            modes = [m for m in modes if backend == "trt" or m in ("static", "live")]
+        if not ok:
+            rows += [_Row(f"{backend}:{m}", None, reason=reason) for m in modes]
+            continue
+        if backend.startswith("ort"):
+            provider = _ORT_PROVIDER[backend]
+
+            def ort(path, provider=provider):
+                cache = staging / "ort-trt-cache" if provider == "tensorrt" else None
+                return lambda: OrtRunner(path, ort_providers(provider, cache_dir=cache), threads=threads)
+
+            if fp16_path is None:
+                from deploy.tensorrt.fp16 import to_fp16_onnx
+
+                fp16_path = staging / "model.static-fp16.onnx"
+                to_fp16_onnx(paths["static"], fp16_path)
+            for mode, path in [*paths.items(), ("static-fp16", fp16_path)]:
+                precision = "fp16" if mode == "static-fp16" else "fp32"
+                rows.append(_Row(f"{backend}:{mode}", ort(path), precision, default_feed if mode == "live-akp" else {}))
+            if "live-akp" in paths:
+                rows.append(
+                    _Row(
+                        f"{backend}:live-akp(fed)",
+                        ort(paths["live-akp"]),
+                        extra=moved_feed,
+                        reference="moved",
+                        timed=False,
+                    )
+                )
+        else:
+            rows += _trt_rows(backend, model, paths, staging, cfg, len(data.x_test), default_feed, moved_feed, log)
+    return rows
+
+
+def _trt_rows(backend, model, paths, staging, cfg, n_test, default_feed, moved_feed, log) -> list[_Row]:
+    """Engines for one TensorRT backend; a failed build is a failed row, never a skipped one."""
+    import onnx
+
+    from deploy.tensorrt.build import build_engine
+    from deploy.tensorrt.refit import refit, refit_weights
+    from deploy.tensorrt.runner import TrtRunner, engine_loader
+    from export.passes import require_akp_inputs, save
+
+    precision = "fp16" if backend == "trt-fp16" else "fp32"
+    folder = staging / "trt"
+    folder.mkdir(exist_ok=True)
+    batches = [*cfg.batch_sizes, n_test]
+    cache = folder / "timing.cache"
+    rows = []
+    sources = {m: p for m, p in paths.items() if m != "live-akp"}
+    if "live-akp" in paths and backend == "trt":
+        sources["live-akp"] = save(
+            require_akp_inputs(onnx.load(str(paths["live-akp"]))), folder / "model.live-akp.required.onnx"
+        )
+    for mode, src in sources.items():
+        key = f"{backend}:{mode}"
+        try:
+            log(f"      building {key} engine")
+            info = build_engine(
+                src, folder / f"{mode}.{precision}.engine", precision=precision, batch_sizes=batches, timing_cache=cache
+            )
+            rows.append(
+                _Row(
+                    key,
+                    lambda e=info.engine: TrtRunner(engine_loader(e)),
+                    precision,
+                    default_feed if mode == "live-akp" else {},
+                )
+            )
+            if mode == "live-akp":
+                rows.append(
+                    _Row(
+                        f"{key}(fed)",
+                        lambda e=info.engine: TrtRunner(engine_loader(e)),
+                        precision,
+                        moved_feed,
+                        "moved",
+                        timed=False,
+                    )
+                )
+        except Exception as e:  # a build failure is reported as a failed check
+            rows.append(_Row(key, None, precision, error=f"engine build failed: {e}"))
+    if backend == "trt":
+        try:
+            info = build_engine(
+                paths["static"],
+                folder / "static.refit.engine",
+                batch_sizes=batches,
+                timing_cache=cache,
+                refittable=True,
+            )
+            moved, _ = _perturbed_akps(model, cfg.seed)
+            weights = refit_weights(moved)
+
+            def refitted(e=info.engine, w=weights):
+                from polygraphy.backend.trt import EngineFromBytes
+
+                return TrtRunner(lambda: refit(EngineFromBytes(Path(e).read_bytes())(), w))
+
+            rows.append(_Row(f"{backend}:refit", refitted, reference="moved", timed=False))
+        except Exception as e:
+            rows.append(_Row(f"{backend}:refit", None, error=f"refittable engine build failed: {e}"))
+    return rows
+
+
+def _parity(model, rows: list[_Row], x_test: np.ndarray, seed: int) -> dict[str, Any]:
+    import export
+    from pipeline.validate import TOLERANCES, compare_outputs
+
+    moved, _ = _perturbed_akps(model, seed)
+    refs = {}
+    with torch.inference_mode():
+        refs["source"] = model(torch.from_numpy(x_test)).numpy()
+        refs["moved"] = moved(torch.from_numpy(x_test)).numpy()
+    out: dict[str, Any] = {}
+    unavailable: dict[str, Any] = {}
+    for row in rows:
+        if row.reference == "none":
+            continue
+        if row.reason is not None:
+            unavailable[row.key] = {"available": False, "reason": row.reason}
+            continue
+        if row.error is not None:
+            out[row.key] = {"precision": row.precision, "passed": False, "error": row.error}
+            continue
+        with row.make() as r:
+            got = r.infer({export.INPUT_NAME: x_test, **row.extra})[export.OUTPUT_NAME].copy()
+        out[row.key] = {
+            "precision": row.precision,
+            **compare_outputs(refs[row.reference], got, TOLERANCES[row.precision]),
+        }
+    return {**out, **unavailable}
+
+
+def _latency(rows: list[_Row], x_test: np.ndarray, cfg) -> dict[str, Any]:
+    import export
+    from deploy.timing import measure_latency
+
+    def batch(b: int) -> np.ndarray:
+        reps = int(np.ceil(b / len(x_test)))
+        return np.ascontiguousarray(np.concatenate([x_test] * reps)[:b])
+
+    latency: dict[str, Any] = {}
+    for row in rows:
+        if not row.timed:
+            continue
+        if row.make is None:
+            if row.reason is not None:
+                latency[row.key] = {"available": False, "reason": row.reason}
+            continue
+        table = {}
+        with row.make() as r:
+            for b in cfg.batch_sizes:
+                feed = {export.INPUT_NAME: batch(b), **row.extra}
+                entry = measure_latency(r, feed, min_seconds=cfg.latency_seconds).to_dict()
+                if hasattr(r, "gpu_compute_ms"):
+                    entry["gpu_compute_p50_ms"] = float(np.median(r.gpu_compute_ms(feed)))
+                table[str(b)] = entry
+        latency[row.key] = table
+    base = latency["torch:eager"]
+    for table in latency.values():
+        if table.get("available", True):
+            for b, entry in table.items():
+                entry["speedup_vs_torch"] = base[b]["p50_ms"] / entry["p50_ms"]
+    return latency
+
+
+def _trt_check(paths: dict[str, Path], staging: Path, files: dict[str, str], report: dict[str, Any]) -> str:
+    """``check_onnx`` on every file TensorRT would build from; a summary line for the log."""
+    import onnx
+
+    from deploy.tensorrt import available, check_onnx
+    from export.passes import require_akp_inputs
+
+    checks = {}
+    for mode, path in paths.items():
+        if mode == "live-akp":
+            # TensorRT imports an input that has an initializer as a constant, so its
+            # engines are built from a variant whose AKPs are required inputs.
+            checks[f"{path.name} (AKPs as required inputs, as built for TensorRT)"] = check_onnx(
+                require_akp_inputs(onnx.load(str(path)))
+            )
+        else:
+            checks[path.name] = check_onnx(path)
+    report["check"] = checks
+    report["available"], report["reason"] = available()
+    bad = {k: len(v) for k, v in checks.items() if v}
+    return "every export passes" if not bad else "; ".join(f"{k}: {n} problem(s)" for k, n in bad.items())
+
+
+def _fp16_report(model, data, paths) -> dict[str, Any]:
+    from deploy.tensorrt.fp16 import fp16_range_report
+
+    layers = [r.to_dict() for r in fp16_range_report(model, data.x_test)]
+    return {
+        "layers": layers,
+        "flagged": {r["name"]: r["flags"] for r in layers if r["flags"]},
+        "applies_to": sorted(p.name for p in paths.values()),
+    }
 
 
 def _verdict(parity: dict[str, Any]) -> dict[str, Any]:
@@ -460,20 +627,3 @@ def _verdict(parity: dict[str, Any]) -> dict[str, Any]:
         "failed": failed,
         "not_available": [k for k, v in parity.items() if not v.get("available", True)],
     }
-
-
-class _FeedAdding:
-    """Wraps a runner so that every ``infer`` also feeds fixed extra inputs (new AKPs)."""
-
-    def __init__(self, runner: Any, extra: dict[str, np.ndarray]) -> None:
-        self.runner, self.extra = runner, extra
-
-    def __enter__(self) -> "_FeedAdding":
-        self.runner.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.runner.__exit__(*exc)
-
-    def infer(self, feed: dict[str, np.ndarray], check_inputs: bool = True) -> dict[str, np.ndarray]:
-        return self.runner.infer({**feed, **self.extra}, check_inputs=check_inputs)

@@ -18,11 +18,11 @@ fp16       5e-2    2e-2    0.99      half precision keeps ~3 decimal digits
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["TOLERANCES", "Tolerance", "compare_outputs", "run_parity"]
+__all__ = ["TOLERANCES", "Tolerance", "compare_outputs", "tolerance_table"]
 
 
 @dataclass(frozen=True)
@@ -69,23 +69,6 @@ def compare_outputs(ref: np.ndarray, out: np.ndarray, tol: Tolerance) -> dict[st
         "elementwise_passed": bool(result),
         "passed": bool(result) and top1 >= tol.min_top1,
     }
-
-
-def run_parity(
-    reference: Any, candidates: Sequence[tuple[str, Any, str]], feed: dict[str, np.ndarray]
-) -> dict[str, dict]:
-    """Run the reference runner and every ``(name, runner, precision)`` on ``feed``; compare.
-
-    Runners are activated one at a time (Polygraphy context managers).
-    """
-    with reference as r:
-        ref = next(iter(r.infer(feed).values())).copy()
-    results = {}
-    for name, runner, precision in candidates:
-        with runner as c:
-            out = next(iter(c.infer(feed).values())).copy()
-        results[name] = {"precision": precision, **compare_outputs(ref, out, TOLERANCES[precision])}
-    return results
 
 
 def tolerance_table() -> list[dict[str, Any]]:

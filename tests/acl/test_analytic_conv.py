@@ -154,6 +154,17 @@ def test_eval_cache_is_reused_and_invalidated():
         assert layer.weight is not layer.weight  # training: always fresh
 
 
+def test_layer_copied_under_inference_mode_is_never_served_stale():
+    layer = AnalyticConv2d(2, 4, 3, spec="Lg4Lt4").eval()
+    with torch.inference_mode():
+        copied = copy.deepcopy(layer)  # its parameters are inference tensors
+        w1 = copied.weight.clone()
+        copied.akp0_Lg.add_(1.0)  # in-place, no version counter to notice
+        w2 = copied.weight
+    assert not torch.equal(w1, w2)
+    assert torch.equal(w1, layer.weight.detach())
+
+
 def test_to_dtype_and_deepcopy_and_pickle():
     layer = AnalyticConv2d(2, 4, 3, spec="M2Lg2P4").eval()
     with torch.no_grad():

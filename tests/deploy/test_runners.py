@@ -79,12 +79,12 @@ def test_latency_checks_inputs_before_timing(runners, fresh_input):
 
 def test_backend_availability_reasons():
     assert availability("torch")[0] and availability("ort-cpu")[0]
-    for b in ("ort-cuda", "ort-trt"):
+    for b in ("ort-cuda", "ort-trt", "trt", "trt-fp16"):
         ok, reason = availability(b)
         assert ok or reason  # never silently unavailable
     with pytest.raises(ValueError, match="unknown backend 'trt-x'"):
         availability("trt-x")
-    assert set(ALL_BACKENDS) == {"torch", "ort-cpu", "ort-cuda", "ort-trt"}
+    assert set(ALL_BACKENDS) == {"torch", "ort-cpu", "ort-cuda", "ort-trt", "trt", "trt-fp16"}
 
 
 def test_provider_options_follow_the_documented_names(tmp_path):

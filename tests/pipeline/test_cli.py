@@ -64,18 +64,23 @@ def test_default_job_outputs(run_dir):
     for key in ("ort-cpu:static", "ort-cpu:live", "ort-cpu:live-akp", "ort-cpu:live-akp(fed)", "torch:baked"):
         p = r["parity"][key]
         assert p["passed"], (key, p)
-        assert p["max_abs_err"] < 1e-4 and p["top1_agreement"] == 1.0
+        assert p["max_abs_err"] < 1e-4 and p["top1_agreement"] == 1.0 and p["precision"] == "fp32"
         assert {"max_abs_err", "max_rel_err", "top1_agreement", "atol", "rtol", "passed"} <= set(p)
-    for key in ("ort-cuda:static", "ort-trt:live"):
+    half = r["parity"]["ort-cpu:static-fp16"]
+    assert half["precision"] == "fp16" and half["passed"] and half["atol"] == 5e-2
+    assert 1e-5 < half["max_abs_err"] < 5e-2  # really ran in half precision, and within its tolerance
+    for key in ("ort-cuda:static", "ort-trt:live", "trt:static", "trt:refit", "trt-fp16:live"):
         assert r["parity"][key]["available"] is False and r["parity"][key]["reason"]
-    for key in ("torch:eager", "ort-cpu:static", "ort-cpu:live", "ort-cpu:live-akp"):
+    assert r["tensorrt"]["check"] and all(v == [] for v in r["tensorrt"]["check"].values())
+    assert [x["name"] for x in r["fp16_range"]["layers"]] == ["conv1", "conv2", "fc1", "fc2", "fc3"]
+    for key in ("torch:eager", "ort-cpu:static", "ort-cpu:live", "ort-cpu:live-akp", "ort-cpu:static-fp16"):
         for b in ("1", "4"):
             row = r["latency"][key][b]
             assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] and row["throughput"] > 0
     assert r["latency"]["torch:eager"]["1"]["speedup_vs_torch"] == 1.0
     assert r["verdict"] == {
         "passed": True,
-        "checks": 5,
+        "checks": 6,
         "failed": [],
         "not_available": [k for k in r["parity"] if "cuda" in k or "trt" in k],
     }
@@ -127,7 +132,7 @@ def test_checkpoint_run_reproduces_accuracy(run_dir, tmp_path):
     )
     a, b = (json.loads((d / "report.json").read_text()) for d in (run_dir, out))
     assert b["accuracy"] == a["accuracy"] and b["model"]["trained"] is False
-    assert set(b["latency"]) == {"torch:eager", "ort-cpu:static", "ort-cpu:live", "ort-cpu:live-akp"}
+    assert set(b["latency"]) == {"torch:eager", "ort-cpu:static", "ort-cpu:live", "ort-cpu:live-akp", "ort-cpu:static-fp16"}
 
 
 def test_refuses_to_overwrite_without_force_and_replaces_with_force(run_dir, tmp_path, capsys):

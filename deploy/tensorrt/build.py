@@ -1,0 +1,164 @@
+"""TensorRT engines from exported ONNX files, through Polygraphy's TensorRT loaders.
+
+Written against the documented TensorRT 10.x and 11.x Python APIs; no machine
+here has TensorRT's libraries or a GPU, so this module is imported lazily and its
+GPU tests skip with the reason ``deploy.tensorrt.available()`` gives.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import onnx
+
+from deploy.tensorrt.support import check_onnx
+from deploy.tensorrt.versions import build_plan, profile_shapes, trt_version
+
+__all__ = ["EngineInfo", "TensorRTUnavailable", "build_engine"]
+
+
+class TensorRTUnavailable(RuntimeError):
+    """TensorRT (or a CUDA device) is missing; the message is the reason."""
+
+
+@dataclass
+class EngineInfo:
+    engine: str  # the serialized plan
+    onnx: str  # the file the parser read (an FP16 copy on TensorRT 11 fp16)
+    precision: str
+    tensorrt: str
+    strongly_typed: bool
+    fp16_flag: bool
+    profile: dict[str, list[int]]  # min/opt/max input shape
+    workspace_bytes: int
+    refittable: bool
+    weight_stripped: bool
+    timing_cache: str | None
+    build_seconds: float
+    log: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _input_meta(model: onnx.ModelProto) -> tuple[str, tuple[int, ...]]:
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise ValueError(f"expected one image input, the model has {[i.name for i in inputs]}")
+    dims = inputs[0].type.tensor_type.shape.dim
+    rest = tuple(d.dim_value for d in dims[1:])
+    if any(v <= 0 for v in rest):
+        raise ValueError(f"input {inputs[0].name!r} must have static non-batch dimensions, got {rest}")
+    return inputs[0].name, rest
+
+
+def build_engine(
+    onnx_path: str | Path,
+    engine_path: str | Path,
+    *,
+    precision: str = "fp32",
+    batch_sizes: Sequence[int] = (1, 8, 64),
+    workspace_bytes: int = 1 << 30,
+    timing_cache: str | Path | None = None,
+    refittable: bool = False,
+    strip_weights: bool = False,
+) -> EngineInfo:
+    """Build and save an engine; write ``<engine>.json`` (options, version) and ``<engine>.log`` beside it.
+
+    Args:
+        onnx_path: an exported file (static or live; live files parse through their
+            model-local functions).
+        engine_path: where the plan goes.
+        precision: ``fp32`` or ``fp16``. FP16 on TensorRT 10 sets the FP16 builder flag;
+            on TensorRT 11 (strongly typed, no such flag) the engine is built from an
+            FP16 copy of the ONNX with FP32 inputs and outputs (``fp16.to_fp16_onnx``).
+        batch_sizes: one optimization profile covers them (``versions.profile_shapes``).
+        workspace_bytes: the builder's workspace memory-pool limit.
+        timing_cache: a timing-cache file, read if present and written after the build.
+        refittable: ``BuilderFlag.REFIT``: weights can be replaced later (``refit``).
+        strip_weights: a weight-stripped plan (``STRIP_PLAN`` with ``REFIT_IDENTICAL``),
+            refilled from ``onnx_path`` at load by ``refit.load_stripped``.
+
+    Raises:
+        TensorRTUnavailable: no usable TensorRT.
+        ValueError: the ONNX file has problems TensorRT's parser would reject
+            (``check_onnx``), or bad arguments.
+    """
+    version, text = trt_version()
+    if version is None:
+        raise TensorRTUnavailable(text)
+    plan = build_plan(version, precision)
+    engine_path = Path(engine_path)
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
+    src = Path(onnx_path)
+    if plan.fp16_onnx:
+        from deploy.tensorrt.fp16 import to_fp16_onnx
+
+        fp16_src = engine_path.with_suffix(".fp16.onnx")
+        to_fp16_onnx(src, fp16_src)
+        src = fp16_src
+    model = onnx.load(str(src))
+    problems = check_onnx(model)
+    if problems:
+        raise ValueError(f"{src} cannot be built by TensorRT: " + "; ".join(problems))
+    name, rest = _input_meta(model)
+    mn, opt, mx = profile_shapes(rest, list(batch_sizes))
+
+    import tensorrt as trt
+    from polygraphy.backend.trt import (
+        CreateConfig,
+        EngineBytesFromNetwork,
+        NetworkFromOnnxPath,
+        PostprocessConfig,
+        Profile,
+    )
+    from polygraphy.logger import G_LOGGER
+
+    from export.atomic import atomic_output
+
+    log_path = engine_path.with_suffix(engine_path.suffix + ".log")
+    G_LOGGER.log_file = str(log_path)
+    network = NetworkFromOnnxPath(str(src), strongly_typed=plan.strongly_typed)
+    config = CreateConfig(
+        fp16=plan.fp16_flag,
+        profiles=[Profile().add(name, min=mn, opt=opt, max=mx)],
+        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(workspace_bytes)},
+        load_timing_cache=str(timing_cache) if timing_cache and Path(timing_cache).exists() else None,
+        refittable=refittable and not strip_weights,
+        strip_plan=strip_weights,
+    )
+    if strip_weights:
+        # A stripped plan is refilled with the very weights it was built from.
+        config = PostprocessConfig(config, lambda builder, network, cfg: cfg.set_flag(trt.BuilderFlag.REFIT_IDENTICAL))
+    start = time.perf_counter()
+    try:
+        engine_bytes = EngineBytesFromNetwork(
+            network, config=config, save_timing_cache=str(timing_cache) if timing_cache else None
+        )()
+    finally:
+        G_LOGGER.log_file = None
+    seconds = time.perf_counter() - start
+    with atomic_output(engine_path) as tmp:
+        tmp.write_bytes(bytes(engine_bytes))
+    info = EngineInfo(
+        engine=str(engine_path),
+        onnx=str(src),
+        precision=precision,
+        tensorrt=text,
+        strongly_typed=plan.strongly_typed,
+        fp16_flag=plan.fp16_flag,
+        profile={"min": list(mn), "opt": list(opt), "max": list(mx)},
+        workspace_bytes=int(workspace_bytes),
+        refittable=refittable or strip_weights,
+        weight_stripped=strip_weights,
+        timing_cache=str(timing_cache) if timing_cache else None,
+        build_seconds=seconds,
+        log=str(log_path),
+    )
+    engine_path.with_suffix(engine_path.suffix + ".json").write_text(json.dumps(info.to_dict(), indent=2) + "\n")
+    return info
