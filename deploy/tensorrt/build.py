@@ -2,7 +2,12 @@
 
 Written against the documented TensorRT 10.x and 11.x Python APIs; no machine
 here has TensorRT's libraries or a GPU, so this module is imported lazily and its
-GPU tests skip with the reason ``deploy.tensorrt.available()`` gives.
+GPU tests skip with the reason ``deploy.tensorrt.available()`` gives. Every
+TensorRT name used here and in ``refit.py`` (``BuilderFlag.REFIT_IDENTICAL``,
+``STRIP_PLAN``, ``MemoryPoolType.WORKSPACE``, ``Refitter.set_named_weights``,
+``get_missing_weights``, ``refit_cuda_engine``, ``OnnxParserRefitter.refit_from_file``)
+was found in the compiled bindings of TensorRT 10.0.1, 10.16.1 and 11.4.0 (the
+``tensorrt-cu12-bindings`` wheels), and ``BuilderFlag.FP16`` only in the 10.x ones.
 """
 
 from __future__ import annotations

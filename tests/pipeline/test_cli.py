@@ -132,7 +132,13 @@ def test_checkpoint_run_reproduces_accuracy(run_dir, tmp_path):
     )
     a, b = (json.loads((d / "report.json").read_text()) for d in (run_dir, out))
     assert b["accuracy"] == a["accuracy"] and b["model"]["trained"] is False
-    assert set(b["latency"]) == {"torch:eager", "ort-cpu:static", "ort-cpu:live", "ort-cpu:live-akp", "ort-cpu:static-fp16"}
+    assert set(b["latency"]) == {
+        "torch:eager",
+        "ort-cpu:static",
+        "ort-cpu:live",
+        "ort-cpu:live-akp",
+        "ort-cpu:static-fp16",
+    }
 
 
 def test_refuses_to_overwrite_without_force_and_replaces_with_force(run_dir, tmp_path, capsys):

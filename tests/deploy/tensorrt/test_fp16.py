@@ -1,0 +1,69 @@
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto
+
+from deploy.tensorrt.fp16 import FP16_MAX, fp16_range_report, to_fp16_onnx
+from pipeline.validate import TOLERANCES, compare_outputs
+from tests.conftest import ort_out, small_anann, torch_out
+
+
+@pytest.mark.parametrize("mode", ["static", "live"])
+def test_fp16_onnx_keeps_fp32_io_and_stays_within_fp16_tolerance(anann, exported, fresh_input, tmp_path, mode):
+    out = tmp_path / f"{mode}.fp16.onnx"
+    m = to_fp16_onnx(exported[mode], out)
+    assert m.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert m.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    halves = [t for t in m.graph.initializer if t.data_type == TensorProto.FLOAT16]
+    assert halves, "weights are stored in FP16"
+    if mode == "live":  # the kernel generators keep their FP32 AKPs
+        akps = {t.name: t.data_type for t in m.graph.initializer if ".akp" in t.name}
+        assert akps and set(akps.values()) == {TensorProto.FLOAT}
+    got = ort_out(out, fresh_input)
+    res = compare_outputs(torch_out(anann, fresh_input), got, TOLERANCES["fp16"])
+    assert res["passed"], res
+    assert res["max_abs_err"] > 1e-6  # it did compute in half precision
+
+
+def test_range_report_is_clean_for_a_normal_model(anann, fresh_input):
+    report = fp16_range_report(anann, fresh_input)
+    assert [r.name for r in report] == ["0", "2", "6"]
+    assert all(not r.flags for r in report), [r.flags for r in report]
+    assert all(0 < r.fp16_rel_error < 1e-2 for r in report)
+
+
+def test_range_report_flags_a_tiny_log_sigma(fresh_input):
+    model = small_anann()
+    with torch.no_grad():
+        # 5x5 layer: LoG centre -1/(pi sigma^4) ~ -3.9e5, beyond FP16. (The (4, 3) layer has no
+        # centre sample, so a tiny sigma there gives zeros, not overflow.)
+        model[0].akp1_Lg[0, 0] = 0.03
+    report = {r.name: r for r in fp16_range_report(model, fresh_input)}
+    flags = report["0"].flags
+    assert report["0"].weight_max_abs > FP16_MAX
+    assert any(f.startswith("weight overflow") for f in flags), flags
+    assert any(f.startswith("activation overflow") for f in flags), flags
+
+
+def test_range_report_flags_weights_below_fp16_normal_range(fresh_input):
+    model = small_anann()
+    with torch.no_grad():
+        model[0].plain5.mul_(1e-6)  # plain kernels of the first layer become tiny
+    report = {r.name: r for r in fp16_range_report(model, fresh_input)}
+    assert report["0"].weight_subnormal_share > 0.01
+    assert any("below FP16 normal range" in f for f in report["0"].flags)
+
+
+def test_fp16_onnx_of_the_live_file_is_valid(exported, tmp_path):
+    m = to_fp16_onnx(exported["live"])
+    onnx.checker.check_model(m, full_check=True)
+    assert {f.name for f in m.functions} == {f.name for f in onnx.load(str(exported["live"])).functions}
+    assert np.isfinite(ort_out_model(m)).all()
+
+
+def ort_out_model(m):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"input": np.zeros((2, 1, 12, 12), np.float32)})[0]
