@@ -56,7 +56,7 @@ def parser() -> argparse.ArgumentParser:
         "--backends",
         type=_name_list,
         default=None,
-        help="comma-separated subset of torch,ort-cpu,ort-cuda,ort-trt (default: all; unavailable ones are reported as such)",
+        help="comma-separated subset of torch,ort-cpu,ort-cuda,ort-trt,trt,trt-fp16 (default: all; unavailable ones are reported as such)",
     )
     p.add_argument("--force", action="store_true", help="replace a previous run's outputs in --out")
     p.add_argument("--seed", type=int, default=0, help="training seed")

@@ -424,9 +424,9 @@ def _rows(cfg, model, data, paths, backends, threads, staging, log) -> list[_Row
         if backend.startswith("ort"):
             provider = _ORT_PROVIDER[backend]
 
-            def ort(path, provider=provider):
+            def ort(path, provider=provider, fp16=False):
                 cache = staging / "ort-trt-cache" if provider == "tensorrt" else None
-                return lambda: OrtRunner(path, ort_providers(provider, cache_dir=cache), threads=threads)
+                return lambda: OrtRunner(path, ort_providers(provider, cache_dir=cache, fp16=fp16), threads=threads)
 
             if fp16_path is None:
                 from deploy.tensorrt.fp16 import to_fp16_onnx
@@ -435,7 +435,12 @@ def _rows(cfg, model, data, paths, backends, threads, staging, log) -> list[_Row
                 to_fp16_onnx(paths["static"], fp16_path)
             for mode, path in [*paths.items(), ("static-fp16", fp16_path)]:
                 precision = "fp16" if mode == "static-fp16" else "fp32"
-                rows.append(_Row(f"{backend}:{mode}", ort(path), precision, default_feed if mode == "live-akp" else {}))
+                if provider == "tensorrt" and mode == "static-fp16":
+                    # The TensorRT EP's own FP16 switch (trt_fp16_enable) on the FP32 file.
+                    runner = ort(paths["static"], fp16=True)
+                else:
+                    runner = ort(path)
+                rows.append(_Row(f"{backend}:{mode}", runner, precision, default_feed if mode == "live-akp" else {}))
             if "live-akp" in paths:
                 rows.append(
                     _Row(
