@@ -4,7 +4,8 @@
 # is a multi-GB CUDA build; then this package with its test extra.
 
 PYTHON ?= python3
-STAMP := .make/installed-$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+# One stamp per interpreter (its sys.prefix), so a venv never reuses another's.
+STAMP := .make/installed-$(shell $(PYTHON) -c 'import hashlib, sys; print(hashlib.sha1(sys.prefix.encode()).hexdigest()[:12])' 2>/dev/null)
 TORCH_CPU := torch==2.13.0
 
 .PHONY: install test run bench lint

@@ -76,15 +76,26 @@ def finish(graph: gs.Graph, *, functions: list[onnx.FunctionProto], meta: dict[s
         model.opset_import.append(helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
     del model.functions[:]
     model.functions.extend(functions)
-    del model.metadata_props[:]
-    for k, v in meta.items():
-        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    _set_metadata(model, meta)
     onnx.checker.check_model(model, full_check=True)
     return model
 
 
 def metadata(model: onnx.ModelProto) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
+
+
+def _set_metadata(model: onnx.ModelProto, meta: dict[str, str]) -> None:
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+
+
+def _with_mode(model: onnx.ModelProto, mode: str) -> onnx.ModelProto:
+    """Record the export mode, then run the full checker."""
+    _set_metadata(model, {**metadata(model), META_MODE: mode})
+    onnx.checker.check_model(model, full_check=True)
+    return model
 
 
 def make_live(static: onnx.ModelProto, layers: list[LiveLayer]) -> onnx.ModelProto:
@@ -161,13 +172,7 @@ def expose_akp_inputs(live: onnx.ModelProto) -> onnx.ModelProto:
             continue
         t = inits[name]
         model.graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(t.dims)))
-    meta = metadata(model)
-    meta[META_MODE] = "live+akp_inputs"
-    del model.metadata_props[:]
-    for k, v in meta.items():
-        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return _with_mode(model, "live+akp_inputs")
 
 
 def require_akp_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -187,13 +192,7 @@ def require_akp_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
     kept = [t for t in out.graph.initializer if t.name not in names]
     del out.graph.initializer[:]
     out.graph.initializer.extend(kept)
-    meta = metadata(out)
-    meta[META_MODE] = "live+required_akp_inputs"
-    del out.metadata_props[:]
-    for k, v in meta.items():
-        out.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
-    onnx.checker.check_model(out, full_check=True)
-    return out
+    return _with_mode(out, "live+required_akp_inputs")
 
 
 def bake(live: onnx.ModelProto) -> onnx.ModelProto:

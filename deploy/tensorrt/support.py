@@ -23,11 +23,24 @@ OPSET_RANGE = (9, 20)
 """Default-domain opsets every TensorRT 10.x parser supports (10.0: 9-20; later 10.x up to 24)."""
 
 F = ("FP32", "FP16", "BF16")
+REDUCE_OPS = (
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSum",
+    "ReduceSumSquare",
+)
 FI = (*F, "INT32", "INT64")
 FIB = (*FI, "BOOL")
 
 # op -> supported input data types (onnx-tensorrt operators.md, TensorRT 10.x).
 SUPPORTED_OPS: dict[str, tuple[str, ...]] = {
+    **{op: FI for op in REDUCE_OPS},
     **{
         op: F
         for op in (
@@ -128,16 +141,6 @@ SUPPORTED_OPS: dict[str, tuple[str, ...]] = {
             "Pad",
             "Pow",
             "Range",
-            "ReduceL1",
-            "ReduceL2",
-            "ReduceLogSum",
-            "ReduceLogSumExp",
-            "ReduceMax",
-            "ReduceMean",
-            "ReduceMin",
-            "ReduceProd",
-            "ReduceSum",
-            "ReduceSumSquare",
             "Relu",
             "Scatter",
             "ScatterElements",
@@ -201,16 +204,7 @@ CONSTANT_INPUTS: dict[str, tuple[int, str]] = {
     **{
         op: (1, "axes")
         for op in (
-            "ReduceL1",
-            "ReduceL2",
-            "ReduceLogSum",
-            "ReduceLogSumExp",
-            "ReduceMax",
-            "ReduceMean",
-            "ReduceMin",
-            "ReduceProd",
-            "ReduceSum",
-            "ReduceSumSquare",
+            *REDUCE_OPS,
             "Squeeze",
             "Unsqueeze",
         )
