@@ -9,7 +9,6 @@ half-written artifacts and a previous run's files untouched.
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import os
 import platform
@@ -21,7 +20,6 @@ from importlib import metadata as _md
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 import acl
@@ -31,8 +29,6 @@ from pipeline.errors import UserError
 __all__ = ["JobConfig", "OutputFolder", "run"]
 
 DEFAULT_BATCH_SIZES = (1, 8, 64)
-_ORT_PROVIDER = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}  # backend -> deploy.runners.ort_providers
-ORT_MODES = ("static", "live", "live-akp")
 
 
 @dataclass
@@ -184,26 +180,6 @@ def _param_counts(model: torch.nn.Module) -> dict[str, int]:
     return {"total": total, "learnable_kernel": learnable_kernel, "conv_kernel_equivalent": equivalent}
 
 
-def _perturbed_akps(model: torch.nn.Module, seed: int) -> tuple[torch.nn.Module, dict[str, np.ndarray]]:
-    """A copy of ``model`` with every AKP moved (5 % relative noise plus 0.05 absolute), and the new AKPs by ONNX name."""
-    g = torch.Generator().manual_seed(seed + 1)
-    moved = copy.deepcopy(model).eval()
-    feeds = {}
-    with torch.no_grad():
-        for name, layer in acl.acl_layers(moved):
-            for pname, p in layer.akps().items():
-                noise = torch.randn(p.shape, generator=g, dtype=p.dtype)
-                p.add_(0.05 * p.abs() * noise + 0.05 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-                feeds[f"{name}.{pname}"] = p.detach().float().numpy().copy()
-    return moved, feeds
-
-
-def _akp_feed(model: torch.nn.Module) -> dict[str, np.ndarray]:
-    return {
-        f"{n}.{k}": v.detach().float().numpy() for n, layer in acl.acl_layers(model) for k, v in layer.akps().items()
-    }
-
-
 def _select_backends(requested: tuple[str, ...] | None) -> dict[str, tuple[bool, str]]:
     from deploy.backends import ALL_BACKENDS, availability
 
@@ -278,7 +254,15 @@ def _export_validate_report(
     from deploy.runners import quiet_polygraphy
     from pipeline import checkpoint as ckpt
     from pipeline import report as rep
-    from pipeline.validate import tolerance_table
+    from pipeline.validate import (
+        FP16_FILE,
+        backend_rows,
+        fp16_summary,
+        run_latency,
+        run_parity,
+        tolerance_table,
+        trt_check,
+    )
 
     quiet_polygraphy()
     log = cfg.log
@@ -311,11 +295,16 @@ def _export_validate_report(
         files[f"onnx:{mode}"] = p.name
 
     x_test = data.x_test.numpy()
-    log("      TensorRT parser check: " + _trt_check(paths, staging, files, tensorrt_report := {}))
+    tensorrt_report = trt_check(paths)
+    bad = {k: len(v) for k, v in tensorrt_report["check"].items() if v}
+    summary = "; ".join(f"{k}: {n} problem(s)" for k, n in bad.items()) or "every export passes"
+    log(f"      TensorRT parser check: {summary}")
 
     log(f"[3/5] parity on {len(x_test)} test images")
-    rows = _rows(cfg, model, data, paths, backends, threads, staging, log)
-    parity = _parity(model, rows, x_test, cfg.seed)
+    rows = backend_rows(model, data, paths, backends, threads, staging, cfg.batch_sizes, cfg.seed, log)
+    if (staging / FP16_FILE).exists():
+        files["onnx:static-fp16"] = FP16_FILE
+    parity = run_parity(model, rows, x_test, cfg.seed)
     for key, p in parity.items():
         if p.get("available", True) and "error" not in p:
             verdict = "pass" if p.get("passed") else "FAIL"
@@ -326,8 +315,8 @@ def _export_validate_report(
             log(f"      {key:28s} not available: {p['reason']}")
 
     log(f"[4/5] latency at batch sizes {list(cfg.batch_sizes)}")
-    latency = _latency(rows, x_test, cfg)
-    fp16 = _fp16_report(model, data, paths)
+    latency = run_latency(rows, x_test, cfg.batch_sizes, cfg.latency_seconds)
+    fp16 = fp16_summary(model, data.x_test, paths)
     log("[5/5] report")
     chart = rep.plot_latency(latency, staging / "latency.png")
     if chart:
@@ -384,243 +373,6 @@ def _export_validate_report(
     rep.write_json(report, staging / "report.json")
     rep.write_markdown(report, staging / "report.md")
     return report
-
-
-@dataclass
-class _Row:
-    """One backend and export mode: how to make its runner, what to feed, what to compare to."""
-
-    key: str
-    make: Callable[[], Any] | None  # None: not available (reason) or failed to build (error)
-    precision: str = "fp32"
-    extra: dict[str, np.ndarray] = field(default_factory=dict)  # inputs besides the image, every call
-    reference: str = "source"  # "source" model, or "moved": the model holding the fed AKPs
-    timed: bool = True
-    reason: str | None = None
-    error: str | None = None
-
-
-def _rows(cfg, model, data, paths, backends, threads, staging, log) -> list[_Row]:
-    import export
-    from deploy.runners import OrtRunner, TorchRunner, ort_providers
-
-    meta_in = {export.INPUT_NAME: (np.float32, [None, *data.input_shape])}
-    _, moved_feed = _perturbed_akps(model, cfg.seed)
-    default_feed = _akp_feed(model)
-    rows = [
-        _Row("torch:eager", lambda: TorchRunner(model, meta_in, [export.OUTPUT_NAME]), reference="none"),
-        _Row("torch:baked", lambda: TorchRunner(acl.bake(model), meta_in, [export.OUTPUT_NAME]), timed=False),
-    ]
-    fp16_path = None
-    for backend, (ok, reason) in backends.items():
-        if backend == "torch":
-            continue
-        modes = [*paths, "static-fp16"] if backend.startswith("ort") else [*paths, "refit"]
-        if backend.startswith("trt"):
-            modes = [m for m in modes if backend == "trt" or m in ("static", "live")]
-        if not ok:
-            rows += [_Row(f"{backend}:{m}", None, reason=reason) for m in modes]
-            continue
-        if backend.startswith("ort"):
-            provider = _ORT_PROVIDER[backend]
-
-            def ort(path, provider=provider, fp16=False):
-                cache = staging / "ort-trt-cache" if provider == "tensorrt" else None
-                return lambda: OrtRunner(path, ort_providers(provider, cache_dir=cache, fp16=fp16), threads=threads)
-
-            if fp16_path is None:
-                from deploy.tensorrt.fp16 import to_fp16_onnx
-
-                fp16_path = staging / "model.static-fp16.onnx"
-                to_fp16_onnx(paths["static"], fp16_path)
-            for mode, path in [*paths.items(), ("static-fp16", fp16_path)]:
-                precision = "fp16" if mode == "static-fp16" else "fp32"
-                if provider == "tensorrt" and mode == "static-fp16":
-                    # The TensorRT EP's own FP16 switch (trt_fp16_enable) on the FP32 file.
-                    runner = ort(paths["static"], fp16=True)
-                else:
-                    runner = ort(path)
-                rows.append(_Row(f"{backend}:{mode}", runner, precision, default_feed if mode == "live-akp" else {}))
-            if "live-akp" in paths:
-                rows.append(
-                    _Row(
-                        f"{backend}:live-akp(fed)",
-                        ort(paths["live-akp"]),
-                        extra=moved_feed,
-                        reference="moved",
-                        timed=False,
-                    )
-                )
-        else:
-            rows += _trt_rows(backend, model, paths, staging, cfg, len(data.x_test), default_feed, moved_feed, log)
-    return rows
-
-
-def _trt_rows(backend, model, paths, staging, cfg, n_test, default_feed, moved_feed, log) -> list[_Row]:
-    """Engines for one TensorRT backend; a failed build is a failed row, never a skipped one."""
-    import onnx
-
-    from deploy.tensorrt.build import build_engine
-    from deploy.tensorrt.refit import refit, refit_weights
-    from deploy.tensorrt.runner import TrtRunner, engine_loader
-    from export.passes import require_akp_inputs, save
-
-    precision = "fp16" if backend == "trt-fp16" else "fp32"
-    folder = staging / "trt"
-    folder.mkdir(exist_ok=True)
-    batches = [*cfg.batch_sizes, n_test]
-    cache = folder / "timing.cache"
-    rows = []
-    sources = {m: p for m, p in paths.items() if m != "live-akp"}
-    if "live-akp" in paths and backend == "trt":
-        sources["live-akp"] = save(
-            require_akp_inputs(onnx.load(str(paths["live-akp"]))), folder / "model.live-akp.required.onnx"
-        )
-    for mode, src in sources.items():
-        key = f"{backend}:{mode}"
-        try:
-            log(f"      building {key} engine")
-            info = build_engine(
-                src, folder / f"{mode}.{precision}.engine", precision=precision, batch_sizes=batches, timing_cache=cache
-            )
-            rows.append(
-                _Row(
-                    key,
-                    lambda e=info.engine: TrtRunner(engine_loader(e)),
-                    precision,
-                    default_feed if mode == "live-akp" else {},
-                )
-            )
-            if mode == "live-akp":
-                rows.append(
-                    _Row(
-                        f"{key}(fed)",
-                        lambda e=info.engine: TrtRunner(engine_loader(e)),
-                        precision,
-                        moved_feed,
-                        "moved",
-                        timed=False,
-                    )
-                )
-        except Exception as e:  # a build failure is reported as a failed check
-            rows.append(_Row(key, None, precision, error=f"engine build failed: {e}"))
-    if backend == "trt":
-        try:
-            info = build_engine(
-                paths["static"],
-                folder / "static.refit.engine",
-                batch_sizes=batches,
-                timing_cache=cache,
-                refittable=True,
-            )
-            moved, _ = _perturbed_akps(model, cfg.seed)
-            weights = refit_weights(moved)
-
-            def refitted(e=info.engine, w=weights):
-                from polygraphy.backend.trt import EngineFromBytes
-
-                return TrtRunner(lambda: refit(EngineFromBytes(Path(e).read_bytes())(), w))
-
-            rows.append(_Row(f"{backend}:refit", refitted, reference="moved", timed=False))
-        except Exception as e:
-            rows.append(_Row(f"{backend}:refit", None, error=f"refittable engine build failed: {e}"))
-    return rows
-
-
-def _parity(model, rows: list[_Row], x_test: np.ndarray, seed: int) -> dict[str, Any]:
-    import export
-    from pipeline.validate import TOLERANCES, compare_outputs
-
-    moved, _ = _perturbed_akps(model, seed)
-    refs = {}
-    with torch.inference_mode():
-        refs["source"] = model(torch.from_numpy(x_test)).numpy()
-        refs["moved"] = moved(torch.from_numpy(x_test)).numpy()
-    out: dict[str, Any] = {}
-    unavailable: dict[str, Any] = {}
-    for row in rows:
-        if row.reference == "none":
-            continue
-        if row.reason is not None:
-            unavailable[row.key] = {"available": False, "reason": row.reason}
-            continue
-        if row.error is not None:
-            out[row.key] = {"precision": row.precision, "passed": False, "error": row.error}
-            continue
-        with row.make() as r:
-            got = r.infer({export.INPUT_NAME: x_test, **row.extra})[export.OUTPUT_NAME].copy()
-        out[row.key] = {
-            "precision": row.precision,
-            **compare_outputs(refs[row.reference], got, TOLERANCES[row.precision]),
-        }
-    return {**out, **unavailable}
-
-
-def _latency(rows: list[_Row], x_test: np.ndarray, cfg) -> dict[str, Any]:
-    import export
-    from deploy.timing import measure_latency
-
-    def batch(b: int) -> np.ndarray:
-        reps = int(np.ceil(b / len(x_test)))
-        return np.ascontiguousarray(np.concatenate([x_test] * reps)[:b])
-
-    latency: dict[str, Any] = {}
-    for row in rows:
-        if not row.timed:
-            continue
-        if row.make is None:
-            if row.reason is not None:
-                latency[row.key] = {"available": False, "reason": row.reason}
-            continue
-        table = {}
-        with row.make() as r:
-            for b in cfg.batch_sizes:
-                feed = {export.INPUT_NAME: batch(b), **row.extra}
-                entry = measure_latency(r, feed, min_seconds=cfg.latency_seconds).to_dict()
-                if hasattr(r, "gpu_compute_ms"):
-                    entry["gpu_compute_p50_ms"] = float(np.median(r.gpu_compute_ms(feed)))
-                table[str(b)] = entry
-        latency[row.key] = table
-    base = latency["torch:eager"]
-    for table in latency.values():
-        if table.get("available", True):
-            for b, entry in table.items():
-                entry["speedup_vs_torch"] = base[b]["p50_ms"] / entry["p50_ms"]
-    return latency
-
-
-def _trt_check(paths: dict[str, Path], staging: Path, files: dict[str, str], report: dict[str, Any]) -> str:
-    """``check_onnx`` on every file TensorRT would build from; a summary line for the log."""
-    import onnx
-
-    from deploy.tensorrt import available, check_onnx
-    from export.passes import require_akp_inputs
-
-    checks = {}
-    for mode, path in paths.items():
-        if mode == "live-akp":
-            # TensorRT imports an input that has an initializer as a constant, so its
-            # engines are built from a variant whose AKPs are required inputs.
-            checks[f"{path.name} (AKPs as required inputs, as built for TensorRT)"] = check_onnx(
-                require_akp_inputs(onnx.load(str(path)))
-            )
-        else:
-            checks[path.name] = check_onnx(path)
-    report["check"] = checks
-    report["available"], report["reason"] = available()
-    bad = {k: len(v) for k, v in checks.items() if v}
-    return "every export passes" if not bad else "; ".join(f"{k}: {n} problem(s)" for k, n in bad.items())
-
-
-def _fp16_report(model, data, paths) -> dict[str, Any]:
-    from deploy.tensorrt.fp16 import fp16_range_report
-
-    layers = [r.to_dict() for r in fp16_range_report(model, data.x_test)]
-    return {
-        "layers": layers,
-        "flagged": {r["name"]: r["flags"] for r in layers if r["flags"]},
-        "applies_to": sorted(p.name for p in paths.values()),
-    }
 
 
 def _verdict(parity: dict[str, Any]) -> dict[str, Any]:

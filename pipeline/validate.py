@@ -13,16 +13,41 @@ fp32       1e-4    1e-3    0.995     float32 reassociation in kernels and convs;
                                      errors O(1e-6)
 fp16       5e-2    2e-2    0.99      half precision keeps ~3 decimal digits
 =========  ======  ======  ========  ============================================
+
+A *row* is one backend and export mode (``backend_rows``): ``torch:eager`` (the
+reference), ``torch:baked``, ``ort-<ep>:<static|live|live-akp|static-fp16>``,
+``<...>:live-akp(fed)`` (new AKPs fed, compared with the PyTorch model holding
+them), ``trt[-fp16]:<static|live|live-akp|refit>``. ``run_parity`` and
+``run_latency`` run them one at a time; an unavailable row carries its reason, a
+row whose engine failed to build carries the error and fails.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+import copy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
+import torch
 
-__all__ = ["TOLERANCES", "Tolerance", "compare_outputs", "tolerance_table"]
+import acl
+
+__all__ = [
+    "TOLERANCES",
+    "Tolerance",
+    "backend_rows",
+    "compare_outputs",
+    "fp16_summary",
+    "run_latency",
+    "run_parity",
+    "tolerance_table",
+    "trt_check",
+]
+
+FP16_FILE = "model.static-fp16.onnx"
+ORT_PROVIDER = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}  # backend -> deploy.runners.ort_providers
 
 
 @dataclass(frozen=True)
@@ -73,3 +98,263 @@ def compare_outputs(ref: np.ndarray, out: np.ndarray, tol: Tolerance) -> dict[st
 
 def tolerance_table() -> list[dict[str, Any]]:
     return [{"precision": k, **asdict(v)} for k, v in TOLERANCES.items()]
+
+
+def perturbed_akps(model: torch.nn.Module, seed: int) -> tuple[torch.nn.Module, dict[str, np.ndarray]]:
+    """A copy of ``model`` with every AKP moved (5 % relative noise plus 0.05 absolute), and the new AKPs by ONNX name."""
+    g = torch.Generator().manual_seed(seed + 1)
+    moved = copy.deepcopy(model).eval()
+    feeds = {}
+    with torch.no_grad():
+        for name, layer in acl.acl_layers(moved):
+            for pname, p in layer.akps().items():
+                noise = torch.randn(p.shape, generator=g, dtype=p.dtype)
+                p.add_(0.05 * p.abs() * noise + 0.05 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+                feeds[f"{name}.{pname}"] = p.detach().float().numpy().copy()
+    return moved, feeds
+
+
+def akp_feed(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    return {
+        f"{n}.{k}": v.detach().float().numpy() for n, layer in acl.acl_layers(model) for k, v in layer.akps().items()
+    }
+
+
+@dataclass
+class _Row:
+    """One backend and export mode: how to make its runner, what to feed, what to compare to."""
+
+    key: str
+    make: Callable[[], Any] | None  # None: not available (reason) or failed to build (error)
+    precision: str = "fp32"
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # inputs besides the image, every call
+    reference: str = "source"  # "source" model, or "moved": the model holding the fed AKPs
+    timed: bool = True
+    reason: str | None = None
+    error: str | None = None
+
+
+def backend_rows(model, data, paths, backends, threads, staging, batch_sizes, seed, log) -> list[_Row]:
+    """A row per backend and export mode (unavailable ones carry the reason)."""
+    import export
+    from deploy.runners import OrtRunner, TorchRunner, ort_providers
+
+    meta_in = {export.INPUT_NAME: (np.float32, [None, *data.input_shape])}
+    _, moved_feed = perturbed_akps(model, seed)
+    default_feed = akp_feed(model)
+    rows = [
+        _Row("torch:eager", lambda: TorchRunner(model, meta_in, [export.OUTPUT_NAME]), reference="none"),
+        _Row("torch:baked", lambda: TorchRunner(acl.bake(model), meta_in, [export.OUTPUT_NAME]), timed=False),
+    ]
+    fp16_path = None
+    for backend, (ok, reason) in backends.items():
+        if backend == "torch":
+            continue
+        modes = [*paths, "static-fp16"] if backend.startswith("ort") else [*paths, "refit"]
+        if backend.startswith("trt"):
+            modes = [m for m in modes if backend == "trt" or m in ("static", "live")]
+        if not ok:
+            rows += [_Row(f"{backend}:{m}", None, reason=reason) for m in modes]
+            continue
+        if backend.startswith("ort"):
+            provider = ORT_PROVIDER[backend]
+
+            def ort(path, provider=provider, fp16=False):
+                cache = staging / "ort-trt-cache" if provider == "tensorrt" else None
+                return lambda: OrtRunner(path, ort_providers(provider, cache_dir=cache, fp16=fp16), threads=threads)
+
+            if fp16_path is None:
+                from deploy.tensorrt.fp16 import to_fp16_onnx
+
+                fp16_path = staging / FP16_FILE
+                to_fp16_onnx(paths["static"], fp16_path)
+            for mode, path in [*paths.items(), ("static-fp16", fp16_path)]:
+                precision = "fp16" if mode == "static-fp16" else "fp32"
+                if provider == "tensorrt" and mode == "static-fp16":
+                    # The TensorRT EP's own FP16 switch (trt_fp16_enable) on the FP32 file.
+                    runner = ort(paths["static"], fp16=True)
+                else:
+                    runner = ort(path)
+                rows.append(_Row(f"{backend}:{mode}", runner, precision, default_feed if mode == "live-akp" else {}))
+            if "live-akp" in paths:
+                rows.append(
+                    _Row(
+                        f"{backend}:live-akp(fed)",
+                        ort(paths["live-akp"]),
+                        extra=moved_feed,
+                        reference="moved",
+                        timed=False,
+                    )
+                )
+        else:
+            rows += _trt_rows(
+                backend, model, paths, staging, batch_sizes, seed, len(data.x_test), default_feed, moved_feed, log
+            )
+    return rows
+
+
+def _trt_rows(backend, model, paths, staging, batch_sizes, seed, n_test, default_feed, moved_feed, log) -> list[_Row]:
+    """Engines for one TensorRT backend; a failed build is a failed row, never a skipped one."""
+    import onnx
+
+    from deploy.tensorrt.build import build_engine
+    from deploy.tensorrt.refit import refit, refit_weights
+    from deploy.tensorrt.runner import TrtRunner, engine_loader
+    from export.passes import require_akp_inputs, save
+
+    precision = "fp16" if backend == "trt-fp16" else "fp32"
+    folder = staging / "trt"
+    folder.mkdir(exist_ok=True)
+    batches = [*batch_sizes, n_test]
+    cache = folder / "timing.cache"
+    rows = []
+    sources = {m: p for m, p in paths.items() if m != "live-akp"}
+    if "live-akp" in paths and backend == "trt":
+        sources["live-akp"] = save(
+            require_akp_inputs(onnx.load(str(paths["live-akp"]))), folder / "model.live-akp.required.onnx"
+        )
+    for mode, src in sources.items():
+        key = f"{backend}:{mode}"
+        try:
+            log(f"      building {key} engine")
+            info = build_engine(
+                src, folder / f"{mode}.{precision}.engine", precision=precision, batch_sizes=batches, timing_cache=cache
+            )
+            rows.append(
+                _Row(
+                    key,
+                    lambda e=info.engine: TrtRunner(engine_loader(e)),
+                    precision,
+                    default_feed if mode == "live-akp" else {},
+                )
+            )
+            if mode == "live-akp":
+                rows.append(
+                    _Row(
+                        f"{key}(fed)",
+                        lambda e=info.engine: TrtRunner(engine_loader(e)),
+                        precision,
+                        moved_feed,
+                        "moved",
+                        timed=False,
+                    )
+                )
+        except Exception as e:  # a build failure is reported as a failed check
+            rows.append(_Row(key, None, precision, error=f"engine build failed: {e}"))
+    if backend == "trt":
+        try:
+            info = build_engine(
+                paths["static"],
+                folder / "static.refit.engine",
+                batch_sizes=batches,
+                timing_cache=cache,
+                refittable=True,
+            )
+            moved, _ = perturbed_akps(model, seed)
+            weights = refit_weights(moved)
+
+            def refitted(e=info.engine, w=weights):
+                from polygraphy.backend.trt import EngineFromBytes
+
+                return TrtRunner(lambda: refit(EngineFromBytes(Path(e).read_bytes())(), w))
+
+            rows.append(_Row(f"{backend}:refit", refitted, reference="moved", timed=False))
+        except Exception as e:
+            rows.append(_Row(f"{backend}:refit", None, error=f"refittable engine build failed: {e}"))
+    return rows
+
+
+def run_parity(model, rows: list[_Row], x_test: np.ndarray, seed: int) -> dict[str, Any]:
+    """Every available row against the source model (or the model holding the fed AKPs)."""
+    import export
+
+    moved, _ = perturbed_akps(model, seed)
+    refs = {}
+    with torch.inference_mode():
+        refs["source"] = model(torch.from_numpy(x_test)).numpy()
+        refs["moved"] = moved(torch.from_numpy(x_test)).numpy()
+    out: dict[str, Any] = {}
+    unavailable: dict[str, Any] = {}
+    for row in rows:
+        if row.reference == "none":
+            continue
+        if row.reason is not None:
+            unavailable[row.key] = {"available": False, "reason": row.reason}
+            continue
+        if row.error is not None:
+            out[row.key] = {"precision": row.precision, "passed": False, "error": row.error}
+            continue
+        with row.make() as r:
+            got = r.infer({export.INPUT_NAME: x_test, **row.extra})[export.OUTPUT_NAME].copy()
+        out[row.key] = {
+            "precision": row.precision,
+            **compare_outputs(refs[row.reference], got, TOLERANCES[row.precision]),
+        }
+    return {**out, **unavailable}
+
+
+def run_latency(rows: list[_Row], x_test: np.ndarray, batch_sizes, seconds: float) -> dict[str, Any]:
+    """Latency of every timed row per batch size; GPU compute time where the runner has it."""
+    import export
+    from deploy.timing import measure_latency
+
+    def batch(b: int) -> np.ndarray:
+        reps = int(np.ceil(b / len(x_test)))
+        return np.ascontiguousarray(np.concatenate([x_test] * reps)[:b])
+
+    latency: dict[str, Any] = {}
+    for row in rows:
+        if not row.timed:
+            continue
+        if row.make is None:
+            if row.reason is not None:
+                latency[row.key] = {"available": False, "reason": row.reason}
+            continue
+        table = {}
+        with row.make() as r:
+            for b in batch_sizes:
+                feed = {export.INPUT_NAME: batch(b), **row.extra}
+                entry = measure_latency(r, feed, min_seconds=seconds).to_dict()
+                if hasattr(r, "gpu_compute_ms"):
+                    entry["gpu_compute_p50_ms"] = float(np.median(r.gpu_compute_ms(feed)))
+                table[str(b)] = entry
+        latency[row.key] = table
+    base = latency["torch:eager"]
+    for table in latency.values():
+        if table.get("available", True):
+            for b, entry in table.items():
+                entry["speedup_vs_torch"] = base[b]["p50_ms"] / entry["p50_ms"]
+    return latency
+
+
+def trt_check(paths: dict[str, Path]) -> dict[str, Any]:
+    """``check_onnx`` on every file TensorRT would build from, and TensorRT's availability."""
+    import onnx
+
+    from deploy.tensorrt import available, check_onnx
+    from export.passes import require_akp_inputs
+
+    checks = {}
+    for mode, path in paths.items():
+        if mode == "live-akp":
+            # TensorRT imports an input that has an initializer as a constant, so its
+            # engines are built from a variant whose AKPs are required inputs.
+            checks[f"{path.name} (AKPs as required inputs, as built for TensorRT)"] = check_onnx(
+                require_akp_inputs(onnx.load(str(path)))
+            )
+        else:
+            checks[path.name] = check_onnx(path)
+    ok, reason = available()
+    return {"check": checks, "available": ok, "reason": reason}
+
+
+def fp16_summary(model, inputs, paths) -> dict[str, Any]:
+    """The FP16 range report of the deploy form, for the report."""
+    from deploy.tensorrt.fp16 import fp16_range_report
+
+    layers = [r.to_dict() for r in fp16_range_report(model, inputs)]
+    return {
+        "layers": layers,
+        "flagged": {r["name"]: r["flags"] for r in layers if r["flags"]},
+        "applies_to": sorted(p.name for p in paths.values()),
+    }
