@@ -49,6 +49,11 @@ def parser() -> argparse.ArgumentParser:
         help="arrangement spec for every ACL, count or ratio form, or 'none' for plain convolutions "
         "(default: the checkpoint's, else exp3's ratio G0.15625Lg0.078125Lt0.078125Tf0.1875P0.5)",
     )
+    p.add_argument(
+        "--data",
+        default="digits",
+        help="'digits' (scikit-learn's, shipped) or 'mnist:DIR' (MNIST's four IDX files in DIR, .gz or not; nothing is downloaded)",
+    )
     p.add_argument("--arch", choices=("lenet", "cnn4"), help="architecture (default: the checkpoint's, else lenet)")
     p.add_argument("--epochs", type=int, default=15, help="training epochs")
     p.add_argument("--batch-sizes", type=_int_list, default=(1, 8, 64), help="batch sizes to time, comma-separated")
@@ -79,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out,
         checkpoint=args.checkpoint,
         spec=args.spec,
+        data=args.data,
         arch=args.arch,
         epochs=args.epochs,
         batch_sizes=args.batch_sizes,

@@ -36,6 +36,7 @@ class JobConfig:
     out: Path = Path("runs/default")
     checkpoint: Path | None = None
     spec: str | None = None  # None: the checkpoint's, or models.DEFAULT_SPEC when training
+    data: str = "digits"  # or "mnist:DIR"
     arch: str | None = None  # None: the checkpoint's, or "lenet" when training
     epochs: int = 15
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
@@ -195,7 +196,7 @@ def _select_backends(requested: tuple[str, ...] | None) -> dict[str, tuple[bool,
 def run(cfg: JobConfig) -> dict[str, Any] | None:
     """Run the whole job; returns the report (``None`` on non-zero DDP ranks)."""
     from pipeline import checkpoint as ckpt
-    from pipeline.data import load_digits_dataset
+    from pipeline.data import load_dataset
     from pipeline.models import DEFAULT_SPEC, build
     from pipeline.train import accuracy, distributed_context, train
 
@@ -210,10 +211,18 @@ def run(cfg: JobConfig) -> dict[str, Any] | None:
     backends = _select_backends(cfg.backends)
     log = cfg.log
 
-    data = load_digits_dataset(seed=0)
+    def data_for(norm: tuple[float, float] | None):
+        try:
+            return load_dataset(cfg.data, norm=norm)
+        except (ValueError, OSError) as e:
+            raise UserError(str(e)) from None
+
     if cfg.checkpoint is not None:
         log(f"[1/5] loading checkpoint {cfg.checkpoint}")
         model, meta = ckpt.load(cfg.checkpoint, arch=cfg.arch, spec=cfg.spec)
+        # The inputs are standardised as the model was trained.
+        norm = (float(meta["mean"]), float(meta["std"])) if "mean" in meta and "std" in meta else None
+        data = data_for(norm)
         if int(meta.get("image_size", data.image_size)) != data.image_size:
             raise UserError(
                 f"checkpoint {cfg.checkpoint} expects {meta['image_size']}px inputs, the data are {data.image_size}px"
@@ -221,11 +230,12 @@ def run(cfg: JobConfig) -> dict[str, Any] | None:
         arch, spec, trained = meta["arch"], meta["spec"], None
     else:
         arch, spec = cfg.arch or "lenet", cfg.spec or DEFAULT_SPEC
-        try:
+        try:  # before the data: a bad spec is reported at once
             torch.manual_seed(cfg.seed)
-            model = build(arch, None if spec == "none" else spec, num_classes=data.num_classes)
+            model = build(arch, None if spec == "none" else spec, num_classes=10)
         except ValueError as e:
             raise UserError(str(e)) from None
+        data = data_for(None)
         ctx = distributed_context()
         if ctx.is_main:
             log(f"[1/5] training {arch} ({spec}) on {data.describe()}")
@@ -278,6 +288,7 @@ def _export_validate_report(
             "std": data.std,
             "image_size": data.image_size,
             "num_classes": data.num_classes,
+            "data": data.name,
         },
     )
     files["checkpoint"] = "model.safetensors"

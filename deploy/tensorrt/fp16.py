@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = ["FP16_MAX", "FP16_MIN_NORMAL", "LayerRange", "fp16_range_report", "to
 
 FP16_MAX = float(np.finfo(np.float16).max)  # 65504
 FP16_MIN_NORMAL = float(np.finfo(np.float16).tiny)  # 6.1e-05
+FP16_MIN_SUBNORMAL = float(np.finfo(np.float16).smallest_subnormal)  # 6e-08
 DRIFT_LIMIT = 1e-2  # relative (to the layer's output range) FP16-vs-FP32 error that is flagged
 SUBNORMAL_SHARE_LIMIT = 0.01  # share of non-zero weights below FP16's normal range that is flagged
 
@@ -40,9 +42,18 @@ def to_fp16_onnx(src: str | Path | onnx.ModelProto, dst: str | Path | None = Non
 
     model = src if isinstance(src, onnx.ModelProto) else onnx.load(str(src))
     keep_fp32 = [n.name for n in model.graph.node if n.domain == DOMAIN]
-    out = float16.convert_float_to_float16(
-        model, keep_io_types=True, node_block_list=keep_fp32, disable_shape_infer=False
-    )
+    # The converter clamps to [1e-7, 1e4] by default and warns per value; half
+    # precision's real limits keep the model as FP16 stores it, and what falls
+    # outside them is what fp16_range_report flags.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        out = float16.convert_float_to_float16(
+            model,
+            min_positive_val=FP16_MIN_SUBNORMAL,
+            max_finite_val=FP16_MAX,
+            keep_io_types=True,
+            node_block_list=keep_fp32,
+        )
     out.ir_version = IR_VERSION
     onnx.checker.check_model(out, full_check=True)
     if dst is not None:

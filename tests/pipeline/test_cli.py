@@ -240,6 +240,63 @@ def test_help_without_onnxruntime_or_tensorrt():
     assert "--checkpoint" in res.stdout and "--backends" in res.stdout
 
 
+def test_mnist_from_local_files(tmp_path):
+    from tests.pipeline.test_data_models import make_mnist
+
+    folder = make_mnist(tmp_path / "mnist", n_train=300, n_test=60)
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "--out",
+                str(out),
+                "--data",
+                f"mnist:{folder}",
+                "--epochs",
+                "3",
+                "--batch-sizes",
+                "2",
+                "--latency-seconds",
+                "0.01",
+                "--no-progress",
+                "--backends",
+                "ort-cpu",
+            ]
+        )
+        == 0
+    )
+    r = json.loads((out / "report.json").read_text())
+    assert r["data"]["name"].startswith("MNIST") and r["data"]["train"] == 300 and r["data"]["test"] == 60
+    assert r["verdict"]["passed"]
+    # the checkpoint remembers the standardisation; loading it with the same data reproduces the accuracy
+    again = tmp_path / "again"
+    assert (
+        main(
+            [
+                "--out",
+                str(again),
+                "--data",
+                f"mnist:{folder}",
+                "--checkpoint",
+                str(out / "model.safetensors"),
+                "--batch-sizes",
+                "2",
+                "--latency-seconds",
+                "0.01",
+                "--backends",
+                "ort-cpu",
+            ]
+        )
+        == 0
+    )
+    assert json.loads((again / "report.json").read_text())["accuracy"] == r["accuracy"]
+
+
+def test_bad_mnist_folder_is_one_line(tmp_path):
+    res = run_cli("--out", str(tmp_path / "o"), *FAST, "--data", f"mnist:{tmp_path / 'none'}")
+    assert res.returncode == 2 and "error: MNIST folder" in res.stderr and "Traceback" not in res.stderr
+
+
 @pytest.mark.slow
 def test_training_under_torchrun_ddp_with_two_gloo_processes(tmp_path):
     out = tmp_path / "ddp"

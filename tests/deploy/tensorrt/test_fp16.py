@@ -67,3 +67,16 @@ def ort_out_model(m):
 
     sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     return sess.run(None, {"input": np.zeros((2, 1, 12, 12), np.float32)})[0]
+
+
+def test_fp16_file_keeps_large_weights_up_to_the_fp16_maximum(exported, tmp_path):
+    """The converter's default would clamp at 1e4; half precision holds up to 65504."""
+    m = onnx.load(str(exported["static"]))
+    for t in m.graph.initializer:
+        if t.name == "0.weight":
+            arr = onnx.numpy_helper.to_array(t).copy()
+            arr.flat[0] = 30000.0
+            t.CopyFrom(onnx.numpy_helper.from_array(arr, t.name))
+    out = to_fp16_onnx(m)
+    w = {t.name: onnx.numpy_helper.to_array(t) for t in out.graph.initializer}["0.weight"]
+    assert w.dtype == np.float16 and float(w.flat[0]) == 30000.0
