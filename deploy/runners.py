@@ -20,7 +20,7 @@ import os
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from polygraphy.backend.base import BaseRunner
@@ -185,6 +185,3 @@ class OrtRunner(BaseRunner):
 
     def deactivate_impl(self) -> None:
         del self.sess, self._required, self._all
-
-
-RunnerFactory = Callable[[], BaseRunner]

@@ -139,7 +139,9 @@ def build_engine(
     )
     if strip_weights:
         # A stripped plan is refilled with the very weights it was built from.
-        config = PostprocessConfig(config, lambda builder, network, cfg: cfg.set_flag(trt.BuilderFlag.REFIT_IDENTICAL))
+        config = PostprocessConfig(
+            config, lambda _builder, _network, cfg: cfg.set_flag(trt.BuilderFlag.REFIT_IDENTICAL)
+        )
     start = time.perf_counter()
     try:
         engine_bytes = EngineBytesFromNetwork(
