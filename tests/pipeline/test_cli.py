@@ -15,6 +15,7 @@ from pipeline.export import main
 
 FAST = ["--epochs", "4", "--batch-sizes", "1,4", "--latency-seconds", "0.02", "--no-progress"]
 ROOT = Path(__file__).resolve().parents[2]
+QUICK_CPU = ["--batch-sizes", "2", "--latency-seconds", "0.01", "--backends", "ort-cpu"]
 
 
 def run_cli(*args, env_extra=None, timeout=600):
@@ -120,12 +121,7 @@ def test_checkpoint_run_reproduces_accuracy(run_dir, tmp_path):
                 str(out),
                 "--checkpoint",
                 str(run_dir / "model.safetensors"),
-                "--batch-sizes",
-                "2",
-                "--latency-seconds",
-                "0.01",
-                "--backends",
-                "ort-cpu",
+                *QUICK_CPU,
             ]
         )
         == 0
@@ -279,12 +275,7 @@ def test_mnist_from_local_files(tmp_path):
                 f"mnist:{folder}",
                 "--checkpoint",
                 str(out / "model.safetensors"),
-                "--batch-sizes",
-                "2",
-                "--latency-seconds",
-                "0.01",
-                "--backends",
-                "ort-cpu",
+                *QUICK_CPU,
             ]
         )
         == 0
