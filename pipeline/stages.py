@@ -268,6 +268,7 @@ def _export_validate_report(
         FP16_FILE,
         backend_rows,
         fp16_summary,
+        perturbed_akps,
         run_latency,
         run_parity,
         tolerance_table,
@@ -312,10 +313,11 @@ def _export_validate_report(
     log(f"      TensorRT parser check: {summary}")
 
     log(f"[3/5] parity on {len(x_test)} test images")
-    rows = backend_rows(model, data, paths, backends, threads, staging, cfg.batch_sizes, cfg.seed, log)
+    moved = perturbed_akps(model, cfg.seed)  # one copy serves every (fed) and refit row
+    rows = backend_rows(model, moved, data, paths, backends, threads, staging, cfg.batch_sizes, log)
     if (staging / FP16_FILE).exists():
         files["onnx:static-fp16"] = FP16_FILE
-    parity = run_parity(model, rows, x_test, cfg.seed)
+    parity = run_parity(model, moved[0], rows, x_test)
     for key, p in parity.items():
         if p.get("available", True) and "error" not in p:
             verdict = "pass" if p.get("passed") else "FAIL"

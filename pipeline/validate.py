@@ -134,13 +134,17 @@ class _Row:
     error: str | None = None
 
 
-def backend_rows(model, data, paths, backends, threads, staging, batch_sizes, seed, log) -> list[_Row]:
-    """A row per backend and export mode (unavailable ones carry the reason)."""
+def backend_rows(model, moved, data, paths, backends, threads, staging, batch_sizes, log) -> list[_Row]:
+    """A row per backend and export mode (unavailable ones carry the reason).
+
+    ``moved`` is ``perturbed_akps(model, seed)``: the model holding the AKPs that the
+    ``(fed)`` and ``refit`` rows feed or refit.
+    """
     import export
     from deploy.runners import OrtRunner, TorchRunner, ort_providers
 
     meta_in = {export.INPUT_NAME: (np.float32, [None, *data.input_shape])}
-    _, moved_feed = perturbed_akps(model, seed)
+    moved_model, moved_feed = moved
     default_feed = akp_feed(model)
     rows = [
         _Row("torch:eager", lambda: TorchRunner(model, meta_in, [export.OUTPUT_NAME]), reference="none"),
@@ -188,12 +192,12 @@ def backend_rows(model, data, paths, backends, threads, staging, batch_sizes, se
                 )
         else:
             rows += _trt_rows(
-                backend, model, paths, staging, batch_sizes, seed, len(data.x_test), default_feed, moved_feed, log
+                backend, moved_model, paths, staging, batch_sizes, len(data.x_test), default_feed, moved_feed, log
             )
     return rows
 
 
-def _trt_rows(backend, model, paths, staging, batch_sizes, seed, n_test, default_feed, moved_feed, log) -> list[_Row]:
+def _trt_rows(backend, moved_model, paths, staging, batch_sizes, n_test, default_feed, moved_feed, log) -> list[_Row]:
     """Engines for one TensorRT backend; a failed build is a failed row, never a skipped one."""
     import onnx
 
@@ -250,8 +254,7 @@ def _trt_rows(backend, model, paths, staging, batch_sizes, seed, n_test, default
                 timing_cache=cache,
                 refittable=True,
             )
-            moved, _ = perturbed_akps(model, seed)
-            weights = refit_weights(moved)
+            weights = refit_weights(moved_model)
 
             def refitted(e=info.engine, w=weights):
                 from polygraphy.backend.trt import EngineFromBytes
@@ -264,15 +267,14 @@ def _trt_rows(backend, model, paths, staging, batch_sizes, seed, n_test, default
     return rows
 
 
-def run_parity(model, rows: list[_Row], x_test: np.ndarray, seed: int) -> dict[str, Any]:
-    """Every available row against the source model (or the model holding the fed AKPs)."""
+def run_parity(model, moved_model, rows: list[_Row], x_test: np.ndarray) -> dict[str, Any]:
+    """Every available row against the source model (or ``moved_model``, which holds the fed AKPs)."""
     import export
 
-    moved, _ = perturbed_akps(model, seed)
     refs = {}
     with torch.inference_mode():
         refs["source"] = model(torch.from_numpy(x_test)).numpy()
-        refs["moved"] = moved(torch.from_numpy(x_test)).numpy()
+        refs["moved"] = moved_model(torch.from_numpy(x_test)).numpy()
     out: dict[str, Any] = {}
     unavailable: dict[str, Any] = {}
     for row in rows:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import deploy.tensorrt.build as trt_build
-from pipeline.validate import backend_rows, run_parity
+from pipeline.validate import backend_rows, perturbed_akps, run_parity
 
 
 class FakeData:
@@ -30,12 +30,13 @@ def rows_with_failed_trt_builds(anann, exported, tmp_path, monkeypatch):
         "ort-cuda": (False, "no CUDA device"),
     }
     x = np.random.default_rng(0).standard_normal((4, 1, 12, 12)).astype(np.float32)
-    rows = backend_rows(anann, FakeData(x), paths, backends, 1, tmp_path, (1, 2), 0, lambda m: None)
-    return rows, calls, x
+    moved = perturbed_akps(anann, 0)
+    rows = backend_rows(anann, moved, FakeData(x), paths, backends, 1, tmp_path, (1, 2), lambda m: None)
+    return rows, calls, x, moved[0]
 
 
 def test_tensorrt_rows_and_their_precisions(rows_with_failed_trt_builds):
-    rows, calls, _ = rows_with_failed_trt_builds
+    rows, calls, _, _ = rows_with_failed_trt_builds
     by_key = {r.key: r for r in rows}
     assert {"trt:static", "trt:live", "trt:live-akp", "trt:refit", "trt-fp16:static", "trt-fp16:live"} <= set(by_key)
     assert "trt-fp16:live-akp" not in by_key and "trt-fp16:refit" not in by_key
@@ -53,8 +54,8 @@ def test_tensorrt_rows_and_their_precisions(rows_with_failed_trt_builds):
 
 
 def test_failed_builds_fail_parity_and_unavailable_rows_do_not(rows_with_failed_trt_builds, anann):
-    rows, _, x = rows_with_failed_trt_builds
-    parity = run_parity(anann, rows, x, 0)
+    rows, _, x, moved = rows_with_failed_trt_builds
+    parity = run_parity(anann, moved, rows, x)
     assert parity["trt:static"] == {
         "precision": "fp32",
         "passed": False,
