@@ -209,14 +209,9 @@ def bake(live: onnx.ModelProto) -> onnx.ModelProto:
         raise ValueError("model has no computed Conv weights to bake (is it already static?)")
     names = list(dict.fromkeys(t.name for t in targets))
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(live)
-    del probe.graph.output[:]
-    probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names)
-    inits = {t.name for t in probe.graph.initializer}
+    inits = {t.name for t in live.graph.initializer}
     # The weights are evaluated from initializers alone (AKP inputs at their defaults).
-    evaluator = ReferenceEvaluator(_weights_only(probe, names))
-    values = evaluator.run(None, {})
+    values = ReferenceEvaluator(_weights_only(live, names)).run(None, {})
 
     tensors = graph.tensors()
     for name, value in zip(names, values):
@@ -235,7 +230,10 @@ def bake(live: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _weights_only(model: onnx.ModelProto, outputs: list[str]) -> onnx.ModelProto:
-    """The subgraph computing ``outputs``, with initializer-backed inputs turned into initializers only."""
+    """A model of just the nodes and initializers computing ``outputs``, with no graph inputs.
+
+    Raises ``ValueError`` when ``outputs`` depend on anything but initializers.
+    """
     inits = {t.name for t in model.graph.initializer}
     needed: set[str] = set(outputs)
     keep = []
@@ -246,14 +244,15 @@ def _weights_only(model: onnx.ModelProto, outputs: list[str]) -> onnx.ModelProto
     missing = [n for n in needed if n not in inits and not any(n in nd.output for nd in keep)]
     if missing:
         raise ValueError(f"Conv weights depend on non-constant tensors {sorted(missing)}; cannot bake")
-    sub = onnx.ModelProto()
-    sub.CopyFrom(model)
-    del sub.graph.node[:]
-    sub.graph.node.extend(reversed(keep))
-    del sub.graph.input[:]
-    kept_inits = [t for t in model.graph.initializer if t.name in needed]
-    del sub.graph.initializer[:]
-    sub.graph.initializer.extend(kept_inits)
+    graph = helper.make_graph(
+        list(reversed(keep)),
+        "weights",
+        [],
+        [helper.make_empty_tensor_value_info(n) for n in outputs],
+        initializer=[t for t in model.graph.initializer if t.name in needed],
+    )
+    sub = helper.make_model(graph, opset_imports=list(model.opset_import), functions=list(model.functions))
+    sub.ir_version = model.ir_version
     return sub
 
 
