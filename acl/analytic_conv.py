@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from acl.kernels import family, mosaic
+from acl.kernels import _mosaic, family
 from acl.spec import Spec, parse_spec
 
 __all__ = ["AnalyticConv2d", "init_akps"]
@@ -139,6 +139,7 @@ class AnalyticConv2d(nn.Module):
         fan_in = in_channels // groups * h * w
         bound = 1 / math.sqrt(fan_in)  # nn.Conv2d's default kaiming_uniform(a=sqrt(5)) bound
         self._segment_names: list[str] = []
+        self._symbols = tuple(sym for sym, _ in self.spec.segments)
         for i, (sym, n) in enumerate(self.spec.segments):
             if sym == "P":
                 name = f"plain{i}"
@@ -180,17 +181,20 @@ class AnalyticConv2d(nn.Module):
         Shape:
             - Output: :math:`(C_o C_i / groups, h, w)`
         """
-        fac = self._factory()
-        return mosaic(
-            [
-                (sym, param if param is not None else torch.empty(stop - start, 0, **fac))
-                for sym, start, stop, param in self.segment_params()
-            ],
-            self.kernel_size,
-        )
+        return self._generate(None)
+
+    def _generate(self, shape: tuple[int, ...] | None) -> Tensor:
+        # The training hot path: no per-call validation, since the layer made every
+        # parameter with the shape its segment needs (load_state_dict keeps them).
+        params, anchor = self._parameters, self._anchor
+        akps = [
+            params[name] if name else anchor.new_empty(n, 0)  # type: ignore[misc]
+            for name, (_, n) in zip(self._segment_names, self.spec.segments)
+        ]
+        return _mosaic(self._symbols, self.kernel_size, akps, shape)
 
     def _assemble(self) -> Tensor:
-        return self.kernels().reshape(self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        return self._generate((self.out_channels, self.in_channels // self.groups, *self.kernel_size))
 
     def _params_key(self) -> tuple:
         return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters(recurse=False))
@@ -198,11 +202,15 @@ class AnalyticConv2d(nn.Module):
     @property
     def weight(self) -> Tensor:
         """Assembled ``[Co, Ci/groups, h, w]`` kernel tensor."""
+        if self.training:
+            if self._cache is not None:
+                self._cache = self._cache_key = None
+            return self._assemble()
         params = list(self.parameters(recurse=False))
         needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
         # Inference tensors (made under torch.inference_mode) have no version counter, so
         # an in-place change to one could not be detected: never cache them.
-        if self.training or needs_grad or any(p.is_inference() for p in params):
+        if needs_grad or any(p.is_inference() for p in params):
             self._cache = self._cache_key = None
             return self._assemble()
         key = self._params_key()

@@ -15,7 +15,10 @@ interference that can double a step's time, so three estimates are printed:
 * ``median``: ratio of the two medians.
 
 Target (issue #2): ACL / Conv2d <= 1.10. Kernel generation (the whole mosaic of the
-layer) is timed on its own, forward and forward+backward, hot.
+layer) is timed on its own, forward and forward+backward, hot. The last row is the
+3x3 layer with an all-Plain spec: no analytic family at all, so its ratio is the
+fixed cost of generating a weight through the layer's autograd function (the floor
+under any spec at that size).
 
     python benchmarks/bench_acl_layer.py [--steps 300]
 """
@@ -33,9 +36,10 @@ from acl import AnalyticConv2d
 
 EXP3 = "G0.15625Lg0.078125Lt0.078125Tf0.1875P0.5"
 CASES = [
-    # (name, Ci, Co, k, input shape)
-    ("3->64 7x7, 16x3x64x64", 3, 64, 7, (16, 3, 64, 64)),
-    ("64->64 3x3, 16x64x32x32", 64, 64, 3, (16, 64, 32, 32)),
+    # (name, Ci, Co, k, input shape, spec)
+    ("3->64 7x7, 16x3x64x64", 3, 64, 7, (16, 3, 64, 64), EXP3),
+    ("64->64 3x3, 16x64x32x32", 64, 64, 3, (16, 64, 32, 32), EXP3),
+    ("  same, all Plain (floor)", 64, 64, 3, (16, 64, 32, 32), "P1.0"),
 ]
 
 
@@ -61,12 +65,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="timed steps per layer and case")
     args = ap.parse_args()
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, spec {EXP3}, {args.steps} steps per layer")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, spec {EXP3} (floor row: P1.0), {args.steps} steps per layer")
     head = f"{'case':26s} {'Conv2d ms':>9s} {'ACL ms':>8s}  {'min':>6s} {'pair':>6s} {'median':>6s}"
     print(head + f" {'gen fwd ms':>10s} {'gen f+b ms':>10s}")
-    for name, ci, co, k, shape in CASES:
+    for name, ci, co, k, shape, spec in CASES:
         conv = nn.Conv2d(ci, co, k, padding=k // 2)
-        acl = AnalyticConv2d.from_conv(conv, EXP3)
+        acl = AnalyticConv2d.from_conv(conv, spec)
         x = torch.randn(shape)
         oc = torch.optim.SGD(conv.parameters(), lr=1e-4)
         oa = torch.optim.SGD(acl.parameters(), lr=1e-4)

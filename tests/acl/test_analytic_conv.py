@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from acl import AnalyticConv2d, generate
+from acl.kernels import mosaic as generate_mosaic
 
 EXP3 = "G0.15625Lg0.078125Lt0.078125Tf0.1875P0.5"
 ALL = "G4Lg2Lt2Tf4Ts2M2P8"  # every family, 24 kernels
@@ -244,3 +245,23 @@ def test_state_dict_is_loadable_via_buffer(tmp_path):
     buf.seek(0)
     sd = torch.load(buf, weights_only=True)
     assert set(sd) == {"akp0_Lg", "akp1_Lt", "bias", "_extra_state"}
+
+
+def test_live_layer_exports_with_torch_export():
+    # The generation stays visible to torch under export (it runs the torch
+    # formulas there), so an unbaked ACL exports and runs on other inputs.
+    torch.manual_seed(0)
+    layer = AnalyticConv2d(3, 8, 3, padding=1, spec=ALL).eval()
+    program = torch.export.export(layer, (torch.randn(2, 3, 8, 8),))
+    x = torch.randn(2, 3, 8, 8)  # other values than those exported with (shapes are static)
+    with torch.no_grad():
+        err = max_diff(program.module()(x), layer(x))
+    assert err < 1e-5, f"exported live layer differs by {err:.3g}"
+
+
+def test_training_step_fast_path_matches_checked_mosaic():
+    # The layer calls the generator without re-validating its own parameters;
+    # what it builds must equal the public, checked mosaic() of its segments.
+    layer = AnalyticConv2d(4, 12, 3, spec=ALL, groups=2).train()
+    segments = [(s, p if p is not None else torch.empty(b - a, 0)) for s, a, b, p in layer.segment_params()]
+    assert torch.equal(layer.weight, generate_mosaic(segments, 3).reshape(12, 2, 3, 3))

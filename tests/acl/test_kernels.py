@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.autograd import gradcheck
 
+from acl import kernels
 from acl.kernels import FAMILIES, generate, kernel_grid, mosaic
 from tests.acl.reference import REFERENCE, mean
 
@@ -22,6 +23,14 @@ def random_akps(sym: str, n: int, gen: torch.Generator, dtype=torch.float64) -> 
     return a
 
 
+@pytest.fixture(params=["numpy", "torch"])
+def executor(request, monkeypatch):
+    """Run a test under each executor of the formulas (NumPy is the CPU default)."""
+    monkeypatch.setattr(kernels, "_numpy_on_cpu", request.param == "numpy")
+    assert kernels._runs_in_numpy(torch.zeros(1)) == (request.param == "numpy")
+    return request.param
+
+
 def test_grid_is_eq3():
     x, y = kernel_grid((3, 4), dtype=torch.float64)
     # i' = i - (h+1)/2 for 1-based i: rows -1, 0, 1; columns -1.5 .. 1.5
@@ -32,7 +41,7 @@ def test_grid_is_eq3():
 
 @pytest.mark.parametrize("sym", ANALYTIC)
 @pytest.mark.parametrize("size", SIZES)
-def test_matches_scalar_reference(sym, size):
+def test_matches_scalar_reference(sym, size, executor):
     gen = torch.Generator().manual_seed(zlib.crc32(f"{sym}{size}".encode()))
     akps = random_akps(sym, 6, gen)
     got = generate(sym, akps, size)
@@ -63,7 +72,7 @@ def test_float32_agrees_with_float64(sym):
 
 @pytest.mark.parametrize("sym", [*ANALYTIC, "P"])
 @pytest.mark.parametrize("size", [(3, 3), (4, 5), (5, 2)])
-def test_gradcheck(sym, size):
+def test_gradcheck(sym, size, executor):
     gen = torch.Generator().manual_seed(7)
     p = FAMILIES[sym].num_akps(size)
     a = random_akps(sym, 4, gen) if sym != "P" else torch.randn(4, p, generator=gen, dtype=torch.float64)
@@ -71,7 +80,7 @@ def test_gradcheck(sym, size):
     assert gradcheck(lambda t: generate(sym, t, size), (a,), eps=1e-6, atol=1e-6)
 
 
-def test_gradcheck_whole_mosaic():
+def test_gradcheck_whole_mosaic(executor):
     gen = torch.Generator().manual_seed(3)
     syms = ["Tf", "G", "M", "Lg", "P", "Lt", "Ts", "G"]
     akps = []
@@ -213,3 +222,78 @@ def test_cuda_matches_cpu():
 def test_meta_device_shapes():
     k = generate("G", torch.zeros(3, 4, device="meta"), (3, 5))
     assert k.shape == (3, 3, 5) and k.device.type == "meta"
+
+
+def _mosaic_and_grads(segments, size, upstream):
+    leaves = [a.detach().clone().requires_grad_(s not in ("M",)) for s, a in segments]
+    out = mosaic(list(zip((s for s, _ in segments), leaves)), size)
+    out.backward(upstream)
+    return out.detach(), [a.grad for a in leaves]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size", [(3, 3), (4, 4), (3, 5), (7, 7)])
+def test_numpy_and_torch_executors_agree(size, dtype, monkeypatch):
+    gen = torch.Generator().manual_seed(11)
+    hw = size[0] * size[1]
+    segments = [(s, random_akps(s, 9, gen, dtype)) for s in ANALYTIC]
+    segments += [("M", torch.empty(3, 0, dtype=dtype)), ("P", torch.randn(5, hw, generator=gen, dtype=dtype))]
+    upstream = torch.randn(sum(a.shape[0] for _, a in segments), *size, generator=gen, dtype=dtype)
+    results = {}
+    for name in ("numpy", "torch"):
+        monkeypatch.setattr(kernels, "_numpy_on_cpu", name == "numpy")
+        results[name] = _mosaic_and_grads(segments, size, upstream)
+    (k_np, g_np), (k_t, g_t) = results["numpy"], results["torch"]
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    err = (k_np - k_t).abs().max().item() / max(k_t.abs().max().item(), 1.0)
+    assert err <= tol, f"kernels differ between executors: max rel diff {err:.3g} ({dtype}, {size})"
+    for (sym, _), a, b in zip(segments, g_np, g_t):
+        if sym == "M":
+            assert a is None and b is None
+            continue
+        assert a.dtype == dtype and a.shape == b.shape and a.is_contiguous()
+        err = (a - b).abs().max().item() / max(b.abs().max().item(), 1.0)
+        assert err <= 10 * tol, f"{sym} gradients differ between executors: max rel diff {err:.3g} ({dtype}, {size})"
+
+
+def test_numpy_executor_only_where_torch_need_not_see():
+    assert kernels._runs_in_numpy(torch.zeros(1))
+    assert kernels._runs_in_numpy(torch.nn.Parameter(torch.zeros(1, dtype=torch.float64)))
+    assert not kernels._runs_in_numpy(torch.zeros(1, dtype=torch.float16))
+    assert not kernels._runs_in_numpy(torch.zeros(1, device="meta"))
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Recorder(TorchDispatchMode):  # what make_fx and torch.export run under
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    with Recorder():
+        assert not kernels._runs_in_numpy(torch.zeros(1))
+
+
+def test_half_precision_runs_in_torch():
+    a = random_akps("G", 4, torch.Generator().manual_seed(2))
+    k16 = generate("G", a.to(torch.bfloat16), 3)
+    assert k16.dtype == torch.bfloat16
+    assert (k16.double() - generate("G", a, 3)).abs().max().item() < 2e-2
+
+
+def test_akps_changed_in_place_before_backward_are_refused():
+    a = random_akps("G", 4, torch.Generator().manual_seed(4)).float().requires_grad_()
+    k = generate("G", a, 3)
+    with torch.no_grad():
+        a.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        k.sum().backward()
+
+
+def test_jacobians_only_when_a_gradient_can_flow(monkeypatch):
+    seen = []
+    fwd, bwd = kernels._OPS["Lg"]
+    monkeypatch.setitem(kernels._OPS, "Lg", (lambda *args: seen.append(args[-1]) or fwd(*args), bwd))
+    a = torch.ones(2, 1, requires_grad=True)
+    generate("Lg", a, 3)
+    with torch.no_grad():
+        generate("Lg", a, 3)
+    generate("Lg", a.detach(), 3)
+    assert seen == [True, False, False]
