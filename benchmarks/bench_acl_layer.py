@@ -65,7 +65,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="timed steps per layer and case")
     args = ap.parse_args()
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, spec {EXP3} (floor row: P1.0), {args.steps} steps per layer")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, spec {EXP3} (floor row: P1.0), {args.steps} steps per layer"
+    )
     head = f"{'case':26s} {'Conv2d ms':>9s} {'ACL ms':>8s}  {'min':>6s} {'pair':>6s} {'median':>6s}"
     print(head + f" {'gen fwd ms':>10s} {'gen f+b ms':>10s}")
     for name, ci, co, k, shape, spec in CASES:

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.autograd import gradcheck
 
-from acl import kernels
+from acl import kernels, native
 from acl.kernels import FAMILIES, generate, kernel_grid, mosaic
 from tests.acl.reference import REFERENCE, mean
 
@@ -23,11 +23,22 @@ def random_akps(sym: str, n: int, gen: torch.Generator, dtype=torch.float64) -> 
     return a
 
 
-@pytest.fixture(params=["numpy", "torch"])
+EXECUTORS = ["native", "numpy", "torch"]
+
+
+def use_executor(name: str, monkeypatch) -> None:
+    """Route CPU mosaics through one executor: the compiled kernels, NumPy or torch."""
+    if name == "native" and native.load() is None:
+        pytest.skip(f"compiled kernels unavailable: {native.status()}")
+    monkeypatch.setattr(kernels, "_native_on_cpu", name == "native")
+    monkeypatch.setattr(kernels, "_numpy_on_cpu", name != "torch")
+    assert kernels._runs_in_numpy(torch.zeros(1)) == (name != "torch")
+
+
+@pytest.fixture(params=EXECUTORS)
 def executor(request, monkeypatch):
-    """Run a test under each executor of the formulas (NumPy is the CPU default)."""
-    monkeypatch.setattr(kernels, "_numpy_on_cpu", request.param == "numpy")
-    assert kernels._runs_in_numpy(torch.zeros(1)) == (request.param == "numpy")
+    """Run a test under each executor of the formulas (compiled kernels are the CPU default)."""
+    use_executor(request.param, monkeypatch)
     return request.param
 
 
@@ -232,28 +243,30 @@ def _mosaic_and_grads(segments, size, upstream):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("size", [(3, 3), (4, 4), (3, 5), (7, 7)])
-def test_numpy_and_torch_executors_agree(size, dtype, monkeypatch):
+@pytest.mark.parametrize("size", [(3, 3), (4, 4), (3, 5), (7, 7), (1, 1)])
+@pytest.mark.parametrize("fast", ["native", "numpy"])
+def test_cpu_executors_agree_with_torch(fast, size, dtype, monkeypatch):
     gen = torch.Generator().manual_seed(11)
     hw = size[0] * size[1]
     segments = [(s, random_akps(s, 9, gen, dtype)) for s in ANALYTIC]
     segments += [("M", torch.empty(3, 0, dtype=dtype)), ("P", torch.randn(5, hw, generator=gen, dtype=dtype))]
+    segments += [("G", random_akps("G", 4, gen, dtype))]  # a family twice, after others
     upstream = torch.randn(sum(a.shape[0] for _, a in segments), *size, generator=gen, dtype=dtype)
     results = {}
-    for name in ("numpy", "torch"):
-        monkeypatch.setattr(kernels, "_numpy_on_cpu", name == "numpy")
+    for name in (fast, "torch"):
+        use_executor(name, monkeypatch)
         results[name] = _mosaic_and_grads(segments, size, upstream)
-    (k_np, g_np), (k_t, g_t) = results["numpy"], results["torch"]
+    (k_f, g_f), (k_t, g_t) = results[fast], results["torch"]
     tol = 1e-5 if dtype == torch.float32 else 1e-12
-    err = (k_np - k_t).abs().max().item() / max(k_t.abs().max().item(), 1.0)
-    assert err <= tol, f"kernels differ between executors: max rel diff {err:.3g} ({dtype}, {size})"
-    for (sym, _), a, b in zip(segments, g_np, g_t):
+    err = (k_f - k_t).abs().max().item() / max(k_t.abs().max().item(), 1.0)
+    assert err <= tol, f"{fast} kernels differ from torch's: max rel diff {err:.3g} ({dtype}, {size})"
+    for (sym, _), a, b in zip(segments, g_f, g_t):
         if sym == "M":
             assert a is None and b is None
             continue
         assert a.dtype == dtype and a.shape == b.shape and a.is_contiguous()
         err = (a - b).abs().max().item() / max(b.abs().max().item(), 1.0)
-        assert err <= 10 * tol, f"{sym} gradients differ between executors: max rel diff {err:.3g} ({dtype}, {size})"
+        assert err <= 10 * tol, f"{fast} {sym} gradients differ from torch's: max rel diff {err:.3g} ({dtype}, {size})"
 
 
 def test_numpy_executor_only_where_torch_need_not_see():
@@ -289,11 +302,67 @@ def test_akps_changed_in_place_before_backward_are_refused():
 
 def test_jacobians_only_when_a_gradient_can_flow(monkeypatch):
     seen = []
-    fwd, bwd = kernels._OPS["Lg"]
-    monkeypatch.setitem(kernels._OPS, "Lg", (lambda *args: seen.append(args[-1]) or fwd(*args), bwd))
+    forward = kernels._Mosaic.forward
+
+    def spy(ctx, symbols, h, w, shape, jac, *akps):
+        seen.append(jac)
+        return forward(ctx, symbols, h, w, shape, jac, *akps)
+
+    monkeypatch.setattr(kernels._Mosaic, "forward", staticmethod(spy))
     a = torch.ones(2, 1, requires_grad=True)
     generate("Lg", a, 3)
     with torch.no_grad():
         generate("Lg", a, 3)
     generate("Lg", a.detach(), 3)
     assert seen == [True, False, False]
+
+
+def test_native_library_builds_into_the_cache_dir(tmp_path, monkeypatch):
+    if native.load() is None:
+        pytest.skip(f"compiled kernels unavailable: {native.status()}")
+    monkeypatch.setenv("ACL_CACHE_DIR", str(tmp_path))
+    built = native._build()
+    assert built.parent == tmp_path and built.is_file()
+    assert native._build() == built  # cached: same recipe, same file
+    assert [p.name for p in tmp_path.iterdir()] == [built.name]  # no build leftovers
+
+
+def test_native_library_reports_why_it_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr(native, "_state", {"lib": None, "reason": "", "tried": False})
+    monkeypatch.setenv("ACL_NATIVE", "0")
+    assert native.load() is None and native.status() == "disabled by ACL_NATIVE=0"
+    monkeypatch.setattr(native, "_state", {"lib": None, "reason": "", "tried": False})
+    monkeypatch.delenv("ACL_NATIVE")
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("ACL_CACHE_DIR", str(tmp_path))
+    assert native.load() is None and native.status().startswith("not built:")
+    # and the formulas still run, through NumPy
+    assert torch.isfinite(generate("G", torch.tensor([[4.0, 0.3, 0.1, 1.5]]), 3)).all()
+
+
+@pytest.mark.parametrize("sym", ANALYTIC)
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_akps_give_what_torch_gives(sym, bad, monkeypatch):
+    # The compiled kernels assume finite values (-ffast-math): a bank with NaN or
+    # Inf must still come out exactly as the formulas say, NaN where torch has NaN.
+    a = random_akps(sym, 6, torch.Generator().manual_seed(9)).float()
+    a[2, -1] = bad
+    a[4, 0] = bad
+    got = {}
+    for name in EXECUTORS:
+        use_executor(name, monkeypatch)
+        got[name] = generate(sym, a, 3)
+    for name in ("native", "numpy"):
+        assert torch.equal(got[name].isnan(), got["torch"].isnan()), f"{name}: NaN pattern differs from torch's"
+        ok = ~got["torch"].isnan()
+        err = (got[name][ok] - got["torch"][ok]).abs().max().item()
+        assert err < 1e-5, f"{name}: finite values differ from torch's by {err:.3g}"
+
+
+def test_nan_upstream_gradient_reaches_the_akps(executor):
+    a = random_akps("G", 4, torch.Generator().manual_seed(6)).float().requires_grad_()
+    k = generate("G", a, 3)
+    upstream = torch.ones_like(k)
+    upstream[1, 1, 1] = math.nan
+    k.backward(upstream)
+    assert a.grad[1].isnan().all() and a.grad[[0, 2, 3]].isfinite().all()
