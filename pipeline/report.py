@@ -24,7 +24,7 @@
       "tensorrt": {"available": bool, "reason", "check": {file: [problems]}},
       "files": {name: relative path},
       "environment": {"python", "platform", "cpu", "cores", "torch_threads", "ort_threads",
-                      "device", "versions": {package: version}}
+                      "device", "kernel_generator_cpu", "versions": {package: version}}
     }
 
 ``throughput`` is samples per second; ``speedup_vs_torch`` is the eager PyTorch
@@ -216,6 +216,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
         "",
         f"- {env['platform']}, Python {env['python']}, {env['cores']} cores ({env['cpu']}), device: {env['device']}",
         f"- threads: PyTorch {env['torch_threads']}, ONNX Runtime {env['ort_threads']}",
+        f"- ACL kernels on CPU: {env.get('kernel_generator_cpu', 'not recorded')}",
         "- " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
         "",
         "## Files",

@@ -164,8 +164,17 @@ def _environment(threads: int) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "ort_threads": threads,
         "device": gpu_desc if gpu else "cpu (no CUDA device)",
+        "kernel_generator_cpu": _kernel_generator(),
         "versions": _versions(),
     }
+
+
+def _kernel_generator() -> str:
+    """How AnalyticConv2d computes its kernels on CPU in this environment (acl.kernels, "Execution")."""
+    from acl import native
+
+    status = native.status()
+    return "compiled C kernels (acl/native)" if status == "loaded" else f"NumPy (compiled kernels {status})"
 
 
 def _param_counts(model: torch.nn.Module) -> dict[str, int]:

@@ -317,29 +317,6 @@ def test_jacobians_only_when_a_gradient_can_flow(monkeypatch):
     assert seen == [True, False, False]
 
 
-def test_native_library_builds_into_the_cache_dir(tmp_path, monkeypatch):
-    if native.load() is None:
-        pytest.skip(f"compiled kernels unavailable: {native.status()}")
-    monkeypatch.setenv("ACL_CACHE_DIR", str(tmp_path))
-    built = native._build()
-    assert built.parent == tmp_path and built.is_file()
-    assert native._build() == built  # cached: same recipe, same file
-    assert [p.name for p in tmp_path.iterdir()] == [built.name]  # no build leftovers
-
-
-def test_native_library_reports_why_it_is_missing(tmp_path, monkeypatch):
-    monkeypatch.setattr(native, "_state", {"lib": None, "reason": "", "tried": False})
-    monkeypatch.setenv("ACL_NATIVE", "0")
-    assert native.load() is None and native.status() == "disabled by ACL_NATIVE=0"
-    monkeypatch.setattr(native, "_state", {"lib": None, "reason": "", "tried": False})
-    monkeypatch.delenv("ACL_NATIVE")
-    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
-    monkeypatch.setenv("ACL_CACHE_DIR", str(tmp_path))
-    assert native.load() is None and native.status().startswith("not built:")
-    # and the formulas still run, through NumPy
-    assert torch.isfinite(generate("G", torch.tensor([[4.0, 0.3, 0.1, 1.5]]), 3)).all()
-
-
 @pytest.mark.parametrize("sym", ANALYTIC)
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_non_finite_akps_give_what_torch_gives(sym, bad, monkeypatch):

@@ -87,6 +87,7 @@ def test_default_job_outputs(run_dir):
     }
     env = r["environment"]
     assert env["cores"] >= 1 and env["versions"]["onnxruntime"] != "not installed"
+    assert env["kernel_generator_cpu"].startswith(("compiled C kernels", "NumPy (compiled kernels"))
     text = (run_dir / "report.md").read_text()
     assert f"Test accuracy of the source model: {r['accuracy'] * 100:.2f} %" in text
     assert "not available:" in text
