@@ -10,7 +10,9 @@ The library is built with the system C compiler (``$CC``, default ``cc``) into
 ``$ACL_CACHE_DIR`` (default ``$XDG_CACHE_HOME/acl-deploy`` or
 ``~/.cache/acl-deploy``), under a name hashed from the source, the flags and the
 compiler's version, written to a temporary file and renamed into place so that
-concurrent processes (DDP ranks) never load a half-written file. Without a
+concurrent processes (DDP ranks) never load a half-written file. A cache directory
+that another user could write to is refused (the library is loaded into this
+process). Without a
 compiler, or with ``ACL_NATIVE=0``, ``load()`` returns ``None`` and ``status()``
 says why.
 """
@@ -59,16 +61,29 @@ def _run(cmd: Sequence[str]) -> str:
     return done.stdout
 
 
+def _check_private(cache: Path) -> None:
+    """Refuse a cache directory others could write to: its library is loaded into this process."""
+    if not hasattr(os, "getuid"):
+        return
+    st = cache.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise RuntimeError(
+            f"cache directory {cache} is not private (owner uid {st.st_uid}, mode {oct(st.st_mode & 0o777)}); "
+            "set ACL_CACHE_DIR to a directory only you can write"
+        )
+
+
 def _build() -> Path:
     cc = shlex.split(os.environ.get("CC", "cc"))
     version = _run([*cc, "--version"]).splitlines()[0]
     recipe = repr((COMPILE_FLAGS, LINK_FLAGS, version, platform.machine())).encode()
     key = hashlib.sha256(SOURCE.read_bytes() + recipe).hexdigest()[:16]
     cache = _cache_dir()
+    cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_private(cache)
     target = cache / f"mosaic-{key}.so"
     if target.is_file():
         return target
-    cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache, prefix=".build-") as tmp:
         obj, lib = Path(tmp) / "mosaic.o", Path(tmp) / "mosaic.so"
         _run([*cc, *COMPILE_FLAGS, "-c", str(SOURCE), "-o", str(obj)])

@@ -51,3 +51,14 @@ def test_concurrent_builds_leave_one_loadable_library(tmp_path, monkeypatch):
     assert not errors and len(set(built)) == 1
     assert [p.name for p in tmp_path.iterdir()] == [built[0].name]
     assert hasattr(ctypes.CDLL(str(built[0])), "acl_gabor_f32")
+
+
+@needs_compiler
+def test_cache_directory_others_can_write_is_refused(tmp_path, monkeypatch):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("ACL_CACHE_DIR", str(shared))
+    with pytest.raises(RuntimeError, match="not private"):
+        native._build()
+    assert list(shared.iterdir()) == []  # nothing compiled or loaded from there
