@@ -446,27 +446,6 @@ def _native_forward(
     return saved
 
 
-def _native_backward(ctx: Any, akps: Sequence[Tensor], grad: Tensor) -> tuple[Tensor | None, ...]:
-    gt = grad.reshape(-1, ctx.hw)
-    gw = gt.resolve_neg().numpy()  # NumPy cannot read a lazily negated view
-    grads: list[Tensor | None] = [None] * 5
-    start = 0
-    for sym, a, J, need in zip(ctx.symbols, akps, ctx.saved, ctx.needs_input_grad[5:]):
-        n = a.shape[0]
-        if not need:
-            grads.append(None)
-        elif sym == "P":
-            grads.append(gt[start : start + n].view(a.shape))
-        elif sym == "M":
-            grads.append(torch.zeros_like(a))
-        else:
-            ga = torch.empty(a.shape, dtype=a.dtype)
-            native.contract(ctx.lib, J, gw[start : start + n], ga.numpy())
-            grads.append(ga)
-        start += n
-    return tuple(grads)
-
-
 class _Mosaic(torch.autograd.Function):
     """Kernels of several segments written into one ``[K, h*w]`` array, returned as ``shape``."""
 
@@ -489,7 +468,7 @@ class _Mosaic(torch.autograd.Function):
                 except native.NonFiniteAKPs:
                     pass  # NaN and Inf propagate exactly as in torch through the formulas below
                 else:
-                    ctx.lib, ctx.hw, ctx.symbols, ctx.saved = lib, h * w, symbols, saved
+                    ctx.symbols, ctx.xp, ctx.hw, ctx.saved, ctx.lib = symbols, _NUMPY, h * w, saved, lib
                     ctx.save_for_backward(*akps)
                     return out.view(shape)
             xp, g, dst = _NUMPY, _numpy_grid(h, w, first.dtype), out.numpy()
@@ -504,7 +483,7 @@ class _Mosaic(torch.autograd.Function):
                 n = a.shape[0]
                 saved.append(_OPS[sym][0](xp, a, s, g, dst[start : start + n], jac))
                 start += n
-        ctx.symbols, ctx.xp, ctx.grid, ctx.saved, ctx.lib = symbols, xp, g, saved, None
+        ctx.symbols, ctx.xp, ctx.hw, ctx.saved, ctx.lib, ctx.grid = symbols, xp, h * w, saved, None, g
         ctx.save_for_backward(*akps)
         return out.view(shape)
 
@@ -514,10 +493,8 @@ class _Mosaic(torch.autograd.Function):
         # Unpacked although the formulas only need what forward saved: unpacking
         # raises if an AKP was changed in place between forward and backward.
         akps = ctx.saved_tensors
-        if ctx.lib is not None:
-            return _native_backward(ctx, akps, grad)
-        xp, g = ctx.xp, ctx.grid
-        gt = grad.reshape(-1, g.h * g.w)
+        xp, lib = ctx.xp, ctx.lib
+        gt = grad.reshape(-1, ctx.hw)
         gw = gt.resolve_neg().numpy() if xp is _NUMPY else gt  # NumPy cannot read a lazily negated view
         grads: list[Tensor | None] = [None] * 5
         start = 0
@@ -529,8 +506,14 @@ class _Mosaic(torch.autograd.Function):
                 grads.append(gt[start : start + n].view(a.shape))
             else:
                 ga = torch.empty(a.shape, dtype=a.dtype, device=a.device)
-                with _quiet(xp):
-                    xp.copyto(ga.numpy() if xp is _NUMPY else ga, _OPS[sym][1](xp, gw[start : start + n], g, saved))
+                dst = ga.numpy() if xp is _NUMPY else ga
+                if lib is None:
+                    with _quiet(xp):
+                        xp.copyto(dst, _OPS[sym][1](xp, gw[start : start + n], ctx.grid, saved))
+                elif sym == "M":
+                    dst.fill(0)
+                else:
+                    native.contract(lib, saved, gw[start : start + n], dst)
                 grads.append(ga)
             start += n
         return tuple(grads)
