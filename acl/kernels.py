@@ -158,8 +158,20 @@ class _Grid(NamedTuple):
     shift: Any  # [4, 1]: cos(theta - shift) = [cos; -sin; sin; cos], i.e. [[c, -s], [s, c]] as [2, 2n]
 
 
-@functools.lru_cache(maxsize=64)
+_GRIDS: dict[tuple, _Grid] = {}
+
+
 def _grid(h: int, w: int, dtype: torch.dtype, device: torch.device) -> _Grid:
+    # A plain dict rather than functools.lru_cache, which torch.compile traces through
+    # with a warning: this function runs in the compiled torch path.
+    key = (h, w, dtype, device)
+    g = _GRIDS.get(key)
+    if g is None:
+        g = _GRIDS[key] = _make_grid(h, w, dtype, device)
+    return g
+
+
+def _make_grid(h: int, w: int, dtype: torch.dtype, device: torch.device) -> _Grid:
     # Created outside inference mode so that the cached tensors can be saved for
     # backward later, whatever mode the first call came from.
     with torch.inference_mode(False), torch.no_grad():

@@ -265,3 +265,26 @@ def test_training_step_fast_path_matches_checked_mosaic():
     layer = AnalyticConv2d(4, 12, 3, spec=ALL, groups=2).train()
     segments = [(s, p if p is not None else torch.empty(b - a, 0)) for s, a, b, p in layer.segment_params()]
     assert torch.equal(layer.weight, generate_mosaic(segments, 3).reshape(12, 2, 3, 3))
+
+
+@pytest.mark.slow
+def test_compiled_layer_matches_eager_with_gradients():
+    # Under torch.compile the generator runs its torch formulas (visible to the
+    # compiler); outputs and every parameter's gradient must match eager mode.
+    import shutil
+
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("torch.compile on CPU needs a C++ compiler")
+    torch.manual_seed(0)
+    layer = AnalyticConv2d(3, 8, 3, padding=1, spec=ALL)
+    x = torch.randn(2, 3, 8, 8)
+    eager = layer(x)
+    eager.square().sum().backward()
+    want = {n: p.grad.clone() for n, p in layer.named_parameters()}
+    layer.zero_grad()
+    got = torch.compile(layer)(x)
+    got.square().sum().backward()
+    assert max_diff(got, eager) < 1e-5
+    for n, p in layer.named_parameters():
+        err = max_diff(p.grad, want[n]) / max(want[n].abs().max().item(), 1.0)
+        assert err < 1e-5, f"{n}: compiled gradient differs by {err:.3g} (relative)"
