@@ -70,7 +70,7 @@ static void transpose_##SUF(const T *w, ptrdiff_t hw, ptrdiff_t n, T *out) {    
                                                                                               \
 int acl_gabor_##SUF(const T *a, ptrdiff_t n, const T *x, const T *y, const T *r2,             \
                     const T *inv_r2, const T *centre, ptrdiff_t hw, T *out, T *J) {           \
-    if (!finite_##SUF(a, 4 * n)) return 1;                                            \
+    if (!finite_##SUF(a, 4 * n)) return 1;                                                    \
     (void)inv_r2; (void)centre;                                                               \
     T *buf = malloc(sizeof(T) * (size_t)n * (size_t)(7 + hw));                                \
     if (!buf) return -1;                                                                      \
@@ -107,7 +107,7 @@ int acl_gabor_##SUF(const T *a, ptrdiff_t n, const T *x, const T *y, const T *r2
                                                                                               \
 int acl_log_##SUF(const T *a, ptrdiff_t n, const T *x, const T *y, const T *r2,               \
                   const T *inv_r2, const T *centre, ptrdiff_t hw, T *out, T *J) {             \
-    if (!finite_##SUF(a, 1 * n)) return 1;                                            \
+    if (!finite_##SUF(a, 1 * n)) return 1;                                                    \
     (void)x; (void)y; (void)inv_r2; (void)centre;                                             \
     T *buf = malloc(sizeof(T) * (size_t)n * (size_t)(3 + hw));                                \
     if (!buf) return -1;                                                                      \
@@ -137,7 +137,7 @@ int acl_log_##SUF(const T *a, ptrdiff_t n, const T *x, const T *y, const T *r2, 
                                                                                               \
 int acl_lot_##SUF(const T *a, ptrdiff_t n, const T *x, const T *y, const T *r2,               \
                   const T *inv_r2, const T *centre, ptrdiff_t hw, T *out, T *J) {             \
-    if (!finite_##SUF(a, 1 * n)) return 1;                                            \
+    if (!finite_##SUF(a, 1 * n)) return 1;                                                    \
     (void)x; (void)y; (void)inv_r2;                                                           \
     T *buf = malloc(sizeof(T) * (size_t)n * (size_t)(3 + hw));                                \
     if (!buf) return -1;                                                                      \
@@ -163,7 +163,7 @@ int acl_lot_##SUF(const T *a, ptrdiff_t n, const T *x, const T *y, const T *r2, 
                                                                                               \
 int acl_tgd1st_##SUF(const T *a, ptrdiff_t n, const T *x, const T *y, const T *r2,            \
                      const T *inv_r2, const T *centre, ptrdiff_t hw, T *out, T *J) {          \
-    if (!finite_##SUF(a, 3 * n)) return 1;                                            \
+    if (!finite_##SUF(a, 3 * n)) return 1;                                                    \
     (void)r2; (void)inv_r2; (void)centre;                                                     \
     T *buf = malloc(sizeof(T) * (size_t)n * (size_t)(7 + hw));                                \
     if (!buf) return -1;                                                                      \
@@ -200,7 +200,7 @@ int acl_tgd1st_##SUF(const T *a, ptrdiff_t n, const T *x, const T *y, const T *r
                                                                                               \
 int acl_tgd2nd_##SUF(const T *a, ptrdiff_t n, const T *x, const T *y, const T *r2,            \
                      const T *inv_r2, const T *centre, ptrdiff_t hw, T *out, T *J) {          \
-    if (!finite_##SUF(a, 2 * n)) return 1;                                            \
+    if (!finite_##SUF(a, 2 * n)) return 1;                                                    \
     T *buf = malloc(sizeof(T) * (size_t)n * (size_t)(5 + hw));                                \
     if (!buf) return -1;                                                                      \
     T *c = buf, *s = c + n, *inv2 = s + n, *f = inv2 + n, *sum = f + n, *w = sum + n;         \
