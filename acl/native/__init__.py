@@ -12,9 +12,8 @@ The library is built with the system C compiler (``$CC``, default ``cc``) into
 compiler's version, written to a temporary file and renamed into place so that
 concurrent processes (DDP ranks) never load a half-written file. A cache directory
 that another user could write to is refused (the library is loaded into this
-process). Without a
-compiler, or with ``ACL_NATIVE=0``, ``load()`` returns ``None`` and ``status()``
-says why.
+process). Without a compiler, or with ``ACL_NATIVE=0``, ``load()`` returns
+``None`` and ``status()`` says why.
 """
 
 from __future__ import annotations
