@@ -8,7 +8,7 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import onnx
 import torch
@@ -38,28 +38,60 @@ def live_layers(model: nn.Module) -> list[passes.LiveLayer]:
     return out
 
 
-def _export_static(model: nn.Module, input_shape: Sequence[int]) -> onnx.ModelProto:
+class _WeightsAsInputs(nn.Module):
+    """``model`` with the named weights taken from a list argument instead of its parameters.
+
+    Exporting through it makes those weights graph inputs, which the exporter's
+    optimizer cannot fold anything into: a live export must keep every ACL weight
+    unfolded, because ``make_live`` replaces it with the *raw* generated kernels
+    (issue: a BatchNorm folded into the baked weight was silently dropped).
+    """
+
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.names = names
+
+    def forward(self, x: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
+        return torch.func.functional_call(self.model, dict(zip(self.names, weights)), (x,), strict=False)
+
+
+_WRAPPED = "model."  # prefix the wrapper adds to parameter names
+
+
+def _export_graph(model: nn.Module, input_shape: Sequence[int], *, weights_as_inputs: bool) -> onnx.ModelProto:
+    """The exporter's graph of ``acl.bake(model)``; with ``weights_as_inputs``, ACL weights as graph inputs."""
     baked = acl.bake(model).eval().to(torch.float32).cpu()
     # batch >= 2 in the example: torch.export specialises a size-1 dimension.
     example = torch.zeros((max(2, int(input_shape[0])), *input_shape[1:]), dtype=torch.float32)
     batch = torch.export.Dim("batch", min=1, max=65536)
+    names = [f"{n}.weight" for n, _ in acl.acl_layers(model)] if weights_as_inputs else []
+    if names:
+        module: nn.Module = _WeightsAsInputs(baked, names)
+        args: tuple = (example, [baked.get_parameter(n).detach() for n in names])
+        # Lists, not tuples: the exporter turns the outer tuple into a list before matching.
+        dynamic: Any = [{0: batch}, [None] * len(names)]
+    else:
+        module, args, dynamic = baked, (example,), ({0: batch},)
     # The exporter reports progress on stdout and warns about optional packages
     # it does not need here; the result is checked below instead.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            baked,
-            (example,),
+            module,
+            args,
             dynamo=True,
-            input_names=[INPUT_NAME],
+            input_names=[INPUT_NAME, *names],
             output_names=[OUTPUT_NAME],
-            dynamic_shapes=({0: batch},),
+            dynamic_shapes=dynamic,
             opset_version=OPSET,
             optimize=True,
             verbose=False,
         )
     model_proto = program.model_proto
+    if names:
+        passes.strip_name_prefix(model_proto, _WRAPPED)
     model_proto.ir_version = passes.IR_VERSION
     model_proto.producer_name = "acl-deploy"
     return model_proto
@@ -71,6 +103,7 @@ def to_onnx(
     input_shape: Sequence[int],
     mode: Literal["static", "live"] = "static",
     akp_inputs: bool = False,
+    verify: bool = True,
 ) -> Path:
     """Export an ACL model (any ``nn.Module`` with ``AnalyticConv2d`` layers) to ONNX.
 
@@ -79,35 +112,52 @@ def to_onnx(
         path: the ``.onnx`` file to write (atomically: temp file, then rename).
         input_shape: ``(N, C, H, W)`` of one input; the batch dimension is dynamic.
         mode: ``"static"``: AKPs baked into Conv initializers named after the module
-            path (``conv1.weight``), standard ONNX ops only. ``"live"``: kernels
-            generated in the graph by ``ai.acl`` ops (model-local functions) from AKP
-            initializers named like the state dict (``conv1.akp0_G``), plain kernels
-            as initializers (``conv1.plain4``).
+            path (``conv1.weight``; a following BatchNorm is folded in), standard ONNX
+            ops only. ``"live"``: kernels generated in the graph by ``ai.acl`` ops
+            (model-local functions) from AKP initializers named like the state dict
+            (``conv1.akp0_G``), plain kernels as initializers (``conv1.plain4``);
+            BatchNorm after an ACL stays a ``BatchNormalization`` node (ONNX Runtime
+            fuses it at session load once the kernels are folded).
         akp_inputs: live only: every AKP initializer is also a graph input of the
             same name, defaulting to its trained value.
+        verify: run the written file in ONNX Runtime against ``model`` on random
+            inputs (not the export example) and, for ``akp_inputs``, with perturbed
+            AKPs fed against a copy of ``model`` holding them; raise
+            ``ExportVerificationError`` (nothing is written) when the outputs are
+            outside the fp32 tolerance of ``export.compare``.
 
     Returns:
         ``path``. The file passes ``onnx.checker`` with ``full_check=True``, has IR
         version ``passes.IR_VERSION`` and opset ``OPSET``, input ``input``
         ``float32[batch, C, H, W]`` and output ``logits``.
+
+    Raises:
+        ValueError: bad arguments, or a live export of a model without ACLs.
+        ExportVerificationError: ``verify`` found the file wrong (max abs and rel
+            error in the message).
     """
+    from export.verify import verify_onnx
+
     if mode not in ("static", "live"):
         raise ValueError(f"mode must be 'static' or 'live', got {mode!r}")
     if akp_inputs and mode != "live":
         raise ValueError("akp_inputs=True needs mode='live' (a static file has no AKPs)")
     if len(input_shape) != 4:
         raise ValueError(f"input_shape must be (N, C, H, W), got {tuple(input_shape)}")
-    proto = _export_static(model, input_shape)
     layers = live_layers(model)
+    if mode == "live" and not layers:
+        raise ValueError("model has no AnalyticConv2d layer: a live export needs at least one")
+    proto = _export_graph(model, input_shape, weights_as_inputs=mode == "live")
     meta = {passes.META_MODE: "static", passes.META_LAYERS: json.dumps({ly.name: ly.spec for ly in layers})}
     for k, v in meta.items():
         proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
     if mode == "live":
-        if not layers:
-            raise ValueError("model has no AnalyticConv2d layer: a live export needs at least one")
         proto = passes.make_live(proto, layers)
         if akp_inputs:
             proto = passes.expose_akp_inputs(proto)
     else:
         onnx.checker.check_model(proto, full_check=True)
+    if verify:
+        # Checked in memory before anything is written: a wrong file never lands.
+        verify_onnx(model, proto, input_shape)
     return passes.save(proto, path)

@@ -98,20 +98,45 @@ def _with_mode(model: onnx.ModelProto, mode: str) -> onnx.ModelProto:
     return model
 
 
-def make_live(static: onnx.ModelProto, layers: list[LiveLayer]) -> onnx.ModelProto:
-    """Replace each ACL's Conv weight initializer by kernel generation from AKPs."""
-    graph = gs.import_onnx(static)
+def strip_name_prefix(model: onnx.ModelProto, prefix: str) -> None:
+    """Rename, in place, every initializer, value and node input/output ``prefix + rest`` to ``rest``."""
+
+    def fix(name: str) -> str:
+        return name[len(prefix) :] if name.startswith(prefix) else name
+
+    for t in model.graph.initializer:
+        t.name = fix(t.name)
+    for vi in (*model.graph.input, *model.graph.output, *model.graph.value_info):
+        vi.name = fix(vi.name)
+    for node in model.graph.node:
+        node.input[:] = [fix(n) for n in node.input]
+        node.output[:] = [fix(n) for n in node.output]
+
+
+def make_live(exported: onnx.ModelProto, layers: list[LiveLayer]) -> onnx.ModelProto:
+    """Feed each ACL's Conv weight from kernel generation over AKPs.
+
+    ``exported`` must have every ACL weight (``<layer>.weight``) as a graph *input*,
+    as ``to_onnx`` exports it for live mode, so that nothing (a BatchNorm scale
+    above all) was folded into it: the generated kernels are the raw ACL kernels.
+    A weight stored as an initializer is refused, because it may hold such a fold.
+    """
+    graph = gs.import_onnx(exported)
     tensors = graph.tensors()
     grids: dict[tuple[int, int], gs.Constant] = {}
     used_ops: set[str] = set()
     for layer in layers:
         wname = f"{layer.name}.weight"
-        old = tensors.get(wname)
-        if not isinstance(old, gs.Constant):
-            raise ValueError(f"static model has no Conv weight initializer {wname!r} for ACL layer {layer.name!r}")
-        convs = [n for n in old.outputs if n.op == "Conv" and n.inputs[1] is old]
-        if not convs:
-            raise ValueError(f"initializer {wname!r} does not feed a Conv weight")
+        weight = tensors.get(wname)
+        if weight is None:
+            raise ValueError(f"exported model has no tensor {wname!r} for ACL layer {layer.name!r}")
+        if not (isinstance(weight, gs.Variable) and weight in graph.inputs):
+            raise ValueError(
+                f"{wname!r} must be a graph input (export with the ACL weights as inputs); got a "
+                f"{type(weight).__name__}, which may hold a folded BatchNorm and cannot be replaced by raw kernels"
+            )
+        if not [n for n in weight.outputs if n.op == "Conv" and n.inputs[1] is weight]:
+            raise ValueError(f"graph input {wname!r} does not feed a Conv weight")
         h, w = layer.kernel_size
         if (h, w) not in grids:
             grids[h, w] = gs.Constant(f"acl.grid.{h}x{w}", grid_array(h, w))
@@ -139,14 +164,13 @@ def make_live(static: onnx.ModelProto, layers: list[LiveLayer]) -> onnx.ModelPro
         graph.nodes.append(
             gs.Node(op="Concat", name=f"{layer.name}/acl/Concat", attrs={"axis": 0}, inputs=parts, outputs=[cat])
         )
-        old.name = f"{wname}.baked"  # frees the name; cleanup drops the unused constant
-        new = gs.Variable(wname, dtype=np.float32, shape=list(layer.weight_shape))
         shape = gs.Constant(f"{layer.name}.weight_shape", np.array(layer.weight_shape, dtype=np.int64))
-        graph.nodes.append(gs.Node(op="Reshape", name=f"{layer.name}/acl/Reshape", inputs=[cat, shape], outputs=[new]))
-        for conv in convs:
-            conv.inputs[1] = new
+        graph.inputs.remove(weight)
+        graph.nodes.append(
+            gs.Node(op="Reshape", name=f"{layer.name}/acl/Reshape", inputs=[cat, shape], outputs=[weight])
+        )
 
-    meta = metadata(static)
+    meta = metadata(exported)
     meta[META_MODE] = "live"
     functions = [function_proto(op) for op in OP_OF_SYMBOL.values() if op in used_ops]
     return finish(graph, functions=functions, meta=meta)

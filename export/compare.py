@@ -1,0 +1,98 @@
+"""Output comparison: the tolerance table and the comparator (Polygraphy's), in one place.
+
+It lives in ``export`` because ``to_onnx(verify=True)`` is its first user and
+package dependencies go one way (acl <- export <- deploy <- pipeline); the
+deploy runners and the pipeline's parity report use the same table and function.
+
+Tolerances, one row per precision (``TOLERANCES``). An output element passes when
+``|out - ref| <= atol`` or ``|out - ref| <= rtol * |ref|`` (Polygraphy's
+``elemwise`` check); a result passes when every element passes, every output is
+finite, and the top-1 agreement with the reference is at least ``min_top1``.
+
+=========  ======  ======  ========  ============================================
+precision  atol    rtol    min_top1  why
+=========  ======  ======  ========  ============================================
+fp32       1e-4    1e-3    0.995     float32 reassociation in kernels, convs and
+                                     folded BatchNorm; observed errors O(1e-6)
+                                     on logits of O(10)
+fp16       5e-2    2e-2    0.99      half precision keeps ~3 decimal digits
+=========  ======  ======  ========  ============================================
+
+>>> import numpy as np
+>>> ref = np.array([[1.0, 2.0], [3.0, 0.5]], dtype=np.float32)
+>>> r = compare_outputs(ref, ref + 1e-6, TOLERANCES["fp32"])
+>>> r["passed"], r["top1_agreement"]
+(True, 1.0)
+>>> compare_outputs(ref, ref * np.nan, TOLERANCES["fp32"])["passed"]
+False
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TOLERANCES", "Tolerance", "compare_outputs", "tolerance_table"]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float
+    rtol: float
+    min_top1: float
+
+
+TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_top1=0.995),
+    "fp16": Tolerance(atol=5e-2, rtol=2e-2, min_top1=0.99),
+}
+
+
+def tolerance_table() -> list[dict[str, Any]]:
+    return [{"precision": k, **asdict(v)} for k, v in TOLERANCES.items()]
+
+
+def compare_outputs(ref: np.ndarray, out: np.ndarray, tol: Tolerance) -> dict[str, Any]:
+    """Statistics and verdict for one output against the reference, via Polygraphy's comparator.
+
+    Returns max abs, max rel and mean abs error, top-1 agreement (over the last
+    axis), the tolerance used and ``passed``. Any non-finite value in either array
+    fails the comparison (two NaN outputs agree on nothing), with ``error`` saying so.
+    """
+    from polygraphy.comparator.struct import IterationResult
+    from polygraphy.logger import G_LOGGER
+
+    try:
+        from polygraphy.comparator import SimpleCompareFunc
+    except ImportError:  # Polygraphy < 0.50
+        from polygraphy.comparator import CompareFunc
+
+        SimpleCompareFunc = CompareFunc.simple
+
+    if out.shape != ref.shape:
+        return {"passed": False, "error": f"shape {list(out.shape)} differs from the reference's {list(ref.shape)}"}
+    bad = {name: int(np.size(a) - np.isfinite(a).sum()) for name, a in (("output", out), ("reference", ref))}
+    if any(bad.values()):
+        what = ", ".join(f"{n} {name} values" for name, n in bad.items() if n)
+        return {"passed": False, "error": f"non-finite values: {what} are NaN or infinite"}
+    compare = SimpleCompareFunc(atol=tol.atol, rtol=tol.rtol, check_error_stat="elemwise")
+    # Polygraphy measures relative error against the second result: the reference.
+    with G_LOGGER.verbosity(G_LOGGER.CRITICAL):  # the verdict is returned, not logged
+        result = compare(
+            IterationResult({"logits": out.astype(np.float32)}, runner_name="candidate"),
+            IterationResult({"logits": ref.astype(np.float32)}, runner_name="reference"),
+        )["logits"]
+    top1 = float(np.mean(ref.argmax(-1) == out.argmax(-1)))
+    return {
+        "max_abs_err": float(result.max_absdiff),
+        "max_rel_err": float(result.max_reldiff),
+        "mean_abs_err": float(result.mean_absdiff),
+        "top1_agreement": top1,
+        "atol": tol.atol,
+        "rtol": tol.rtol,
+        "min_top1": tol.min_top1,
+        "elementwise_passed": bool(result),
+        "passed": bool(result) and top1 >= tol.min_top1,
+    }
