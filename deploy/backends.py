@@ -15,26 +15,12 @@ trt-fp16    TensorRT engines, FP16
 from __future__ import annotations
 
 import importlib.util
-import shutil
-import subprocess
+
+from deploy.devices import cuda_device_present
 
 __all__ = ["ALL_BACKENDS", "availability", "cuda_device_present"]
 
 ALL_BACKENDS = ("torch", "ort-cpu", "ort-cuda", "ort-trt", "trt", "trt-fp16")
-
-
-def cuda_device_present() -> tuple[bool, str]:
-    """Whether a CUDA device is visible, by ``nvidia-smi`` (no CUDA library import)."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return False, "no CUDA device (nvidia-smi not found)"
-    try:
-        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return False, f"no CUDA device (nvidia-smi failed: {e})"
-    if out.returncode != 0 or "GPU" not in out.stdout:
-        return False, "no CUDA device (nvidia-smi lists none)"
-    return True, out.stdout.strip().splitlines()[0]
 
 
 def _ort_provider(provider: str) -> tuple[bool, str]:

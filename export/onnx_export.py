@@ -42,9 +42,12 @@ class _WeightsAsInputs(nn.Module):
     """``model`` with the named weights taken from a list argument instead of its parameters.
 
     Exporting through it makes those weights graph inputs, which the exporter's
-    optimizer cannot fold anything into: a live export must keep every ACL weight
-    unfolded, because ``make_live`` replaces it with the *raw* generated kernels
-    (issue: a BatchNorm folded into the baked weight was silently dropped).
+    optimizer cannot fold anything into. Every ACL weight stays unfolded in both
+    file kinds: ``make_live`` replaces it with the raw generated kernels (a
+    BatchNorm folded into it was once silently dropped there), and TensorRT refit
+    and AKP hot-swap replace the static file's initializer with new raw kernels.
+    A BatchNorm after an ACL therefore stays a node, which ONNX Runtime and
+    TensorRT fuse into the Conv when they load the file.
     """
 
     def __init__(self, model: nn.Module, names: list[str]) -> None:
@@ -97,6 +100,11 @@ def _export_graph(model: nn.Module, input_shape: Sequence[int], *, weights_as_in
     return model_proto
 
 
+def _baked_weights(model: nn.Module) -> dict[str, Any]:
+    with torch.no_grad():
+        return {f"{n}.weight": layer.weight.detach().float().cpu().numpy() for n, layer in acl.acl_layers(model)}
+
+
 def to_onnx(
     model: nn.Module,
     path: str | Path,
@@ -112,8 +120,8 @@ def to_onnx(
         path: the ``.onnx`` file to write (atomically: temp file, then rename).
         input_shape: ``(N, C, H, W)`` of one input; the batch dimension is dynamic.
         mode: ``"static"``: AKPs baked into Conv initializers named after the module
-            path (``conv1.weight``; a following BatchNorm is folded in), standard ONNX
-            ops only. ``"live"``: kernels generated in the graph by ``ai.acl`` ops
+            path (``conv1.weight``, exactly the ACL's kernels: a following BatchNorm
+            stays a node), standard ONNX ops only. ``"live"``: kernels generated in the graph by ``ai.acl`` ops
             (model-local functions) from AKP initializers named like the state dict
             (``conv1.akp0_G``), plain kernels as initializers (``conv1.plain4``);
             BatchNorm after an ACL stays a ``BatchNormalization`` node (ONNX Runtime
@@ -147,7 +155,7 @@ def to_onnx(
     layers = live_layers(model)
     if mode == "live" and not layers:
         raise ValueError("model has no AnalyticConv2d layer: a live export needs at least one")
-    proto = _export_graph(model, input_shape, weights_as_inputs=mode == "live")
+    proto = _export_graph(model, input_shape, weights_as_inputs=True)
     meta = {passes.META_MODE: "static", passes.META_LAYERS: json.dumps({ly.name: ly.spec for ly in layers})}
     for k, v in meta.items():
         proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
@@ -155,6 +163,8 @@ def to_onnx(
         proto = passes.make_live(proto, layers)
         if akp_inputs:
             proto = passes.expose_akp_inputs(proto)
+    elif layers:
+        proto = passes.store_weights(proto, _baked_weights(model))
     else:
         onnx.checker.check_model(proto, full_check=True)
     if verify:

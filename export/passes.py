@@ -113,6 +113,29 @@ def strip_name_prefix(model: onnx.ModelProto, prefix: str) -> None:
         node.output[:] = [fix(n) for n in node.output]
 
 
+def store_weights(exported: onnx.ModelProto, weights: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """Turn the named weight graph inputs into initializers holding ``weights`` (the static file).
+
+    The initializer ``<layer>.weight`` then holds exactly ``layer.weight`` of the
+    PyTorch ACL, with nothing folded in, so that TensorRT refit and AKP hot-swap
+    can replace it with newly generated kernels as they are.
+    """
+    graph = gs.import_onnx(exported)
+    tensors = graph.tensors()
+    for name, value in weights.items():
+        var = tensors.get(name)
+        if not (isinstance(var, gs.Variable) and var in graph.inputs):
+            raise ValueError(f"exported model has no graph input {name!r} to store")
+        const = gs.Constant(name, np.ascontiguousarray(value, dtype=np.float32))
+        graph.inputs.remove(var)
+        for consumer in list(var.outputs):
+            for k, t in enumerate(consumer.inputs):
+                if t is var:
+                    consumer.inputs[k] = const
+        var.name = f"{name}.input"
+    return finish(graph, functions=[], meta=metadata(exported))
+
+
 def make_live(exported: onnx.ModelProto, layers: list[LiveLayer]) -> onnx.ModelProto:
     """Feed each ACL's Conv weight from kernel generation over AKPs.
 

@@ -26,12 +26,10 @@ __all__ = [
     "build_engine",
     "build_plan",
     "check_onnx",
-    "fp16_range_report",
     "parse_version",
     "profile_shapes",
     "refit",
     "refit_weights",
-    "to_fp16_onnx",
     "trt_version",
 ]
 
@@ -42,8 +40,6 @@ _LAZY = {
     "TrtRunner": "deploy.tensorrt.runner",
     "refit": "deploy.tensorrt.refit",
     "refit_weights": "deploy.tensorrt.refit",
-    "fp16_range_report": "deploy.tensorrt.fp16",
-    "to_fp16_onnx": "deploy.tensorrt.fp16",
 }
 
 

@@ -102,7 +102,7 @@ def build_engine(
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     src = Path(onnx_path)
     if plan.fp16_onnx:
-        from deploy.tensorrt.fp16 import to_fp16_onnx
+        from deploy.fp16 import to_fp16_onnx
 
         fp16_src = engine_path.with_suffix(".fp16.onnx")
         to_fp16_onnx(src, fp16_src)

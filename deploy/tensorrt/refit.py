@@ -20,21 +20,21 @@ import numpy as np
 __all__ = ["refill_stripped", "refit", "refit_weights"]
 
 
-def refit_weights(source: Any) -> dict[str, np.ndarray]:
-    """``{"<layer>.weight": kernels}`` for every ACL of ``source``.
+def refit_weights(model: Any) -> dict[str, np.ndarray]:
+    """``{"<layer>.weight": kernels}`` for every ACL of ``model`` (an ``nn.Module``).
 
-    ``source`` is an ACL model, or a checkpoint path (``pipeline.checkpoint``): the
-    kernels are generated from its AKPs and plain kernels exactly as the static
-    export bakes them.
+    The kernels are generated from its AKPs and plain kernels exactly as the static
+    export stores them (raw ACL kernels; a following BatchNorm stays a separate
+    layer that TensorRT fuses, and refits, itself). To refit from a checkpoint,
+    load the model first (``pipeline.checkpoint.load``).
     """
     import torch
 
     import acl
 
-    if isinstance(source, (str, Path)):
-        from pipeline.checkpoint import load
-
-        source, _ = load(source)
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"refit_weights expects an nn.Module holding ACL layers, got {type(model).__name__}")
+    source = model
     with torch.no_grad():
         return {
             f"{name}.weight": layer.weight.detach().float().cpu().numpy().copy()
@@ -45,7 +45,7 @@ def refit_weights(source: Any) -> dict[str, np.ndarray]:
 def refit(engine: Any, weights: Mapping[str, np.ndarray] | Any) -> Any:
     """Refit ``engine`` (a deserialized ``ICudaEngine`` built refittable) in place; returns it.
 
-    ``weights`` is a name -> array mapping, or anything ``refit_weights`` accepts.
+    ``weights`` is a name -> array mapping, or a model ``refit_weights`` accepts.
 
     Raises:
         ValueError: a weight name the engine does not know, a shape or count change,

@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
+from deploy.devices import cuda_device_present
+
 __all__ = ["BuildPlan", "available", "build_plan", "parse_version", "profile_shapes", "trt_version"]
 
 
@@ -48,8 +50,6 @@ def trt_version() -> tuple[tuple[int, int] | None, str]:
 
 def available() -> tuple[bool, str]:
     """``(True, version)`` when TensorRT and a CUDA device are usable, else ``(False, reason)``."""
-    from deploy.backends import cuda_device_present
-
     version, text = trt_version()
     if version is None:
         return False, text

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 from polygraphy.exception import PolygraphyException
@@ -77,11 +79,24 @@ def test_latency_checks_inputs_before_timing(runners, fresh_input):
         measure_latency(r, {"input": fresh_input.astype(np.float64)}, min_iters=1, min_seconds=0)
 
 
-def test_backend_availability_reasons():
+def test_backend_availability_reasons(monkeypatch):
     assert availability("torch")[0] and availability("ort-cpu")[0]
-    for b in ("ort-cuda", "ort-trt", "trt", "trt-fp16"):
+    # Without nvidia-smi, every GPU backend is unavailable and says why in its own terms.
+    import deploy.devices
+
+    monkeypatch.setattr(deploy.devices.shutil, "which", lambda name: None)
+    expected = {
+        "ort-cuda": "CUDA",
+        "ort-trt": "Tensorrt|TensorRT|CUDA",
+        "trt": "TensorRT|CUDA",
+        "trt-fp16": "TensorRT|CUDA",
+    }
+    for b, words in expected.items():
         ok, reason = availability(b)
-        assert ok or reason  # never silently unavailable
+        assert not ok, f"{b} claims to be available without a CUDA device"
+        assert re.search(words, reason), f"{b}: reason {reason!r} does not name what is missing"
+    ok, reason = cuda_device_present()
+    assert (ok, reason) == (False, "no CUDA device (nvidia-smi not found)")
     with pytest.raises(ValueError, match="unknown backend 'trt-x'"):
         availability("trt-x")
     assert set(ALL_BACKENDS) == {"torch", "ort-cpu", "ort-cuda", "ort-trt", "trt", "trt-fp16"}

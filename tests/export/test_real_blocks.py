@@ -268,3 +268,26 @@ def test_onnxruntime_folds_live_generation_and_batchnorm_like_static(tmp_path):
         counts[mode] = Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)
     assert counts["live"] == counts["static"], counts
     assert "BatchNormalization" not in counts["live"]
+
+
+def test_static_weight_is_the_acl_kernels_so_a_rewrite_follows_new_akps(tmp_path):
+    """The static file's ``<layer>.weight`` holds the raw ACL kernels (no BatchNorm folded in):
+    replacing it with a moved model's kernels (TensorRT refit, AKP hot-swap) gives the moved model."""
+    from onnx import numpy_helper
+
+    torch.manual_seed(0)
+    model = acl.convert(_randomise_bn(ResNetStem()), SPEC, layers="all").eval()
+    static = onnx.load(str(export.to_onnx(model, tmp_path / "s.onnx", SHAPE)))
+    moved, _ = perturbed_akps(model, seed=5)
+    new = {f"{n}.weight": layer.weight.detach().numpy() for n, layer in acl.acl_layers(moved)}
+    for t in static.graph.initializer:
+        if t.name in new:
+            old = {f"{n}.weight": layer.weight.detach().numpy() for n, layer in acl.acl_layers(model)}[t.name]
+            assert np.array_equal(numpy_helper.to_array(t), old), t.name
+            t.CopyFrom(numpy_helper.from_array(new[t.name], t.name))
+    x = torch.randn(4, *SHAPE[1:], generator=torch.Generator().manual_seed(1))
+    got = ort.InferenceSession(static.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x.numpy()}
+    )[0]
+    with torch.inference_mode():
+        _check(moved(x).numpy(), got, "static file with rewritten kernels")

@@ -24,9 +24,18 @@ def test_compare_outputs_statistics_and_verdicts():
     assert not shape["passed"] and "shape" in shape["error"]
 
 
-def test_fp16_is_looser_than_fp32():
-    f32, f16 = TOLERANCES["fp32"], TOLERANCES["fp16"]
-    assert f16.atol > f32.atol and f16.rtol > f32.rtol and f16.min_top1 <= f32.min_top1
+def test_an_fp16_sized_error_passes_fp16_and_fails_fp32():
+    ref = np.linspace(-5, 5, 40, dtype=np.float32).reshape(4, 10)
+    half = ref.astype(np.float16).astype(np.float32) + 1e-3  # rounding to half precision, plus a little
+    assert compare_outputs(ref, half, TOLERANCES["fp16"])["passed"]
+    res = compare_outputs(ref, half, TOLERANCES["fp32"])
+    assert not res["passed"] and res["max_abs_err"] > TOLERANCES["fp32"].atol
+
+
+def test_non_finite_outputs_fail_even_when_both_sides_agree():
+    nan = np.full((3, 4), np.nan, dtype=np.float32)
+    res = compare_outputs(nan, nan.copy(), TOLERANCES["fp32"])
+    assert not res["passed"] and "non-finite" in res["error"]
 
 
 def _report():

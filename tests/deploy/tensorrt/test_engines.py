@@ -11,7 +11,7 @@ import acl
 import export
 from deploy.tensorrt import available, build_engine, refit_weights
 from deploy.tensorrt.build import TensorRTUnavailable
-from pipeline.validate import TOLERANCES, compare_outputs
+from export.compare import TOLERANCES, compare_outputs
 from tests.conftest import torch_out
 
 TRT, TRT_REASON = available()
@@ -42,13 +42,15 @@ def test_refit_weights_are_the_static_exports_kernels(anann, exported, tmp_path)
 
 
 def test_refit_weights_from_a_checkpoint(tmp_path):
+    with pytest.raises(TypeError, match="nn.Module"):
+        refit_weights(tmp_path / "m.safetensors")  # deploy does not read pipeline checkpoints
     from pipeline import checkpoint as ckpt
     from pipeline.models import DEFAULT_SPEC, build
 
     torch.manual_seed(0)
     model = build("lenet", DEFAULT_SPEC).eval()
     path = ckpt.save(model, tmp_path / "m.safetensors", {"arch": "lenet", "spec": DEFAULT_SPEC})
-    from_file = refit_weights(path)
+    from_file = refit_weights(ckpt.load(path)[0])
     assert set(from_file) == {"conv1.weight", "conv2.weight"}
     assert all(np.array_equal(from_file[k], v) for k, v in refit_weights(model).items())
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from onnx import TensorProto
 
-from deploy.tensorrt.fp16 import FP16_MAX, fp16_range_report, to_fp16_onnx
-from pipeline.validate import TOLERANCES, compare_outputs
+from deploy.fp16 import FP16_MAX, fp16_range_report, to_fp16_onnx
+from export.compare import TOLERANCES, compare_outputs
 from tests.conftest import ort_out, small_anann, torch_out
 
 
