@@ -88,7 +88,7 @@ def backend_rows(model, moved, data, paths, backends, threads, staging, batch_si
                 return lambda: OrtRunner(path, ort_providers(provider, cache_dir=cache, fp16=fp16), threads=threads)
 
             if fp16_path is None:
-                from deploy.tensorrt.fp16 import to_fp16_onnx
+                from deploy.fp16 import to_fp16_onnx
 
                 fp16_path = staging / FP16_FILE
                 to_fp16_onnx(paths["static"], fp16_path)
@@ -272,7 +272,7 @@ def trt_check(paths: dict[str, Path]) -> dict[str, Any]:
 
 def fp16_summary(model, inputs, paths) -> dict[str, Any]:
     """The FP16 range report of the deploy form, for the report."""
-    from deploy.tensorrt.fp16 import fp16_range_report
+    from deploy.fp16 import fp16_range_report
 
     layers = [r.to_dict() for r in fp16_range_report(model, inputs)]
     return {
