@@ -25,11 +25,14 @@ __all__ = [
     "DOMAIN_VERSION",
     "INPUT_NAME",
     "IR_VERSION",
+    "KINDS",
     "OPSET",
     "OP_OF_SYMBOL",
     "OUTPUT_NAME",
     "all_function_protos",
     "bake",
+    "export_files",
+    "export_graph",
     "function_proto",
     "live_layers",
     "to_onnx",
@@ -47,7 +50,7 @@ def bake(src_path: str | Path, dst_path: str | Path) -> Path:
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: PyTorch-dependent parts load on first use
-    if name in ("to_onnx", "live_layers"):
+    if name in ("to_onnx", "live_layers", "export_graph", "export_files", "KINDS"):
         from export import onnx_export
 
         return getattr(onnx_export, name)

@@ -8,7 +8,7 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import onnx
 import torch
@@ -18,7 +18,7 @@ import acl
 from export import INPUT_NAME, OUTPUT_NAME, passes
 from export.functions import OPSET
 
-__all__ = ["live_layers", "to_onnx"]
+__all__ = ["KINDS", "export_files", "export_graph", "live_layers", "to_onnx"]
 
 
 def live_layers(model: nn.Module) -> list[passes.LiveLayer]:
@@ -62,8 +62,14 @@ class _WeightsAsInputs(nn.Module):
 _WRAPPED = "model."  # prefix the wrapper adds to parameter names
 
 
-def _export_graph(model: nn.Module, input_shape: Sequence[int], *, weights_as_inputs: bool) -> onnx.ModelProto:
-    """The exporter's graph of ``acl.bake(model)``; with ``weights_as_inputs``, ACL weights as graph inputs."""
+def export_graph(model: nn.Module, input_shape: Sequence[int], *, weights_as_inputs: bool) -> onnx.ModelProto:
+    """The exporter's graph of ``acl.bake(model)``; with ``weights_as_inputs``, ACL weights as graph inputs.
+
+    What the static and live files are made from. With the weights as inputs it is
+    also a deployable file in its own right, fed the kernels at every call; the
+    ONNX latency benchmark uses it to tell the cost of generating kernels apart
+    from the cost of Conv weights that arrive at run time (not pre-packed).
+    """
     baked = acl.bake(model).eval().to(torch.float32).cpu()
     # batch >= 2 in the example: torch.export specialises a size-1 dimension.
     example = torch.zeros((max(2, int(input_shape[0])), *input_shape[1:]), dtype=torch.float32)
@@ -105,6 +111,10 @@ def _baked_weights(model: nn.Module) -> dict[str, Any]:
         return {f"{n}.weight": layer.weight.detach().float().cpu().numpy() for n, layer in acl.acl_layers(model)}
 
 
+KINDS = ("static", "live", "live-akp")
+"""File kinds ``export_files`` writes: ``to_onnx``'s modes, with ``live-akp`` = live with AKP inputs."""
+
+
 def to_onnx(
     model: nn.Module,
     path: str | Path,
@@ -120,18 +130,19 @@ def to_onnx(
         path: the ``.onnx`` file to write (atomically: temp file, then rename).
         input_shape: ``(N, C, H, W)`` of one input; the batch dimension is dynamic.
         mode: ``"static"``: AKPs baked into Conv initializers named after the module
-            path (``conv1.weight``, exactly the ACL's kernels: a following BatchNorm
-            stays a node), standard ONNX ops only. ``"live"``: kernels generated in the graph by ``ai.acl`` ops
+            path (``conv1.weight``, exactly the ACL's kernels), standard ONNX ops
+            only. ``"live"``: kernels generated in the graph by ``ai.acl`` ops
             (model-local functions) from AKP initializers named like the state dict
-            (``conv1.akp0_G``), plain kernels as initializers (``conv1.plain4``);
-            BatchNorm after an ACL stays a ``BatchNormalization`` node (ONNX Runtime
-            fuses it at session load once the kernels are folded).
+            (``conv1.akp0_G``), plain kernels as initializers (``conv1.plain4``).
+            In both, a BatchNorm after an ACL stays a ``BatchNormalization`` node,
+            which ONNX Runtime and TensorRT fold into the Conv at load; other
+            convolutions are folded by the exporter as usual.
         akp_inputs: live only: every AKP initializer is also a graph input of the
             same name, defaulting to its trained value.
-        verify: run the written file in ONNX Runtime against ``model`` on random
-            inputs (not the export example) and, for ``akp_inputs``, with perturbed
-            AKPs fed against a copy of ``model`` holding them; raise
-            ``ExportVerificationError`` (nothing is written) when the outputs are
+        verify: run the file in ONNX Runtime against ``model`` on random inputs
+            (not the export example) and, for ``akp_inputs``, with perturbed AKPs
+            fed against a copy of ``model`` holding them; raise
+            ``ExportVerificationError`` (and write nothing) when the outputs are
             outside the fp32 tolerance of ``export.compare``.
 
     Returns:
@@ -144,30 +155,58 @@ def to_onnx(
         ExportVerificationError: ``verify`` found the file wrong (max abs and rel
             error in the message).
     """
-    from export.verify import verify_onnx
-
     if mode not in ("static", "live"):
         raise ValueError(f"mode must be 'static' or 'live', got {mode!r}")
     if akp_inputs and mode != "live":
         raise ValueError("akp_inputs=True needs mode='live' (a static file has no AKPs)")
+    kind = "live-akp" if akp_inputs else mode
+    return export_files(model, {kind: path}, input_shape, verify=verify)[kind]
+
+
+def export_files(
+    model: nn.Module,
+    paths: Mapping[str, str | Path],
+    input_shape: Sequence[int],
+    *,
+    verify: bool = True,
+) -> dict[str, Path]:
+    """Several file kinds of one model from a single trace (``to_onnx`` for each, traced once).
+
+    Args:
+        model: the source model; left untouched.
+        paths: ``{kind: path}`` with kinds from ``KINDS`` (``"static"``, ``"live"``,
+            ``"live-akp"``).
+        input_shape: ``(N, C, H, W)`` of one input; the batch dimension is dynamic.
+        verify: as ``to_onnx``. Every file is built and verified in memory before
+            any is written, so a failure leaves none of them.
+
+    Returns:
+        ``{kind: path}`` of the written files.
+    """
+    from export.verify import verify_onnx
+
+    unknown = sorted(set(paths) - set(KINDS))
+    if unknown:
+        raise ValueError(f"unknown export kind(s) {unknown}; expected some of {list(KINDS)}")
     if len(input_shape) != 4:
         raise ValueError(f"input_shape must be (N, C, H, W), got {tuple(input_shape)}")
     layers = live_layers(model)
-    if mode == "live" and not layers:
+    if not layers and set(paths) - {"static"}:
         raise ValueError("model has no AnalyticConv2d layer: a live export needs at least one")
-    proto = _export_graph(model, input_shape, weights_as_inputs=True)
+    graph = export_graph(model, input_shape, weights_as_inputs=True)
     meta = {passes.META_MODE: "static", passes.META_LAYERS: json.dumps({ly.name: ly.spec for ly in layers})}
     for k, v in meta.items():
-        proto.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
-    if mode == "live":
-        proto = passes.make_live(proto, layers)
-        if akp_inputs:
-            proto = passes.expose_akp_inputs(proto)
-    elif layers:
-        proto = passes.store_weights(proto, _baked_weights(model))
-    else:
-        onnx.checker.check_model(proto, full_check=True)
-    if verify:
-        # Checked in memory before anything is written: a wrong file never lands.
-        verify_onnx(model, proto, input_shape)
-    return passes.save(proto, path)
+        graph.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    protos = {}
+    for kind in paths:
+        if kind == "static":
+            proto = passes.store_weights(graph, _baked_weights(model)) if layers else graph
+            onnx.checker.check_model(proto, full_check=True)
+        else:
+            proto = passes.make_live(graph, layers)
+            if kind == "live-akp":
+                proto = passes.expose_akp_inputs(proto)
+        if verify:
+            verify_onnx(model, proto, input_shape)
+        protos[kind] = proto
+    return {kind: passes.save(protos[kind], paths[kind]) for kind in paths}

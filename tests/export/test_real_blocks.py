@@ -213,8 +213,8 @@ def test_verify_raises_on_a_wrong_file_and_writes_nothing(tmp_path, monkeypatch)
     def folded(model, input_shape, *, weights_as_inputs):
         return real(model, input_shape, weights_as_inputs=False)
 
-    real = onnx_export._export_graph
-    monkeypatch.setattr(onnx_export, "_export_graph", folded)
+    real = onnx_export.export_graph
+    monkeypatch.setattr(onnx_export, "export_graph", folded)
     monkeypatch.setattr(onnx_export.passes, "make_live", _old_make_live)
     target = tmp_path / "bad.onnx"
     with pytest.raises(ExportVerificationError, match=r"max abs [0-9.e+-]+, max rel"):
