@@ -6,32 +6,31 @@ unreadable file.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from deploy.cli import EXIT_USER_ERROR, ArgumentParser
+
+MAX_ONNX_BYTES = 2 << 30
+"""Protobuf's own limit for one ONNX file; larger models keep weights in external data."""
+
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m deploy.tensorrt", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m deploy.tensorrt", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="check ONNX files against TensorRT's ONNX parser support")
     c.add_argument("files", nargs="+", type=Path)
     args = p.parse_args(argv)
 
-    import onnx
 
     from deploy.tensorrt.support import check_onnx
 
     status = 0
     for path in args.files:
-        try:
-            model = onnx.load(str(path))
-        except FileNotFoundError:
-            print(f"error: {path}: no such file", file=sys.stderr)
-            return 2
-        except Exception as e:  # protobuf raises DecodeError and friends for a non-ONNX file
-            print(f"error: {path}: not a readable ONNX file ({type(e).__name__})", file=sys.stderr)
-            return 2
+        model, why = _load(path)
+        if model is None:
+            print(f"error: {path}: {why}", file=sys.stderr)
+            return EXIT_USER_ERROR
         problems = check_onnx(model)
         if problems:
             status = 1
@@ -41,6 +40,32 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"{path}: ok for TensorRT's ONNX parser")
     return status
+
+
+def _load(path: Path):
+    """``(model, None)``, or ``(None, what is wrong, expected what)``."""
+    import onnx
+
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return None, "no such file, expected an ONNX model file"
+    except OSError as e:
+        return None, f"cannot read it ({e.strerror}), expected a readable ONNX model file"
+    if not path.is_file():
+        return None, "not a regular file, expected an ONNX model file"
+    if size == 0:
+        return None, "the file is empty (0 bytes), expected an ONNX model"
+    if size > MAX_ONNX_BYTES:
+        return None, f"{size} bytes, expected an ONNX file of at most {MAX_ONNX_BYTES} bytes"
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf raises DecodeError and friends for a non-ONNX file
+        return None, f"not a readable ONNX file ({type(e).__name__}), expected an ONNX model"
+    if not model.graph.node or not model.opset_import:
+        # protobuf parses many non-ONNX byte strings into an empty message without complaint
+        return None, "no graph nodes or no opset import, expected an ONNX model"
+    return model, None
 
 
 if __name__ == "__main__":

@@ -160,6 +160,15 @@ def test_cli_exit_codes(exported, tmp_path):
     )
     missing = run_cli("check", str(tmp_path / "none.onnx"))
     assert missing.returncode == 2 and "no such file" in missing.stderr
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    res = run_cli("check", str(empty))
+    assert (
+        res.returncode == 2
+        and res.stderr.strip() == f"error: {empty}: the file is empty (0 bytes), expected an ONNX model"
+    )
+    usage = run_cli("chek", str(empty))
+    assert usage.returncode == 2 and len(usage.stderr.strip().splitlines()) == 1 and "invalid choice" in usage.stderr
 
 
 def test_cli_works_without_tensorrt_or_onnxruntime(exported):
