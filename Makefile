@@ -8,7 +8,7 @@ PYTHON ?= python3
 STAMP := .make/installed-$(shell $(PYTHON) -c 'import hashlib, sys; print(hashlib.sha1(sys.prefix.encode()).hexdigest()[:12])' 2>/dev/null)
 TORCH_CPU := torch==2.13.0
 
-.PHONY: install test run bench lint
+.PHONY: install test run bench lint serve-env test-serve
 
 install: $(STAMP)
 
@@ -29,3 +29,19 @@ bench: install
 
 lint: install
 	$(PYTHON) -m ruff check .
+
+# Serving tests (marker `serve`: a real Triton server, tritonclient, OpenVINO) in their
+# own environment, because nvidia-pytriton pins numpy<2. `make test` stays the main suite.
+SERVE_VENV ?= .venv-serve
+SERVE_PY := $(SERVE_VENV)/bin/python
+
+serve-env: $(SERVE_VENV)/.installed
+
+$(SERVE_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_PY) -m pip install --quiet "$(TORCH_CPU)"
+	$(SERVE_PY) -m pip install --quiet -e ".[test,serve]"
+	@touch $@
+
+test-serve: serve-env
+	$(SERVE_PY) -m pytest -m serve tests/deploy tests/export $(PYTEST_ARGS)

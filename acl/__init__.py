@@ -8,22 +8,35 @@ Paper: Cui et al., "Analytic Convolutional Layer: A Step To Analytic Neural Netw
 0.4726
 """
 
-from acl import kernels
-from acl.analytic_conv import AnalyticConv2d, init_akps
-from acl.convert import acl_layers, bake, convert
-from acl.kernels import FAMILIES, generate
-from acl.spec import Spec, compact_factor, parse_spec
+from __future__ import annotations
 
-__all__ = [
-    "FAMILIES",
-    "AnalyticConv2d",
-    "Spec",
-    "acl_layers",
-    "bake",
-    "compact_factor",
-    "convert",
-    "generate",
-    "init_akps",
-    "kernels",
-    "parse_spec",
-]
+import importlib
+from typing import Any
+
+# Loaded on first use (PEP 562): ``acl.families`` and ``acl.spec`` need no PyTorch,
+# so reading the family registry (as ``export`` does for ONNX files) never imports it.
+_HOME = {
+    "AnalyticConv2d": "acl.analytic_conv",
+    "FAMILIES": "acl.families",
+    "Spec": "acl.spec",
+    "acl_layers": "acl.conversion",
+    "bake": "acl.conversion",
+    "compact_factor": "acl.spec",
+    "convert": "acl.conversion",
+    "generate": "acl.kernels",
+    "init_akps": "acl.kernels",
+    "parse_spec": "acl.spec",
+}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name]), name)
+    if name in ("analytic_conv", "conversion", "families", "kernels", "spec"):
+        return importlib.import_module(f"acl.{name}")
+    raise AttributeError(f"module 'acl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return [*__all__, "analytic_conv", "conversion", "families", "kernels", "spec"]

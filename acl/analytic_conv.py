@@ -10,53 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from acl.kernels import _mosaic, family
+from acl.kernels import init_akps, unchecked_mosaic
 from acl.spec import Spec, parse_spec
 
-__all__ = ["AnalyticConv2d", "init_akps"]
-
-
-def init_akps(symbol: str, n: int, kernel_size: tuple[int, int], **factory: Any) -> Tensor:
-    """Random AKPs for ``n`` kernels of an analytic family, in natural units.
-
-    Ranges, with ``s = min(h, w)`` (scales proportional to the kernel so that the
-    kernels are neither a single spike nor flat over the window):
-
-    ============  ==========================================================
-    AKP           initial range
-    ============  ==========================================================
-    sigma         U(0.2 s, 0.5 s)  (Gabor envelope, LoG, LoT)
-    gamma*        U(0.2 s, 0.5 s)  (TGD1st gamma1, gamma2; TGD2nd gamma)
-    lambda        U(2, max(3, s))  (at least the Nyquist wavelength)
-    theta         U(0, pi) for Gabor and TGD2nd (period pi); U(0, 2 pi) for
-                  TGD1st, whose sign flips with theta + pi
-    psi           U(-pi, pi)
-    ============  ==========================================================
-
-    Uses the global torch RNG, like ``nn.Conv2d``'s initialisation.
-    """
-    s = min(kernel_size)
-    fam = family(symbol)
-    if not fam.is_analytic:
-        raise ValueError(f"{symbol} has no AKPs to initialise")
-
-    def u(lo: float, hi: float) -> Tensor:
-        return torch.empty(n, **factory).uniform_(lo, hi)
-
-    def scale() -> Tensor:
-        return u(0.2 * s, 0.5 * s)
-
-    columns = {
-        "G": lambda: [u(2.0, max(3.0, s)), u(0, math.pi), u(-math.pi, math.pi), scale()],
-        "Lg": lambda: [scale()],
-        "Lt": lambda: [scale()],
-        "Tf": lambda: [u(0, 2 * math.pi), scale(), scale()],
-        "Ts": lambda: [u(0, math.pi), scale()],
-        "M": list,
-    }[symbol]()
-    if not columns:
-        return torch.empty(n, 0, **factory)
-    return torch.stack(columns, dim=1)
+__all__ = ["AnalyticConv2d"]
 
 
 class AnalyticConv2d(nn.Module):
@@ -68,9 +25,11 @@ class AnalyticConv2d(nn.Module):
     natural units, named ``akp{i}_{symbol}`` (``i`` = segment index); each Plain
     segment owns a ``[n, h, w]`` parameter ``plain{i}``; Mean segments own nothing.
 
-    ``weight`` is assembled on access (differentiable). In eval mode, when no
-    gradient is needed, it is cached and rebuilt only when a parameter changes
-    (in-place update, ``load_state_dict``, ``.to()``).
+    ``weight`` is generated on access (differentiable, one ``acl.kernels`` mosaic).
+    In eval mode, when no gradient is needed, the analytic kernels are reused
+    while every AKP tensor equals (``torch.equal``) the copy they were made from,
+    so an in-place edit, ``load_state_dict``, ``.to()`` or an optimizer step is
+    always seen; plain kernels are always read fresh.
 
     The canonical spec is saved in the state dict (``_extra_state``); loading a
     checkpoint made with another spec raises a ``ValueError`` naming both.
@@ -131,7 +90,6 @@ class AnalyticConv2d(nn.Module):
         self.dilation = ref.dilation
         self.groups = ref.groups
         self.padding_mode = ref.padding_mode
-        self._reversed_padding_repeated_twice = ref._reversed_padding_repeated_twice
         self.spec = parse_spec(spec, in_channels, out_channels, groups=groups)
 
         factory = {"device": device, "dtype": dtype}
@@ -156,8 +114,8 @@ class AnalyticConv2d(nn.Module):
             self.register_parameter("bias", None)
         # Tracks device and dtype under .to() even for a layer with no parameters.
         self.register_buffer("_anchor", torch.empty(0, **factory), persistent=False)
-        self._cache_key: tuple | None = None
-        self._cache: Tensor | None = None
+        self._analytic = [i for i, sym in enumerate(self._symbols) if sym != "P"]  # segments the cache holds
+        self._cache: tuple[list[Tensor], list[Tensor]] | None = None  # (AKP copies, their kernels)
 
     # -- kernels --------------------------------------------------------------------
 
@@ -186,44 +144,66 @@ class AnalyticConv2d(nn.Module):
     def _generate(self, shape: tuple[int, ...] | None) -> Tensor:
         # The training hot path: no per-call validation, since the layer made every
         # parameter with the shape its segment needs (load_state_dict keeps them).
+        kernels = unchecked_mosaic(self._symbols, self.kernel_size, self._segment_tensors())
+        return kernels if shape is None else kernels.view(shape)
+
+    def _segment_tensors(self) -> list[Tensor]:
         params, anchor = self._parameters, self._anchor
-        akps = [
+        return [
             params[name] if name else anchor.new_empty(n, 0)  # type: ignore[misc]
             for name, (_, n) in zip(self._segment_names, self.spec.segments)
         ]
-        return _mosaic(self._symbols, self.kernel_size, akps, shape)
 
     def _assemble(self) -> Tensor:
         return self._generate((self.out_channels, self.in_channels // self.groups, *self.kernel_size))
 
-    def _params_key(self) -> tuple:
-        return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters(recurse=False))
+    def _cached_weight(self) -> Tensor:
+        """Eval-mode weight: analytic kernels from the cache while their AKPs are unchanged, plain kernels fresh."""
+        tensors = self._segment_tensors()
+        if not self._analytic:  # plain kernels only: nothing to generate
+            return self._assemble()
+        akps = [tensors[i] for i in self._analytic]
+        cache = self._cache
+        if cache is None or not all(
+            c.dtype == a.dtype and c.device == a.device and torch.equal(c, a) for c, a in zip(cache[0], akps)
+        ):
+            with torch.inference_mode(False), torch.no_grad():
+                kernels = unchecked_mosaic([self._symbols[i] for i in self._analytic], self.kernel_size, akps)
+                counts = [self.spec.segments[i][1] for i in self._analytic]
+                cache = self._cache = ([a.clone() for a in akps], list(kernels.split(counts)))
+        for i, part in zip(self._analytic, cache[1]):
+            tensors[i] = part
+        return torch.cat(tensors).view(self.out_channels, self.in_channels // self.groups, *self.kernel_size)
 
     @property
     def weight(self) -> Tensor:
-        """Assembled ``[Co, Ci/groups, h, w]`` kernel tensor."""
-        if self.training:
-            if self._cache is not None:
-                self._cache = self._cache_key = None
-            return self._assemble()
-        params = list(self.parameters(recurse=False))
+        """Generated ``[Co, Ci/groups, h, w]`` kernel tensor."""
+        params = [p for p in self._parameters.values() if p is not None]
         needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
-        # Inference tensors (made under torch.inference_mode) have no version counter, so
-        # an in-place change to one could not be detected: never cache them.
-        if needs_grad or any(p.is_inference() for p in params):
-            self._cache = self._cache_key = None
+        # The cache serves only the layer's own parameters: tensors swapped in by
+        # torch.func.functional_call (batched under vmap, say) are generated fresh.
+        own = all(isinstance(p, nn.Parameter) for p in params)
+        if self.training or needs_grad or not own or torch.compiler.is_compiling() or torch.jit.is_tracing():
+            if self._cache is not None:
+                self._cache = None
             return self._assemble()
-        key = self._params_key()
-        if self._cache is None or key != self._cache_key:
-            with torch.inference_mode(False), torch.no_grad():
-                self._cache = self._assemble()
-            self._cache_key = key
-        return self._cache
+        return self._cached_weight()
+
+    def _padding_amounts(self) -> list[int]:
+        """``F.pad`` amounts (last dimension first) of ``padding`` for a non-zero ``padding_mode``, as nn.Conv2d."""
+        out: list[int] = []
+        for i in (1, 0):
+            if self.padding == "same":
+                total = self.dilation[i] * (self.kernel_size[i] - 1)
+                out += [total // 2, total - total // 2]
+            else:
+                out += [0, 0] if self.padding == "valid" else [self.padding[i]] * 2
+        return out
 
     def forward(self, input: Tensor) -> Tensor:
         weight = self.weight
         if self.padding_mode != "zeros":
-            input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            input = F.pad(input, self._padding_amounts(), mode=self.padding_mode)
             return F.conv2d(input, weight, self.bias, self.stride, 0, self.dilation, self.groups)
         return F.conv2d(input, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
@@ -239,7 +219,7 @@ class AnalyticConv2d(nn.Module):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_cache"] = state["_cache_key"] = None  # never copy or pickle a derived tensor
+        state["_cache"] = None  # never copy or pickle a derived tensor
         return state
 
     # -- conversion -------------------------------------------------------------------

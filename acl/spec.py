@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from acl.kernels import FAMILIES, _pair, family
+from acl.families import FAMILIES, family, pair
 
 __all__ = ["RATIO_SUM_TOLERANCE", "Spec", "compact_factor", "parse_spec"]
 
@@ -263,6 +263,6 @@ def compact_factor(
         (0.0, 1.0)
     """
     parsed = parse_spec(spec, in_channels, out_channels, groups=groups)
-    h, w = _pair(kernel_size)
+    h, w = pair(kernel_size)
     learnable = sum(family(sym).num_akps((h, w)) * n for sym, n in parsed.segments)
     return 1 - learnable / (parsed.total * h * w)

@@ -1,12 +1,14 @@
-"""AnalyticConv2d vs nn.Conv2d: one training step (forward, backward, SGD update), same shapes.
+"""AnalyticConv2d vs nn.Conv2d, same shapes: a training step, and an eval-mode forward.
 
-The SGD update matters for fairness, not for its own cost: oneDNN caches the
-reordered weight of a convolution whose weight tensor did not change, so a loop of
-forward+backward on a frozen nn.Conv2d is about 1 ms faster per step here than any
-real training step, where the weight changes every step.
+Train: one step is forward, backward and an SGD update. The update matters for
+fairness, not for its own cost: oneDNN caches the reordered weight of a
+convolution whose weight tensor did not change, so a loop of forward+backward on a
+frozen nn.Conv2d is faster than any real training step, where the weight changes
+every step. Eval: ``layer.eval()`` under ``torch.no_grad()`` (AnalyticConv2d reuses
+its analytic kernels while the AKPs are unchanged, see ``acl.analytic_conv``).
 
 Both layers run side by side in one process, step after step, alternating which
-goes first. Every step is timed on its own. Shared machines add bursts of
+goes first, and every step is timed on its own. Shared machines add bursts of
 interference that can double a step's time, so three estimates are printed:
 
 * ``min``: fastest step of each layer (the undisturbed cost, as ``timeit`` advises);
@@ -14,13 +16,13 @@ interference that can double a step's time, so three estimates are printed:
   cancels slow drift;
 * ``median``: ratio of the two medians.
 
-Target (issue #2): ACL / Conv2d <= 1.10. Kernel generation (the whole mosaic of the
-layer) is timed on its own, forward and forward+backward, hot. The last row is the
-3x3 layer with an all-Plain spec: no analytic family at all, so its ratio is the
-fixed cost of generating a weight through the layer's autograd function (the floor
-under any spec at that size).
+Targets (issue #10): train ACL / Conv2d <= 1.10, eval forward <= 1.02. Kernel
+generation of the whole mosaic is also timed on its own, forward and
+forward+backward. The ``P1.0`` row has no analytic family: its ratio is the fixed
+cost of an ACL at that size (parameters per segment, the weight assembled on access).
+Large cases run fewer steps (``--seconds`` per case and mode).
 
-    python benchmarks/bench_acl_layer.py [--steps 300]
+    python benchmarks/bench_acl_layer.py [--steps 300] [--seconds 20] [--threads N]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -36,22 +39,46 @@ from acl import AnalyticConv2d
 
 EXP3 = "G0.15625Lg0.078125Lt0.078125Tf0.1875P0.5"
 CASES = [
-    # (name, Ci, Co, k, input shape, spec)
-    ("3->64 7x7, 16x3x64x64", 3, 64, 7, (16, 3, 64, 64), EXP3),
-    ("64->64 3x3, 16x64x32x32", 64, 64, 3, (16, 64, 32, 32), EXP3),
-    ("  same, all Plain (floor)", 64, 64, 3, (16, 64, 32, 32), "P1.0"),
+    # (name, Ci, Co, k, stride, input shape, spec)
+    ("3->64 7x7, 16x3x64x64", 3, 64, 7, 1, (16, 3, 64, 64), EXP3),
+    ("64->64 3x3, 16x64x32x32", 64, 64, 3, 1, (16, 64, 32, 32), EXP3),
+    ("  same, P1.0 (floor)", 64, 64, 3, 1, (16, 64, 32, 32), "P1.0"),
+    ("3->64 7x7/2, 16x3x224x224", 3, 64, 7, 2, (16, 3, 224, 224), EXP3),
+    ("64->64 3x3, 32x64x56x56", 64, 64, 3, 1, (32, 64, 56, 56), EXP3),
 ]
 
 
-def _step(layer: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor) -> float:
+def _timed(fn: Callable[[], object]) -> float:
     t0 = time.perf_counter()
-    opt.zero_grad(set_to_none=True)
-    layer(x).square().mean().backward()
-    opt.step()
+    fn()
     return time.perf_counter() - t0
 
 
-def _mean_time(fn, iters: int = 200) -> float:
+def _side_by_side(conv_fn, acl_fn, steps: int, seconds: float) -> tuple[list[float], list[float]]:
+    """Per-call times of both, alternating which goes first; at most ``seconds`` in all."""
+    for _ in range(3):
+        conv_fn(), acl_fn()
+    tc, ta = [], []
+    start = time.perf_counter()
+    for i in range(steps):
+        first, second = (conv_fn, acl_fn) if i % 2 else (acl_fn, conv_fn)
+        t1, t2 = _timed(first), _timed(second)
+        tc.append(t1 if i % 2 else t2)
+        ta.append(t2 if i % 2 else t1)
+        if time.perf_counter() - start > seconds and i >= 10:
+            break
+    return tc, ta
+
+
+def _ratios(tc: list[float], ta: list[float]) -> str:
+    pair = statistics.median(a / c for a, c in zip(ta, tc))
+    return (
+        f"{min(tc) * 1e3:9.2f} {min(ta) * 1e3:8.2f}  {min(ta) / min(tc):6.3f} {pair:6.3f} "
+        f"{statistics.median(ta) / statistics.median(tc):6.3f}"
+    )
+
+
+def _mean_time(fn: Callable[[], object], iters: int = 200) -> float:
     for _ in range(10):
         fn()
     t0 = time.perf_counter()
@@ -60,41 +87,46 @@ def _mean_time(fn, iters: int = 200) -> float:
     return (time.perf_counter() - t0) / iters
 
 
+def _run_case(name: str, ci: int, co: int, k: int, stride: int, shape: tuple, spec: str, steps: int, seconds: float):
+    conv = nn.Conv2d(ci, co, k, stride=stride, padding=k // 2)
+    acl = AnalyticConv2d.from_conv(conv, spec)
+    x = torch.randn(shape)
+    oc = torch.optim.SGD(conv.parameters(), lr=1e-4)
+    oa = torch.optim.SGD(acl.parameters(), lr=1e-4)
+
+    def step(layer: nn.Module, opt: torch.optim.Optimizer) -> None:
+        opt.zero_grad(set_to_none=True)
+        layer(x).square().mean().backward()
+        opt.step()
+
+    train = _side_by_side(lambda: step(conv, oc), lambda: step(acl, oa), steps, seconds)
+    with torch.no_grad():
+        gen = _mean_time(acl.kernels)
+    genb = _mean_time(lambda: acl.kernels().sum().backward())
+    print(f"{name:27s} train {_ratios(*train)} {gen * 1e3:10.3f} {genb * 1e3:10.3f}")
+    conv.eval(), acl.eval()
+    with torch.no_grad():
+        evals = _side_by_side(lambda: conv(x), lambda: acl(x), steps, seconds)
+    print(f"{'':27s} eval  {_ratios(*evals)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=300, help="timed steps per layer and case")
+    ap.add_argument("--steps", type=int, default=300, help="timed steps per layer, case and mode (at most)")
+    ap.add_argument("--seconds", type=float, default=20.0, help="time budget per case and mode")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, spec {EXP3}, eager (no torch.compile)")
     print(
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}, spec {EXP3} (floor row: P1.0), {args.steps} steps per layer"
+        f"{'case':27s} {'mode':5s} {'Conv2d ms':>9s} {'ACL ms':>8s}  {'min':>6s} {'pair':>6s} {'median':>6s}"
+        f" {'gen fwd ms':>10s} {'gen f+b ms':>10s}"
     )
-    head = f"{'case':26s} {'Conv2d ms':>9s} {'ACL ms':>8s}  {'min':>6s} {'pair':>6s} {'median':>6s}"
-    print(head + f" {'gen fwd ms':>10s} {'gen f+b ms':>10s}")
-    for name, ci, co, k, shape, spec in CASES:
-        conv = nn.Conv2d(ci, co, k, padding=k // 2)
-        acl = AnalyticConv2d.from_conv(conv, spec)
-        x = torch.randn(shape)
-        oc = torch.optim.SGD(conv.parameters(), lr=1e-4)
-        oa = torch.optim.SGD(acl.parameters(), lr=1e-4)
-        for _ in range(5):
-            _step(conv, oc, x), _step(acl, oa, x)
-        tc, ta = [], []
-        for i in range(args.steps):
-            if i % 2:
-                tc.append(_step(conv, oc, x))
-                ta.append(_step(acl, oa, x))
-            else:
-                ta.append(_step(acl, oa, x))
-                tc.append(_step(conv, oc, x))
-        pair = statistics.median(a / c for a, c in zip(ta, tc))
-        with torch.no_grad():
-            gen = _mean_time(acl.kernels)
-        genb = _mean_time(lambda acl=acl: acl.kernels().sum().backward())
-        print(
-            f"{name:26s} {min(tc) * 1e3:9.2f} {min(ta) * 1e3:8.2f}  {min(ta) / min(tc):6.3f} {pair:6.3f} "
-            f"{statistics.median(ta) / statistics.median(tc):6.3f} {gen * 1e3:10.3f} {genb * 1e3:10.3f}"
-        )
-    print("Conv2d ms / ACL ms: fastest step. min, pair, median: ACL / Conv2d ratios (see docstring).")
+    for case in CASES:
+        _run_case(*case, args.steps, args.seconds)
+    print("Conv2d ms / ACL ms: fastest call. min, pair, median: ACL / Conv2d ratios (see the docstring).")
 
 
 if __name__ == "__main__":

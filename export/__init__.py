@@ -1,7 +1,7 @@
 """ONNX export of ACL models: static (baked kernels) and live (kernels from AKPs).
 
 ``to_onnx`` needs PyTorch; everything that reads or rewrites ONNX files
-(``bake``, the ``ai.acl`` functions, the NumPy reference ops) does not, and this
+(``bake``, the ``ai.acl`` functions) does not, and this
 package imports PyTorch only when ``to_onnx`` or ``live_layers`` is first used.
 
 >>> from export import DOMAIN, OP_OF_SYMBOL
@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from export.functions import DOMAIN, DOMAIN_VERSION, OP_OF_SYMBOL, OPSET, all_function_protos, function_proto
+from export.inline import inline  # the function: `export.inline(path)`; the module stays importable as export.inline
 from export.passes import IR_VERSION
+from export.test_data import reproduce_commands, write_test_data
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -34,8 +36,11 @@ __all__ = [
     "export_files",
     "export_graph",
     "function_proto",
+    "inline",
     "live_layers",
+    "reproduce_commands",
     "to_onnx",
+    "write_test_data",
 ]
 
 

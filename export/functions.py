@@ -1,10 +1,14 @@
 """The ``ai.acl`` ONNX domain: kernel generation ops defined as model-local functions.
 
-Each op generates a bank of kernels of one family from its AKPs, exactly as
-``acl.kernels`` does, and is defined by an ONNX function whose body uses only
-standard ONNX ops (opset ``OPSET``). A file that uses them therefore runs in any
-runtime that inlines model-local functions (ONNX Runtime, the ONNX reference
-evaluator, TensorRT >= 9's ONNX parser) with no extra library.
+Each op generates a bank of kernels of one family from its AKPs, with the
+formulas and conventions of ``acl.families``, and is defined by an ONNX function
+whose body uses only standard ONNX ops (opset ``OPSET``). A file that uses them
+therefore runs in any runtime that inlines model-local functions (ONNX Runtime,
+``onnx.reference.ReferenceEvaluator``, TensorRT >= 9's ONNX parser) with no extra
+library. The functions are written once, below, in onnxscript: readable Python
+that compiles to the ``FunctionProto`` and also runs eagerly on NumPy arrays.
+Op names come from the family registry; neither this module nor the registry
+imports PyTorch.
 
 Ops (domain ``ai.acl``, version 1). Every op takes the sampling grid of the
 kernel size as its last input: ``grid`` is ``float32[2, h, w]``, ``grid[0] = x``
@@ -21,221 +25,153 @@ TGD2nd     akps[n, 2], grid          kernels[n, h, w]; AKPs theta, gamma
 Mean       count: int64[1], grid     kernels[count, h, w] = 1 / sqrt(h w)
 =========  ========================  ============================================
 
-Conventions (identical to ``acl.kernels``): scales enter as
-``clip(|s|, 1e-3, 1e4)``; TGD1st is ``sign(x')`` and zero for ``|x'| <= 1e-4``;
-LoT and TGD2nd subtract ``sum(W)`` spread over the samples nearest the centre.
+>>> import numpy as np
+>>> from export.passes import grid_array
+>>> k = LoG(np.array([[1.0]], np.float32), grid_array(3, 3))  # eager, on NumPy
+>>> k.shape, round(float(k[0, 1, 1]), 4)
+((1, 3, 3), -0.3183)
 """
 
 from __future__ import annotations
 
 import functools
+import math
 
 import onnx
-import onnx.parser
+import onnx.inliner
+from onnx import helper
+from onnxscript import opset18 as op
+from onnxscript import script
+from onnxscript.values import Opset
 
-# The same numbers as acl.kernels (a test holds them equal); repeated here so that
-# reading, checking and baking ONNX files never imports PyTorch.
-SCALE_MIN = 1e-3
-SCALE_MAX = 1e4
-TF_DELTA = 1e-4
+from acl.families import FAMILIES, SCALE_MAX, SCALE_MIN, TF_DELTA
+
+__all__ = ["DOMAIN", "DOMAIN_VERSION", "OPSET", "OP_OF_SYMBOL", "all_function_protos", "function_proto"]
 
 DOMAIN = "ai.acl"
 DOMAIN_VERSION = 1
 OPSET = 18
 
-# Spec symbol -> op name in the ai.acl domain.
-OP_OF_SYMBOL = {"G": "Gabor", "Lg": "LoG", "Lt": "LoT", "Tf": "TGD1st", "Ts": "TGD2nd", "M": "Mean"}
+OP_OF_SYMBOL = {f.symbol: f.op for f in FAMILIES.values() if f.op is not None}
+"""Spec symbol -> op name in the ``ai.acl`` domain."""
 
-_HEADER = f'<domain: "{DOMAIN}", opset_import: ["" : {OPSET}]>'
-
-# Shared body fragments. Each op line is one ONNX node (the text format has no
-# nested calls).
-_GRID = """
-    i0 = Constant <value = int64 {0}> ()
-    i1 = Constant <value = int64 {1}> ()
-    x = Gather <axis = 0> (grid, i0)
-    y = Gather <axis = 0> (grid, i1)
-    xx = Mul (x, x)
-    yy = Mul (y, y)
-    r2 = Add (xx, yy)
-    lo = Constant <value = float {%r}> ()
-    hi = Constant <value = float {%r}> ()
-    ax2 = Constant <value = int64[1] {2}> ()
-    a3 = Unsqueeze (akps, ax2)
-""" % (SCALE_MIN, SCALE_MAX)
-
-_ROTATE = """
-    cos_t = Cos (theta)
-    sin_t = Sin (theta)
-    x_cos = Mul (x, cos_t)
-    y_sin = Mul (y, sin_t)
-    xr = Add (x_cos, y_sin)
-    y_cos = Mul (y, cos_t)
-    x_sin = Mul (x, sin_t)
-    yr = Sub (y_cos, x_sin)
-"""
-
-# Zero-sum centre correction: out = w - sum(w) * centre, centre = equal weights on
-# the samples nearest the kernel centre.
-_CENTRE = """
-    rmin = ReduceMin <keepdims = 0> (r2)
-    eps6 = Constant <value = float {1e-6}> ()
-    rthr = Add (rmin, eps6)
-    near_b = LessOrEqual (r2, rthr)
-    near = Cast <to = 1> (near_b)
-    n_near = ReduceSum <keepdims = 0> (near)
-    centre = Div (near, n_near)
-    ax12 = Constant <value = int64[2] {1, 2}> ()
-    total = ReduceSum <keepdims = 1> (w, ax12)
-    corr = Mul (total, centre)
-    kernels = Sub (w, corr)
-"""
+_ACL = Opset(DOMAIN, DOMAIN_VERSION)
+_STEPS = Opset("ai.acl.steps", 1)  # shared steps, inlined into every op's body by ``function_proto``
+TWO_PI = 2 * math.pi
+PI = math.pi
 
 
-def _scale(name: str) -> str:
-    return f"""
-    {name}_abs = Abs ({name})
-    {name}_e = Clip ({name}_abs, lo, hi)
-"""
+@script(_STEPS, default_opset=op)
+def Scale(s):
+    """Effective scale ``clip(|s|, SCALE_MIN, SCALE_MAX)``."""
+    return op.Clip(op.Abs(s), SCALE_MIN, SCALE_MAX)
 
 
-_BODIES = {
-    "Gabor": _GRID
-    + """
-    lam, theta, psi, sigma = Split <axis = 1, num_outputs = 4> (a3)
-"""
-    + _scale("lam")
-    + _scale("sigma")
-    + _ROTATE
-    + """
-    two = Constant <value = float {2.0}> ()
-    s2 = Mul (sigma_e, sigma_e)
-    two_s2 = Mul (two, s2)
-    q = Div (r2, two_s2)
-    nq = Neg (q)
-    env = Exp (nq)
-    two_pi = Constant <value = float {6.283185307179586}> ()
-    xr_l = Div (xr, lam_e)
-    ph0 = Mul (two_pi, xr_l)
-    phase = Add (ph0, psi)
-    cos_p = Cos (phase)
-    kernels = Mul (env, cos_p)
-""",
-    "LoG": _GRID
-    + """
-    sigma = Identity (a3)
-"""
-    + _scale("sigma")
-    + """
-    two = Constant <value = float {2.0}> ()
-    one = Constant <value = float {1.0}> ()
-    pi = Constant <value = float {3.141592653589793}> ()
-    s2 = Mul (sigma_e, sigma_e)
-    two_s2 = Mul (two, s2)
-    q = Div (r2, two_s2)
-    nq = Neg (q)
-    e = Exp (nq)
-    one_m_q = Sub (one, q)
-    num = Mul (one_m_q, e)
-    s4 = Mul (s2, s2)
-    den = Mul (pi, s4)
-    pos = Div (num, den)
-    kernels = Neg (pos)
-""",
-    "LoT": _GRID
-    + """
-    sigma = Identity (a3)
-"""
-    + _scale("sigma")
-    + """
-    s2 = Mul (sigma_e, sigma_e)
-    t = Div (r2, s2)
-    nt = Neg (t)
-    w = Exp (nt)
-"""
-    + _CENTRE,
-    "TGD1st": _GRID
-    + """
-    theta, g1, g2 = Split <axis = 1, num_outputs = 3> (a3)
-"""
-    + _scale("g1")
-    + _scale("g2")
-    + _ROTATE
-    + f"""
-    xr2 = Mul (xr, xr)
-    yr2 = Mul (yr, yr)
-    g1s = Mul (g1_e, g1_e)
-    g2s = Mul (g2_e, g2_e)
-    ta = Div (xr2, g1s)
-    tb = Div (yr2, g2s)
-    tab = Add (ta, tb)
-    ntab = Neg (tab)
-    env = Exp (ntab)
-    sgn = Sign (xr)
-    axr = Abs (xr)
-    delta = Constant <value = float {{{TF_DELTA!r}}}> ()
-    off_b = Greater (axr, delta)
-    off = Cast <to = 1> (off_b)
-    side = Mul (sgn, off)
-    kernels = Mul (env, side)
-""",
-    "TGD2nd": _GRID
-    + """
-    theta, gamma = Split <axis = 1, num_outputs = 2> (a3)
-"""
-    + _scale("gamma")
-    + _ROTATE
-    + """
-    g2 = Mul (gamma_e, gamma_e)
-    t = Div (r2, g2)
-    nt = Neg (t)
-    e = Exp (nt)
-    zero_f = Constant <value = float {0.0}> ()
-    one_f = Constant <value = float {1.0}> ()
-    at0 = Equal (r2, zero_f)
-    safe = Where (at0, one_f, r2)
-    inv = Div (one_f, safe)
-    inv_r2 = Where (at0, zero_f, inv)
-    axr = Abs (xr)
-    e_ax = Mul (e, axr)
-    w = Mul (e_ax, inv_r2)
-"""
-    + _CENTRE,
-}
+@script(_STEPS, default_opset=op)
+def Rotate(theta, grid):
+    """``x'``, ``y'`` of eqs. 13-14 for per-kernel angles ``theta[n, 1, 1]``."""
+    x = grid[0]
+    y = grid[1]
+    c = op.Cos(theta)
+    s = op.Sin(theta)
+    return x * c + y * s, y * c - x * s
 
-_SIGNATURES = {op: "(akps, grid) => (kernels)" for op in _BODIES}
 
-_MEAN = f"""{_HEADER}
-Mean (count, grid) => (kernels) {{
-    i0 = Constant <value = int64 {{0}}> ()
-    x = Gather <axis = 0> (grid, i0)
-    hw_shape = Shape <start = 1> (grid)
-    full = Concat <axis = 0> (count, hw_shape)
-    ones = ConstantOfShape <value = float[1] {{1.0}}> (full)
-    hw = Size (x)
-    hw_f = Cast <to = 1> (hw)
-    root = Sqrt (hw_f)
-    kernels = Div (ones, root)
-}}
-"""
+@script(_STEPS, default_opset=op)
+def Radius2(grid):
+    """``x^2 + y^2`` of every sample."""
+    return op.ReduceSum(grid * grid, [0], keepdims=0)
+
+
+@script(_STEPS, default_opset=op)
+def ZeroSum(w, grid):
+    """``W - sum(W) I(x = y = 0)`` (eqs. 19, 23), spread over the samples nearest the centre."""
+    r2 = Radius2(grid)
+    near = op.CastLike(r2 <= op.ReduceMin(r2, keepdims=0) + 1e-6, r2)
+    return w - op.ReduceSum(w, [1, 2], keepdims=1) * (near / op.ReduceSum(near, keepdims=0))
+
+
+@script(_ACL, default_opset=op)
+def Gabor(akps, grid):
+    lam, theta, psi, sigma = op.Split(op.Unsqueeze(akps, [2]), num_outputs=4, axis=1)
+    xr, _yr = Rotate(theta, grid)
+    s = Scale(sigma)
+    kernels = op.Exp(Radius2(grid) / (-2.0 * s * s)) * op.Cos(xr * TWO_PI / Scale(lam) + psi)
+    return kernels
+
+
+@script(_ACL, default_opset=op)
+def LoG(akps, grid):
+    s = Scale(op.Unsqueeze(akps, [2]))
+    q = Radius2(grid) / (2.0 * s * s)
+    kernels = (q - 1.0) * op.Exp(-q) / (PI * s * s * s * s)
+    return kernels
+
+
+@script(_ACL, default_opset=op)
+def LoT(akps, grid):
+    s = Scale(op.Unsqueeze(akps, [2]))
+    kernels = ZeroSum(op.Exp(-Radius2(grid) / (s * s)), grid)
+    return kernels
+
+
+@script(_ACL, default_opset=op)
+def TGD1st(akps, grid):
+    theta, gamma1, gamma2 = op.Split(op.Unsqueeze(akps, [2]), num_outputs=3, axis=1)
+    xr, yr = Rotate(theta, grid)
+    side = op.Sign(xr) * op.CastLike(op.Abs(xr) > TF_DELTA, xr)
+    a = xr / Scale(gamma1)
+    b = yr / Scale(gamma2)
+    kernels = op.Exp(-(a * a) - b * b) * side
+    return kernels
+
+
+@script(_ACL, default_opset=op)
+def TGD2nd(akps, grid):
+    theta, gamma = op.Split(op.Unsqueeze(akps, [2]), num_outputs=2, axis=1)
+    xr, _yr = Rotate(theta, grid)
+    g = Scale(gamma)
+    r2 = Radius2(grid)
+    at_centre = r2 == 0.0
+    inv_r2 = op.Where(at_centre, 0.0, op.Reciprocal(op.Where(at_centre, 1.0, r2)))
+    kernels = ZeroSum(op.Exp(-r2 / (g * g)) * op.Abs(xr) * inv_r2, grid)
+    return kernels
+
+
+@script(_ACL, default_opset=op)
+def Mean(count, grid):
+    ones = op.ConstantOfShape(op.Concat(count, op.Shape(grid, start=1), axis=0), value=[1.0])
+    kernels = ones / op.Sqrt(op.CastLike(op.Size(grid[0]), ones))
+    return kernels
+
+
+_FUNCTIONS = {f.name: f for f in (Gabor, LoG, LoT, TGD1st, TGD2nd, Mean)}
+_SHARED = (Scale, Rotate, Radius2, ZeroSum)
 
 
 @functools.lru_cache(maxsize=None)
-def function_proto(op: str) -> onnx.FunctionProto:
-    """The ``FunctionProto`` defining op ``op`` of the ``ai.acl`` domain.
+def function_proto(op_name: str) -> onnx.FunctionProto:
+    """The ``FunctionProto`` defining op ``op_name`` of the ``ai.acl`` domain (shared steps inlined).
 
     Examples:
         >>> f = function_proto("LoG")
-        >>> (f.domain, f.name, list(f.input), list(f.output))
-        ('ai.acl', 'LoG', ['akps', 'grid'], ['kernels'])
+        >>> (f.domain, f.name, list(f.input), list(f.output), [(o.domain, o.version) for o in f.opset_import])
+        ('ai.acl', 'LoG', ['akps', 'grid'], ['kernels'], [('', 18)])
     """
-    if op == "Mean":
-        return onnx.parser.parse_function(_MEAN)
-    if op not in _BODIES:
-        raise ValueError(f"unknown {DOMAIN} op {op!r}; expected one of {', '.join(OP_OF_SYMBOL.values())}")
-    return onnx.parser.parse_function(f"{_HEADER}\n{op} {_SIGNATURES[op]} {{{_BODIES[op]}}}\n")
+    if op_name not in _FUNCTIONS:
+        raise ValueError(f"unknown {DOMAIN} op {op_name!r}; expected one of {', '.join(OP_OF_SYMBOL.values())}")
+    shared = [f.to_function_proto() for f in _SHARED]
+    holder = helper.make_model(
+        helper.make_graph([], "holder", [], []),
+        functions=[_FUNCTIONS[op_name].to_function_proto(), *shared],
+        opset_imports=[helper.make_opsetid("", OPSET)],
+    )
+    f = onnx.inliner.inline_selected_functions(holder, [(s.domain, s.name) for s in shared]).functions[0]
+    del f.opset_import[:]
+    f.opset_import.append(helper.make_opsetid("", OPSET))
+    return f
 
 
 def all_function_protos() -> list[onnx.FunctionProto]:
     """Every op of the domain, in ``OP_OF_SYMBOL`` order."""
-    return [function_proto(op) for op in OP_OF_SYMBOL.values()]
+    return [function_proto(name) for name in OP_OF_SYMBOL.values()]

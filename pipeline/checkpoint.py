@@ -7,22 +7,35 @@ kernels, the rest of the network) and string metadata:
 key                    value
 =====================  ======================================================
 format                 ``acl-deploy/1``
-arch                   architecture name (``lenet``...)
+arch                   architecture: a built-in name (``lenet``...) or ``torchvision:<name>``
+model                  instead of arch: your ``package.module:factory`` (``--model``)
 spec                   the spec given at build time (``none`` for a plain CNN)
+convert_layers         the ``--layers`` choice: ``all``, ``first`` or comma-separated names
 layers                 JSON ``{layer: canonical spec}`` of every ACL
-mean, std, image_size  input preprocessing
+in_channels            input image channels
+mean, std              per-channel standardisation (0..1 scale): a number for one channel, a JSON list
+image_size             input side in pixels
 num_classes            classes of the classifier
 =====================  ======================================================
 
 A ``.pt`` file is also accepted; it is read with ``torch.load(weights_only=True)``
 and must hold ``{"state_dict": ..., "meta": {...}}`` with the same metadata, or a
 bare state dict (arch and spec then come from the command line).
+
+Checkpoints without ``convert_layers`` or ``in_channels`` (older runs) were built
+with ``all`` and 1 channel. A checkpoint of a ``--model`` network is rebuilt only
+when the caller names the same factory again (``load(..., model=...)``, the
+``--model`` flag): loading a file never imports code named inside it.
+
+``read_init``/``apply_init`` serve ``--init-from``: the weights of a trained *plain*
+network (no ACL) of the same architecture, loaded before conversion so that the
+ACLs start from the convolutions they replace.
 """
 
 from __future__ import annotations
 
 import json
-import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +44,11 @@ from torch import nn
 
 import acl
 from export.atomic import atomic_output
+from pipeline import archs
+from pipeline.datasets.base import format_channels, parse_channels
 from pipeline.errors import UserError
-from pipeline.models import build
 
-__all__ = ["FORMAT", "MAX_CHECKPOINT_BYTES", "load", "save"]
+__all__ = ["FORMAT", "MAX_CHECKPOINT_BYTES", "apply_init", "load", "norm", "read_init", "save"]
 
 FORMAT = "acl-deploy/1"
 MAX_CHECKPOINT_BYTES = 2 << 30
@@ -45,13 +59,27 @@ def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
 
 
+def _meta_text(value: Any) -> str:
+    # Per-channel values (mean, std): one channel stays a plain number, as older checkpoints have it.
+    if isinstance(value, (list, tuple)):
+        return format_channels(value)
+    return str(value)
+
+
+def norm(meta: dict[str, str]) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The per-channel (mean, std) a checkpoint's inputs were standardised with, or None if it has none."""
+    if "mean" not in meta or "std" not in meta:
+        return None
+    return parse_channels(meta["mean"]), parse_channels(meta["std"])
+
+
 def save(model: nn.Module, path: str | Path, meta: dict[str, Any]) -> Path:
     """Write ``model``'s tensors and ``meta`` to ``path`` (safetensors), atomically."""
     from safetensors.torch import save_file
 
     path = Path(path)
     layers = {name: str(layer.spec) for name, layer in acl.acl_layers(model)}
-    metadata = {"format": FORMAT, "layers": json.dumps(layers), **{k: str(v) for k, v in meta.items()}}
+    metadata = {"format": FORMAT, "layers": json.dumps(layers), **{k: _meta_text(v) for k, v in meta.items()}}
     with atomic_output(path) as tmp:
         save_file(_tensors(model), str(tmp), metadata=metadata)
     return path
@@ -93,39 +121,85 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     raise UserError(f"checkpoint {path} has suffix {path.suffix!r}; expected .safetensors, .pt or .pth")
 
 
-def load(path: str | Path, *, arch: str | None = None, spec: str | None = None) -> tuple[nn.Module, dict[str, str]]:
+def _int_meta(path: Path, meta: dict[str, str], key: str, default: int) -> int:
+    try:
+        value = int(meta.get(key, default))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UserError(
+            f"checkpoint {path} has a bad {key} in its metadata: {meta[key]!r}; expected a positive integer"
+        )
+    return value
+
+
+def load(
+    path: str | Path,
+    *,
+    arch: str | None = None,
+    spec: str | None = None,
+    model: str | None = None,
+    layers: str | None = None,
+) -> tuple[nn.Module, dict[str, str]]:
     """Rebuild the model a checkpoint was saved from, and check it.
 
-    ``arch``/``spec`` (from the command line) must agree with the checkpoint's own
-    metadata when both are known; when the checkpoint has none, they are required.
+    ``arch``/``model``/``spec``/``layers`` (from the command line) must agree with
+    the checkpoint's own metadata when both are known; when the checkpoint has none,
+    the architecture and spec are required. A checkpoint of your own network
+    (``package.module:factory``) needs ``model`` naming that factory: the file alone
+    never makes this function import code.
+
+    Returns:
+        The model in eval mode, and the metadata with ``arch`` (or ``model``),
+        ``spec``, ``convert_layers`` and ``in_channels`` filled in.
 
     Raises:
-        UserError: missing, oversized or corrupt file; arch or spec disagreeing with
-            the checkpoint; tensors not matching the architecture; non-finite values.
+        UserError: missing, oversized or corrupt file; arch, model, spec or layers
+            disagreeing with the checkpoint; a factory named only by the file;
+            tensors not matching the architecture; non-finite values.
     """
     path = Path(path)
     tensors, meta = _read(path)
     if meta.get("format", FORMAT) != FORMAT:
         raise UserError(f"checkpoint {path} has format {meta['format']!r}; expected {FORMAT!r}")
-    saved_arch, saved_spec = meta.get("arch"), meta.get("spec")
-    if arch and saved_arch and arch != saved_arch:
-        raise UserError(f"checkpoint {path} is a {saved_arch!r} model, but --arch {arch} was given")
+    if arch and model:
+        raise UserError("pass --arch or --model, not both")
+    given, flag = (model, "--model") if model else (arch, "--arch")
+    saved = meta.get("model") or meta.get("arch")
+    saved_spec = meta.get("spec")
+    if given and saved and given != saved:
+        raise UserError(f"checkpoint {path} is a {saved!r} model, but {flag} {given} was given")
     if spec and saved_spec and spec != saved_spec:
         raise UserError(f"checkpoint {path} was trained with --spec {saved_spec}, but --spec {spec} was given")
-    arch = arch or saved_arch
+    name = given or saved
     spec = spec or saved_spec
-    if not arch or not spec:
-        raise UserError(f"checkpoint {path} does not record its architecture; pass --arch and --spec")
-    num_classes = int(meta.get("num_classes", 10))
+    if not name or not spec:
+        raise UserError(f"checkpoint {path} does not record its architecture; pass --arch and --spec (or --model)")
+    if archs.is_user_model(name) and not model:
+        # The name came from the file (or from --arch): importing it would run code the user never asked for.
+        raise UserError(
+            f"checkpoint {path} was built by your code {name!r}; pass --model {name} to import and run it "
+            "(loading a checkpoint never imports code named inside it)"
+        )
+    saved_layers_choice = meta.get("convert_layers", "all")
     try:
-        model = build(arch, None if spec == "none" else spec, num_classes=num_classes)
+        if layers and archs.parse_layers(layers) != archs.parse_layers(saved_layers_choice):
+            raise UserError(
+                f"checkpoint {path} was built with --layers {saved_layers_choice}, but --layers {layers} was given"
+            )
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    num_classes = _int_meta(path, meta, "num_classes", 10)
+    in_channels = _int_meta(path, meta, "in_channels", 1)
+    try:
+        net = archs.build(name, spec, layers=saved_layers_choice, in_channels=in_channels, num_classes=num_classes)
     except ValueError as e:
         raise UserError(str(e)) from None
 
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise UserError(f"checkpoint {path} has non-finite values (NaN or Inf) in {', '.join(sorted(bad))}")
-    expected = _tensors(model)
+    expected = _tensors(net)
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     wrong = sorted(k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape))
@@ -138,19 +212,91 @@ def load(path: str | Path, *, arch: str | None = None, spec: str | None = None) 
         if wrong:
             shapes = [f"{k} {tuple(tensors[k].shape)} vs {tuple(expected[k].shape)}" for k in wrong[:4]]
             parts.append(f"shape mismatch {'; '.join(shapes)}")
-        raise UserError(f"checkpoint {path} does not match --arch {arch} --spec {spec}: {'; '.join(parts)}")
+        raise UserError(f"checkpoint {path} does not match {flag} {name} --spec {spec}: {'; '.join(parts)}")
     saved_layers = json.loads(meta["layers"]) if meta.get("layers") else None
-    built_layers = {name: str(layer.spec) for name, layer in acl.acl_layers(model)}
+    built_layers = {n: str(layer.spec) for n, layer in acl.acl_layers(net)}
     if saved_layers is not None and saved_layers != built_layers:
         raise UserError(f"checkpoint {path} layer specs {saved_layers} do not match the model's {built_layers}")
-    state = {**tensors, **{f"{n}._extra_state": layer.get_extra_state() for n, layer in acl.acl_layers(model)}}
-    model.load_state_dict(state, strict=True)
-    meta = {**meta, "arch": arch, "spec": spec}
+    state = {**tensors, **{f"{n}._extra_state": layer.get_extra_state() for n, layer in acl.acl_layers(net)}}
+    net.load_state_dict(state, strict=True)
+    meta = {
+        **meta,
+        "model" if archs.is_user_model(name) else "arch": name,
+        "spec": spec,
+        "convert_layers": saved_layers_choice,
+        "in_channels": str(in_channels),
+    }
     for key in ("mean", "std"):
         try:
-            ok = key not in meta or math.isfinite(float(meta[key]))
+            ok = key not in meta or bool(parse_channels(meta[key]))  # a number, or a JSON list per channel
         except ValueError:
             ok = False
         if not ok:
             raise UserError(f"checkpoint {path} has a bad {key} in its metadata: {meta[key]!r}")
-    return model.eval(), meta
+    return net.eval(), meta
+
+
+_ACL_PARAM = re.compile(r"(^|\.)(akp\d+_[A-Za-z]+|plain\d+)$")
+
+
+def read_init(path: str | Path, *, arch: str) -> dict[str, torch.Tensor]:
+    """The tensors of ``--init-from PATH``: a trained *plain* checkpoint of ``arch``.
+
+    Same formats and size bound as ``load`` (safetensors, or a weights-only ``.pt``
+    holding a state dict). Metadata, when present, must say plain (``spec`` none)
+    and, when it names one, the same architecture.
+
+    Raises:
+        UserError: missing, oversized or corrupt file; an ACL checkpoint; another
+            architecture; non-finite values.
+    """
+    path = Path(path)
+    try:
+        tensors, meta = _read(path)
+    except UserError as e:
+        raise UserError(f"--init-from: {e}") from None
+    acl_keys = sorted(k for k in tensors if _ACL_PARAM.search(k))
+    spec = meta.get("spec", "none")
+    if acl_keys or spec != "none":
+        what = f"spec {spec}" if spec != "none" else f"ACL parameters {', '.join(acl_keys[:3])}"
+        raise UserError(
+            f"--init-from {path} is an ACL checkpoint ({what}); expected a plain (non-ACL) checkpoint "
+            "of the same architecture, e.g. one trained with --spec none"
+        )
+    saved = meta.get("model") or meta.get("arch")
+    if saved and saved != arch:
+        raise UserError(f"--init-from {path} is a {saved!r} model; expected a plain {arch!r} checkpoint")
+    bad = sorted(k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    if bad:
+        raise UserError(f"--init-from {path} has non-finite values (NaN or Inf) in {', '.join(bad)}")
+    return tensors
+
+
+def apply_init(net: nn.Module, tensors: dict[str, torch.Tensor], *, path: str | Path, arch: str) -> nn.Module:
+    """Load ``read_init``'s tensors into the plain ``net`` (strict: same names and shapes).
+
+    BatchNorm's ``num_batches_tracked`` counters may be absent (older torchvision
+    files lack them); they then stay zero.
+
+    Raises:
+        UserError: names missing, unexpected and mis-shaped tensors.
+    """
+    expected = _tensors(net)
+    missing = sorted(k for k in set(expected) - set(tensors) if not k.endswith("num_batches_tracked"))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape))
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:6])}{' ...' if len(unexpected) > 6 else ''}")
+        if wrong:
+            shapes = [f"{k} {tuple(tensors[k].shape)} vs {tuple(expected[k].shape)}" for k in wrong[:4]]
+            parts.append(f"shape mismatch {'; '.join(shapes)}")
+        raise UserError(
+            f"--init-from {path} does not match a plain {arch}: {'; '.join(parts)}; expected a checkpoint of the "
+            "same architecture, input channels and number of classes"
+        )
+    net.load_state_dict({**expected, **tensors}, strict=True)
+    return net

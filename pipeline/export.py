@@ -12,8 +12,24 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 EXIT_USER_ERROR = 2
+
+ARCH_NAMES = (
+    "lenet",
+    "cnn4",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet18_cifar",
+    "resnet34_cifar",
+    "mobilenet_v2",
+    "vgg11_bn",
+    "densenet121",
+    "densenet_cifar",
+)
+"""``pipeline.archs.ARCHS``'s keys, spelled out so that ``--help`` needs no torch (a test keeps them equal)."""
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -32,8 +48,15 @@ def _name_list(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line, ``error: <what>``, and exit code 2, like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"error: {message} (see --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m pipeline.export",
         description=__doc__.split("\n\n")[0].split(": ", 1)[1],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -52,10 +75,65 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data",
         default="digits",
-        help="'digits' (scikit-learn's, shipped) or 'mnist:DIR' (MNIST's four IDX files in DIR, .gz or not; nothing is downloaded)",
+        help="data set from local files, nothing is downloaded: 'digits' (scikit-learn's, shipped), "
+        "'mnist:DIR' (MNIST's four IDX files, .gz or not), 'cifar10:DIR' (CIFAR-10's binary version: "
+        "cifar-10-batches-bin or its parent), 'folder:DIR[:SIZE]' (DIR/<class>/*.jpg|jpeg|png, or DIR/train and "
+        "DIR/val; images cropped to SIZE, default 224)",
     )
-    p.add_argument("--arch", choices=("lenet", "cnn4"), help="architecture (default: the checkpoint's, else lenet)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--arch",
+        help=f"architecture: one of {', '.join(ARCH_NAMES)}, or torchvision:<name> (needs an importable "
+        "torchvision; never downloads weights) (default: the checkpoint's, else lenet)",
+    )
+    which.add_argument(
+        "--model",
+        metavar="PACKAGE.MODULE:FACTORY",
+        help="your own network instead of --arch: imports that module and calls the factory (THIS RUNS YOUR CODE), "
+        "passing num_classes and in_channels when it takes them; it must return an nn.Module. "
+        "A checkpoint of such a model needs the same --model again to be loaded",
+    )
+    p.add_argument(
+        "--layers",
+        help="which Conv2d layers become ACLs: 'first' (ACL-X), 'all' (AnaNN-X) or comma-separated module names "
+        "such as conv1,layer1.0.conv1 (default: the checkpoint's, else all)",
+    )
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="PATH",
+        help="start training from this trained plain (non-ACL) checkpoint of the same architecture "
+        "(.safetensors, or a weights-only .pt state dict): the ACLs start from the convolutions they replace",
+    )
     p.add_argument("--epochs", type=int, default=15, help="training epochs")
+    p.add_argument("--batch-size", type=int, default=64, help="training batch size (per process under torchrun)")
+    p.add_argument(
+        "--optimizer",
+        choices=("adam", "sgd"),
+        default="adam",
+        help="adam: constant learning rate; sgd: Nesterov momentum 0.9, weight decay 5e-4 (not on AKPs), "
+        "cosine schedule (ResNets on CIFAR)",
+    )
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 2e-3 for adam, 0.1 for sgd)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="DataLoader worker processes (default: 0 for in-memory data, min(4, cores) for image folders)",
+    )
+    p.add_argument(
+        "--amp",
+        choices=("auto", "off", "bf16", "fp16"),
+        default="auto",
+        help="mixed precision for training: auto (bf16 on a CUDA device that has it, else off), off, "
+        "bf16 (CUDA, or CPU when asked), fp16 (CUDA only)",
+    )
+    p.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start training at epoch 1 even if an interrupted run with the same settings left its state "
+        "(kept in .<out-name>.resume beside --out after every epoch, removed when the run completes)",
+    )
     p.add_argument("--batch-sizes", type=_int_list, default=(1, 8, 64), help="batch sizes to time, comma-separated")
     p.add_argument(
         "--backends",
@@ -77,6 +155,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from export.verify import ExportVerificationError
     from pipeline.errors import UserError
     from pipeline.stages import JobConfig, run
 
@@ -86,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         spec=args.spec,
         data=args.data,
         arch=args.arch,
+        model=args.model,
+        layers=args.layers,
+        init_from=args.init_from,
         epochs=args.epochs,
         batch_sizes=args.batch_sizes,
         backends=args.backends,
@@ -94,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         progress=not args.no_progress,
         latency_seconds=args.latency_seconds,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        workers=args.workers,
+        amp=args.amp,
+        resume=not args.no_resume,
     )
     try:
         report = run(cfg)
@@ -103,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: nothing was written to --out", file=sys.stderr)
         return 130
+    except ExportVerificationError as e:
+        # Not the user's mistake, and no traceback helps: the numbers say what went wrong.
+        print(f"failed: {e}; nothing was written to --out", file=sys.stderr)
+        return 1
     if report is None:  # a non-zero DDP rank: rank 0 writes the outputs
         return 0
     failed = [k for k, v in report["parity"].items() if v.get("available", True) and not v.get("passed")]

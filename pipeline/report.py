@@ -6,8 +6,11 @@
       "schema": "acl-deploy/report/1",
       "created": ISO-8601 time,
       "model": {"arch", "spec", "checkpoint", "trained": bool, "epochs", "train_seconds",
-                "world_size", "parameters": {"total", "learnable_kernel", "conv_kernel_equivalent"}},
-      "data": {"name", "train", "test", "image_size", "mean", "std"},
+                "world_size", "training": {"optimizer", "lr", "batch_size", "amp", "workers", "device",
+                "resumed_from", "images_per_second"} | null, "parameters": {"total", "learnable_kernel",
+                "conv_kernel_equivalent"}},
+      "data": {"name", "train", "test", "parity_images", "channels", "num_classes", "image_size",
+               "mean": [per channel], "std": [per channel]},
       "accuracy": float,                        # source model, test split
       "verdict": {"passed", "checks", "failed": [keys], "not_available": [keys]},
       "compact_factor": {layer: {"spec", "value"}},   # eq. 25, per ACL layer
@@ -39,20 +42,14 @@ from typing import Any
 
 import numpy as np
 
+from acl.families import FAMILIES
+
 __all__ = ["SCHEMA", "plot_latency", "plot_mosaic", "write_json", "write_markdown"]
 
 SCHEMA = "acl-deploy/report/1"
 
-FAMILY_COLOURS = {  # Fig. 4a's frame colours
-    "G": "#d62728",  # red
-    "Lg": "#9467bd",  # purple
-    "Lt": "#e377c2",  # pink
-    "Tf": "#1f77b4",  # blue
-    "Ts": "#2ca02c",  # green
-    "P": "#ff7f0e",  # orange
-    "M": "#7f7f7f",  # grey (not in Fig. 4a)
-}
-FAMILY_NAMES = {"G": "Gabor", "Lg": "LoG", "Lt": "LoT", "Tf": "TGD1st", "Ts": "TGD2nd", "P": "Plain", "M": "Mean"}
+FAMILY_COLOURS = {sym: f.colour for sym, f in FAMILIES.items()}  # Fig. 4a's frame colours
+FAMILY_NAMES = {sym: f.name for sym, f in FAMILIES.items()}
 
 
 def write_json(report: dict[str, Any], path: Path) -> Path:

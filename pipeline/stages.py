@@ -29,15 +29,22 @@ from pipeline.errors import UserError
 __all__ = ["JobConfig", "OutputFolder", "run"]
 
 DEFAULT_BATCH_SIZES = (1, 8, 64)
+MAX_MOSAICS = 8
+"""Mosaic charts per run: the first ACLs in module order (a DenseNet-121 has 120)."""
+MAX_MOSAIC_KERNELS = 4096
+"""Larger layers get no chart: one tile per kernel, so a 512x512 layer would be a 30000-pixel-square image."""
 
 
 @dataclass
 class JobConfig:
     out: Path = Path("runs/default")
     checkpoint: Path | None = None
-    spec: str | None = None  # None: the checkpoint's, or models.DEFAULT_SPEC when training
-    data: str = "digits"  # or "mnist:DIR"
-    arch: str | None = None  # None: the checkpoint's, or "lenet" when training
+    spec: str | None = None  # None: the checkpoint's, or archs.DEFAULT_SPEC when training
+    data: str = "digits"  # or "mnist:DIR", "cifar10:DIR", "folder:DIR[:SIZE]" (pipeline.datasets)
+    arch: str | None = None  # None: the checkpoint's, or "lenet" when training; or torchvision:<name>
+    model: str | None = None  # instead of arch: your package.module:factory (imported and run)
+    layers: str | None = None  # None: the checkpoint's, or "all" when training; "first" or comma-separated names
+    init_from: Path | None = None  # a trained plain checkpoint of the same arch, loaded before conversion
     epochs: int = 15
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
     backends: tuple[str, ...] | None = None  # None: every backend of deploy.backends
@@ -46,6 +53,12 @@ class JobConfig:
     threads: int | None = None
     progress: bool = True
     latency_seconds: float = 1.0  # minimum timed seconds per backend and batch size
+    batch_size: int = 64  # training batch size, per process
+    lr: float | None = None  # None: pipeline.train.DEFAULT_LR[optimizer]
+    optimizer: str = "adam"  # or "sgd": Nesterov momentum, weight decay, cosine schedule (ResNets on CIFAR)
+    workers: int | None = None  # DataLoader workers; None: 0 for in-memory data, min(4, cores) for image folders
+    amp: str = "auto"  # auto (bf16 on a CUDA device that has it, else off), off, bf16, fp16
+    resume: bool = True  # continue an interrupted run with the same configuration (False: --no-resume)
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
@@ -170,11 +183,8 @@ def _environment(threads: int) -> dict[str, Any]:
 
 
 def _kernel_generator() -> str:
-    """How AnalyticConv2d computes its kernels on CPU in this environment (acl.kernels, "Execution")."""
-    from acl import native
-
-    status = native.status()
-    return "compiled C kernels (acl/native)" if status == "loaded" else f"NumPy (compiled kernels {status})"
+    """How AnalyticConv2d computes its kernels: one path everywhere since issue #10."""
+    return "torch, eager autograd (acl.kernels)"
 
 
 def _param_counts(model: torch.nn.Module) -> dict[str, int]:
@@ -204,10 +214,10 @@ def _select_backends(requested: tuple[str, ...] | None) -> dict[str, tuple[bool,
 
 def run(cfg: JobConfig) -> dict[str, Any] | None:
     """Run the whole job; returns the report (``None`` on non-zero DDP ranks)."""
+    from pipeline import archs
     from pipeline import checkpoint as ckpt
-    from pipeline.data import load_dataset
-    from pipeline.models import DEFAULT_SPEC, build
-    from pipeline.train import accuracy, distributed_context, train
+    from pipeline.data import BadImage, load_dataset
+    from pipeline.train import check_options, distributed_context, evaluate, resolve_amp, train, training_device
 
     if cfg.epochs < 0:
         raise UserError(f"--epochs must be >= 0, got {cfg.epochs}")
@@ -219,8 +229,15 @@ def run(cfg: JobConfig) -> dict[str, Any] | None:
     folder.check()
     backends = _select_backends(cfg.backends)
     log = cfg.log
+    _check_model_options(cfg)
+    try:  # before the data: bad training options are reported at once
+        check_options(batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, workers=cfg.workers, amp=cfg.amp)
+        amp = resolve_amp(cfg.amp, training_device())
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    store = None
 
-    def data_for(norm: tuple[float, float] | None):
+    def data_for(norm: tuple[tuple[float, ...], tuple[float, ...]] | None):
         try:
             return load_dataset(cfg.data, norm=norm)
         except (ValueError, OSError) as e:
@@ -228,49 +245,174 @@ def run(cfg: JobConfig) -> dict[str, Any] | None:
 
     if cfg.checkpoint is not None:
         log(f"[1/5] loading checkpoint {cfg.checkpoint}")
-        model, meta = ckpt.load(cfg.checkpoint, arch=cfg.arch, spec=cfg.spec)
+        model, meta = ckpt.load(cfg.checkpoint, arch=cfg.arch, spec=cfg.spec, model=cfg.model, layers=cfg.layers)
         # The inputs are standardised as the model was trained.
-        norm = (float(meta["mean"]), float(meta["std"])) if "mean" in meta and "std" in meta else None
-        data = data_for(norm)
+        data = data_for(ckpt.norm(meta))
         if int(meta.get("image_size", data.image_size)) != data.image_size:
             raise UserError(
                 f"checkpoint {cfg.checkpoint} expects {meta['image_size']}px inputs, the data are {data.image_size}px"
             )
-        arch, spec, trained = meta["arch"], meta["spec"], None
+        if int(meta["in_channels"]) != data.input_shape[0]:
+            raise UserError(
+                f"checkpoint {cfg.checkpoint} expects {meta['in_channels']}-channel inputs, "
+                f"the data have {data.input_shape[0]}"
+            )
+        arch, spec, layers, trained = meta.get("model") or meta["arch"], meta["spec"], meta["convert_layers"], None
+        _check_io(model, data, arch)
     else:
-        arch, spec = cfg.arch or "lenet", cfg.spec or DEFAULT_SPEC
-        try:  # before the data: a bad spec is reported at once
-            torch.manual_seed(cfg.seed)
-            model = build(arch, None if spec == "none" else spec, num_classes=10)
+        arch, spec = cfg.model or cfg.arch or "lenet", cfg.spec or archs.DEFAULT_SPEC
+        try:  # before the data: an unknown arch, a failing import or a malformed spec are reported at once
+            archs.resolve(arch)
+            archs.check_spec(spec)
+            layers = _layers_text(archs.parse_layers(cfg.layers or "all"))
         except ValueError as e:
             raise UserError(str(e)) from None
+        init = ckpt.read_init(cfg.init_from, arch=arch) if cfg.init_from is not None else None
         data = data_for(None)
+        try:  # the input channels come from the data (digits and MNIST are grey, CIFAR is RGB)
+            torch.manual_seed(cfg.seed)
+            model = archs.create(arch, in_channels=data.input_shape[0], num_classes=data.num_classes)
+            if init is not None:
+                ckpt.apply_init(model, init, path=cfg.init_from, arch=arch)
+            model = archs.convert(model, spec, layers=layers)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        _check_io(model, data, arch)
         ctx = distributed_context()
         if ctx.is_main:
             log(f"[1/5] training {arch} ({spec}) on {data.describe()}")
-        trained = train(model, data, epochs=cfg.epochs, seed=cfg.seed, progress=cfg.progress)
+        store = _resume_store(cfg, arch, spec, layers, data, model, amp, ctx)
+        try:
+            trained = train(
+                model,
+                data,
+                epochs=cfg.epochs,
+                batch_size=cfg.batch_size,
+                lr=cfg.lr,
+                seed=cfg.seed,
+                progress=cfg.progress,
+                optimizer=cfg.optimizer,
+                workers=cfg.workers,
+                amp=cfg.amp,
+                resume=store,
+                log=log,
+            )
+        except BadImage as e:  # decoded in a DataLoader worker: the message names the file
+            raise UserError(str(e)) from None
         if not ctx.is_main:
             return None
     model.eval()
-    acc = accuracy(model, data.x_test, data.y_test)
-    log(f"      test accuracy {acc * 100:.2f} %")
+    try:
+        acc = evaluate(model, data, workers=cfg.workers)
+    except BadImage as e:
+        raise UserError(str(e)) from None
+    log(f"      test accuracy {acc * 100:.2f} % ({data.test_size} images)")
 
     staging = folder.open()
     try:
-        report = _export_validate_report(cfg, model, data, arch, spec, trained, acc, backends, threads, staging)
+        report = _export_validate_report(
+            cfg, model, data, arch, spec, trained, acc, backends, threads, staging, layers=layers
+        )
         folder.commit()
     except BaseException:
         folder.discard()
         raise
+    if store is not None:  # the outputs are in place: nothing left to resume
+        store.clear()
     log(f"done: {folder.out}/report.md")
     return report
 
 
+def _resume_store(cfg: JobConfig, arch, spec, layers, data, model, amp, ctx):
+    """Where training state is kept between epochs; keyed by everything that shapes the trajectory."""
+    from pipeline.resume import ResumeStore, tensor_digest
+    from pipeline.train import DEFAULT_LR
+
+    config = {
+        "arch": arch,
+        "spec": spec,
+        "layers": layers,
+        # The initial parameters cover the seed's initialisation, --init-from and any model change.
+        "initial_parameters": tensor_digest(
+            {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+        ),
+        "data": data.name,
+        "train_images": data.train_size,
+        "image_size": data.image_size,
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "optimizer": cfg.optimizer,
+        "lr": cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.optimizer],
+        "amp": str(amp).replace("torch.", "") if amp is not None else "off",
+        "world_size": ctx.world_size,
+    }
+    quiet = lambda msg: None  # noqa: E731 - one rank speaks
+    return ResumeStore.beside(cfg.out, config, reuse=cfg.resume, log=cfg.log if ctx.is_main else quiet)
+
+
+def _check_model_options(cfg: JobConfig) -> None:
+    """Combinations of --arch/--model/--init-from/--checkpoint that cannot work, before anything slow."""
+    from pipeline import archs
+
+    if cfg.arch is not None and cfg.model is not None:
+        raise UserError(f"pass --arch or --model, not both (got --arch {cfg.arch} and --model {cfg.model})")
+    if cfg.arch is not None and archs.is_user_model(cfg.arch):
+        raise UserError(
+            f"--arch {cfg.arch} names your own code; pass it as --model {cfg.arch} (which imports and runs it)"
+        )
+    if cfg.model is not None and not archs.is_user_model(cfg.model):
+        raise UserError(
+            f"--model {cfg.model!r} is not 'package.module:factory'; expected your own factory, "
+            "or a built-in name or torchvision:<name> as --arch"
+        )
+    if cfg.init_from is not None and cfg.checkpoint is not None:
+        raise UserError(
+            "--init-from starts training from a plain checkpoint, --checkpoint skips training; pass one of them"
+        )
+
+
+def _layers_text(layers: str | tuple[str, ...]) -> str:
+    return layers if isinstance(layers, str) else ",".join(layers)
+
+
+def _check_io(model: torch.nn.Module, data, arch: str) -> None:
+    """One eval forward of a zero image: the model must take the data's images and give one logit per class.
+
+    Catches, before training, a user factory that ignores ``in_channels`` or
+    ``num_classes``, or an architecture whose pooling the image size cannot feed.
+    """
+    shape = (1, *data.input_shape)
+    expected = (1, data.num_classes)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(shape))
+    except Exception as e:  # any failure of the (possibly user's) forward means the same thing here
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(
+            f"{arch} cannot run on the data's images: input {shape} raised {type(e).__name__}: {first}; "
+            f"expected a model for {data.input_shape[0]}-channel {data.input_shape[1]}x{data.input_shape[2]} images"
+        ) from None
+    finally:
+        model.train(was_training)
+    got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if got != expected:
+        raise UserError(
+            f"{arch} maps an input {shape} to {got}; expected logits of shape {expected} "
+            f"({data.num_classes} classes in {data.name})"
+        )
+
+
 def _export_validate_report(
-    cfg, model, data, arch, spec, trained, acc, backends, threads, staging: Path
+    cfg, model, data, arch, spec, trained, acc, backends, threads, staging: Path, *, layers: str = "all"
 ) -> dict[str, Any]:
     import export
     from deploy.runners import quiet_polygraphy
+    from pipeline import archs
     from pipeline import checkpoint as ckpt
     from pipeline import report as rep
     from pipeline.validate import (
@@ -292,8 +434,11 @@ def _export_validate_report(
         model,
         staging / "model.safetensors",
         {
-            "arch": arch,
+            # A --model factory is recorded under its own key: loading needs --model again (checkpoint.load).
+            ("model" if archs.is_user_model(arch) else "arch"): arch,
             "spec": spec,
+            "convert_layers": layers,
+            "in_channels": data.input_shape[0],
             "mean": data.mean,
             "std": data.std,
             "image_size": data.image_size,
@@ -305,13 +450,9 @@ def _export_validate_report(
 
     log("[2/5] exporting ONNX: static, live, live with AKP inputs")
     shape = (1, *data.input_shape)
-    paths = {
-        "static": export.to_onnx(model, staging / "model.static.onnx", shape, mode="static"),
-    }
-    has_acl = bool(acl.acl_layers(model))
-    if has_acl:
-        paths["live"] = export.to_onnx(model, staging / "model.live.onnx", shape, mode="live")
-        paths["live-akp"] = export.to_onnx(model, staging / "model.live-akp.onnx", shape, mode="live", akp_inputs=True)
+    # One trace for all three files; each is verified in ONNX Runtime before it is written.
+    kinds = export.KINDS if acl.acl_layers(model) else ("static",)
+    paths = export.export_files(model, {k: staging / f"model.{k}.onnx" for k in kinds}, shape)
     for mode, p in paths.items():
         files[f"onnx:{mode}"] = p.name
 
@@ -343,7 +484,14 @@ def _export_validate_report(
     chart = rep.plot_latency(latency, staging / "latency.png")
     if chart:
         files["latency_chart"] = chart.name
-    for name, layer in acl.acl_layers(model):
+    charted = [(n, layer) for n, layer in acl.acl_layers(model) if layer.spec.total <= MAX_MOSAIC_KERNELS]
+    skipped = len(acl.acl_layers(model)) - len(charted[:MAX_MOSAICS])
+    if skipped:
+        log(
+            f"      kernel mosaics for the first {len(charted[:MAX_MOSAICS])} ACLs of at most "
+            f"{MAX_MOSAIC_KERNELS} kernels; {skipped} not charted"
+        )
+    for name, layer in charted[:MAX_MOSAICS]:
         fname = f"mosaic-{name.replace('.', '_')}.png"
         rep.plot_mosaic(
             name, layer.weight.detach().float().numpy(), layer.spec.kinds(), str(layer.spec), staging / fname
@@ -358,17 +506,32 @@ def _export_validate_report(
         "model": {
             "arch": arch,
             "spec": spec,
+            "layers": layers,
+            "in_channels": data.input_shape[0],
+            "init_from": str(cfg.init_from) if cfg.init_from else None,
             "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None,
             "trained": trained is not None,
             "epochs": trained.epochs if trained else None,
             "train_seconds": trained.seconds if trained else None,
             "world_size": trained.world_size if trained else None,
+            "training": (
+                {
+                    k: getattr(trained, k)
+                    for k in ("optimizer", "lr", "batch_size", "amp", "workers", "device", "resumed_from")
+                }
+                | {"images_per_second": round(trained.images_per_second, 1)}
+                if trained
+                else None
+            ),
             "parameters": _param_counts(model),
         },
         "data": {
             "name": data.name,
-            "train": len(data.x_train),
-            "test": len(data.x_test),
+            "train": data.train_size,
+            "test": data.test_size,
+            "parity_images": len(data.x_test),
+            "channels": data.channels,
+            "num_classes": data.num_classes,
             "image_size": data.image_size,
             "mean": data.mean,
             "std": data.std,

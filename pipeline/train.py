@@ -1,25 +1,72 @@
-"""Training, single-process or DDP (``torchrun``), on CPU with the gloo backend.
+"""Training, single-process or DDP (``torchrun``), resumable after every epoch.
 
 Under ``torchrun`` (``WORLD_SIZE > 1`` in the environment) the same code joins the
-process group, wraps the model in ``DistributedDataParallel`` and shards each
-epoch with a ``DistributedSampler``; gradients are averaged across processes, so
-every rank ends with identical parameters.
+process group (gloo), wraps the model in ``DistributedDataParallel`` and shards
+each epoch with a ``DistributedSampler``; gradients are averaged across processes,
+so every rank ends with identical parameters. ``--batch-size`` is per process.
+
+Data: in-memory sets (digits, MNIST, CIFAR-10) are indexed one batch per call (one
+gather, augmentation vectorised over the batch) in the main process by default;
+lazily decoded sets (image folders) use ``min(4, cores)`` DataLoader workers,
+persistent across epochs. Augmentation randomness is keyed by (seed, epoch, image)
+(``pipeline.datasets.augment``), so the worker count never changes the result.
+
+Optimizers (``OPTIMIZERS``):
+
+- ``adam`` (default; lr 2e-3): Adam, constant learning rate, no weight decay: the
+  paper's small AnaNNs on digits and MNIST.
+- ``sgd`` (lr 0.1): SGD with Nesterov momentum 0.9, weight decay 5e-4 and a cosine
+  schedule to zero over all steps: the usual ResNet-on-CIFAR recipe. Weight decay
+  skips biases, normalisation parameters and AKPs: an AKP is a natural-unit
+  quantity (an angle, a scale), and pulling it towards zero would change the
+  kernel's family member, not regularise it.
+
+Mixed precision (``--amp``): ``fp16`` (CUDA only; with a gradient scaler), ``bf16``
+(CUDA, or CPU when asked: slower than float32 on CPUs without native bf16 units,
+README "Benchmarks"), ``auto`` (bf16 on a CUDA device that supports it, else off),
+``off``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import sys
+import time
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampler, SequentialSampler
 
 from pipeline.data import Dataset
+from pipeline.datasets.augment import epoch_key
+from pipeline.resume import ResumeStore, pack, unpack
 
-__all__ = ["TrainResult", "accuracy", "distributed_context", "train"]
+__all__ = [
+    "AMP_MODES",
+    "DEFAULT_LR",
+    "OPTIMIZERS",
+    "TrainResult",
+    "accuracy",
+    "check_options",
+    "default_workers",
+    "distributed_context",
+    "evaluate",
+    "resolve_amp",
+    "train",
+    "training_device",
+]
+
+OPTIMIZERS = ("adam", "sgd")
+DEFAULT_LR = {"adam": 2e-3, "sgd": 0.1}
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+SGD_MOMENTUM = 0.9
+SGD_WEIGHT_DECAY = 5e-4
+MAX_WORKERS = 64
 
 
 @dataclass
@@ -27,7 +74,15 @@ class TrainResult:
     epochs: int
     world_size: int
     loss_history: list[float] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # this process's training time (not the epochs restored from a resume state)
+    resumed_from: int = 0  # epochs restored from a resume state
+    images_per_second: float = 0.0  # all ranks together, over this process's epochs
+    optimizer: str = "adam"
+    lr: float = DEFAULT_LR["adam"]
+    batch_size: int = 64
+    amp: str = "off"  # as resolved: off, bf16 or fp16
+    workers: int = 0
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -50,15 +105,163 @@ def distributed_context() -> DistributedContext:
     return DistributedContext(dist.get_world_size(), dist.get_rank())
 
 
-@torch.inference_mode()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        correct += int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
-    model.train(was_training)
-    return correct / len(x)
+def check_options(*, batch_size: int, lr: float | None, optimizer: str, workers: int | None, amp: str) -> None:
+    """Validate training options before anything is loaded.
+
+    Raises:
+        ValueError: one line naming the option, the value and what is expected.
+    """
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size} is not usable, expected a positive integer")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"--optimizer {optimizer!r} is unknown, expected one of {', '.join(OPTIMIZERS)}")
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"--lr {lr} is not usable, expected a positive finite number")
+    if workers is not None and not 0 <= workers <= MAX_WORKERS:
+        raise ValueError(f"--workers {workers} is out of range, expected 0 to {MAX_WORKERS}")
+    if amp not in AMP_MODES:
+        raise ValueError(f"--amp {amp!r} is unknown, expected one of {', '.join(AMP_MODES)}")
+
+
+def default_workers(data: Dataset) -> int:
+    """0 for in-memory sets (a batch is one gather), ``min(4, cores)`` for lazily decoded ones."""
+    return 0 if data.in_memory else min(4, os.cpu_count() or 1)
+
+
+def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``--amp mode`` on ``device`` (None: float32).
+
+    Raises:
+        ValueError: fp16 without CUDA, bf16 on a CUDA device without it, unknown mode.
+    """
+    if mode not in AMP_MODES:
+        raise ValueError(f"--amp {mode!r} is unknown, expected one of {', '.join(AMP_MODES)}")
+    cuda = device.type == "cuda"
+    if mode == "off":
+        return None
+    if mode == "auto":
+        return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else None
+    if mode == "fp16":
+        if not cuda:
+            raise ValueError("--amp fp16 needs a CUDA device and none is present, expected off or bf16 on the CPU")
+        return torch.float16
+    if cuda and not torch.cuda.is_bf16_supported():
+        raise ValueError("--amp bf16: this CUDA device has no bfloat16 support, expected fp16 or off")
+    return torch.bfloat16
+
+
+def training_device() -> torch.device:
+    """CUDA (this process's ``LOCAL_RANK`` device) when present, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+class EpochKeys(Sampler):
+    """Tags every index (or batch of indices) of ``inner`` with the epoch's augmentation stream key."""
+
+    def __init__(self, inner: Sampler, seed: int) -> None:
+        self.inner = inner
+        self.seed = seed
+        self.key = epoch_key(seed, 0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.key = epoch_key(self.seed, epoch)
+        sampler = getattr(self.inner, "sampler", self.inner)  # BatchSampler wraps the shuffling sampler
+        sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        key = self.key
+        return ((key, item) for item in self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+def _train_loader(data: Dataset, batch_size: int, seed: int, ctx: DistributedContext, workers: int, pin: bool):
+    # One shuffling rule for one process and many: DistributedSampler's permutation of
+    # (seed + epoch) is a pure function of the epoch, so resuming needs no sampler state.
+    base = DistributedSampler(data.train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
+    # BatchNorm cannot train on a batch of one: drop a last batch of exactly one image.
+    drop_last = len(base) % batch_size == 1 and len(base) > 1
+    common: dict[str, Any] = {
+        "num_workers": workers,
+        "pin_memory": pin,
+        "persistent_workers": workers > 0,
+        # The loader draws its worker base seed from this, not from the global RNG,
+        # whose state is saved and restored for dropout and the like.
+        "generator": torch.Generator().manual_seed(seed),
+    }
+    if data.in_memory:
+        keyed = EpochKeys(BatchSampler(base, batch_size, drop_last), seed)
+        return DataLoader(data.train_set, batch_size=None, sampler=keyed, **common), keyed
+    keyed = EpochKeys(base, seed)
+    return DataLoader(data.train_set, batch_size=batch_size, sampler=keyed, drop_last=drop_last, **common), keyed
+
+
+def _eval_loader(data: Dataset, batch_size: int, workers: int) -> DataLoader:
+    if data.in_memory:
+        batches = BatchSampler(SequentialSampler(data.test_set), batch_size, False)
+        return DataLoader(data.test_set, batch_size=None, sampler=batches)
+    return DataLoader(data.test_set, batch_size=batch_size, num_workers=workers)
+
+
+def _build_optimizer(model: nn.Module, name: str, lr: float, total_steps: int):
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr), None
+    import acl
+
+    akps = {id(p) for _, layer in acl.acl_layers(model) for p in layer.akps().values()}
+    decay, keep = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (keep if p.ndim <= 1 or id(p) in akps else decay).append(p)
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": SGD_WEIGHT_DECAY}, {"params": keep, "weight_decay": 0.0}],
+        lr=lr,
+        momentum=SGD_MOMENTUM,
+        nesterov=True,
+    )
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps))
+
+
+def _capture(model, opt, sched, scaler, epoch: int, history: list[float]) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors: dict[str, torch.Tensor] = {}
+    weights = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    state = {
+        "epoch": epoch,
+        "loss_history": history,
+        "model": pack(weights, "model", tensors),
+        "optimizer": pack(opt.state_dict(), "optimizer", tensors),
+        "scheduler": pack(sched.state_dict(), "scheduler", tensors) if sched is not None else None,
+        "scaler": pack(scaler.state_dict(), "scaler", tensors) if scaler is not None else None,
+        "rng": pack(torch.get_rng_state(), "rng.torch", tensors),
+        "rng_cuda": pack(torch.cuda.get_rng_state_all(), "rng.cuda", tensors) if torch.cuda.is_available() else None,
+    }
+    return tensors, state
+
+
+def _restore(model, opt, sched, scaler, tensors, state) -> tuple[int, list[float]]:
+    """Load a captured state; ``ValueError`` when it does not fit this model and optimizer."""
+    try:
+        full = model.state_dict()
+        full.update(unpack(state["model"], tensors))
+        model.load_state_dict(full, strict=True)
+        opt.load_state_dict(unpack(state["optimizer"], tensors))
+        if (sched is None) != (state["scheduler"] is None) or (scaler is None) != (state["scaler"] is None):
+            raise ValueError("scheduler or gradient scaler presence differs")
+        if sched is not None:
+            sched.load_state_dict(unpack(state["scheduler"], tensors))
+        if scaler is not None:
+            scaler.load_state_dict(unpack(state["scaler"], tensors))
+        rng = unpack(state["rng"], tensors)
+        cuda_rng = unpack(state["rng_cuda"], tensors) if state.get("rng_cuda") else None
+    except (KeyError, RuntimeError, TypeError) as e:
+        raise ValueError(str(e).splitlines()[0]) from None
+    torch.set_rng_state(rng)
+    if cuda_rng is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_rng)
+    return int(state["epoch"]), [float(v) for v in state["loss_history"]]
 
 
 def train(
@@ -67,57 +270,173 @@ def train(
     *,
     epochs: int,
     batch_size: int = 64,
-    lr: float = 2e-3,
+    lr: float | None = None,
     seed: int = 0,
     progress: bool = True,
+    optimizer: str = "adam",
+    workers: int | None = None,
+    amp: str = "off",
+    resume: ResumeStore | None = None,
+    on_epoch_end: Callable[[int], None] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place with Adam and cross-entropy; returns the loss history."""
-    import time
+    """Train ``model`` in place with cross-entropy; returns the loss history.
 
+    Args:
+        model: on the CPU; trained on CUDA when present, returned on the CPU in eval mode.
+        data: ``train_set`` is iterated, ``normalize`` applied per batch.
+        epochs: total epochs (including any restored from ``resume``).
+        batch_size: per process.
+        lr: learning rate; None: ``DEFAULT_LR[optimizer]``.
+        seed: shuffling and augmentation seed (model initialisation is the caller's).
+        progress: a tqdm bar on rank 0 when stderr is a terminal; otherwise a log
+            line per epoch (if ``log``).
+        optimizer: ``adam`` or ``sgd`` (module docstring).
+        workers: DataLoader workers; None: ``default_workers(data)``.
+        amp: ``auto``, ``off``, ``bf16`` or ``fp16``.
+        resume: where the state after each epoch is saved (rank 0) and, at the
+            start, restored from (every rank).
+        on_epoch_end: called with the number of completed epochs, after the state is saved.
+        log: progress messages (rank 0).
+
+    Raises:
+        ValueError: bad options (``check_options``, ``resolve_amp``).
+    """
     from tqdm import tqdm
 
+    lr = DEFAULT_LR[optimizer] if lr is None else lr
+    check_options(batch_size=batch_size, lr=lr, optimizer=optimizer, workers=workers, amp=amp)
     ctx = distributed_context()
+    say = log if (log is not None and ctx.is_main) else (lambda msg: None)
+    device = training_device()
+    amp_dtype = resolve_amp(amp, device)
+    workers = default_workers(data) if workers is None else workers
     torch.manual_seed(seed)
-    dataset = TensorDataset(data.x_train, data.y_train)
+    model.to(device)
+    loader, keyed = _train_loader(data, batch_size, seed, ctx, workers, pin=device.type == "cuda")
+    opt, sched = _build_optimizer(model, optimizer, lr, epochs * len(loader))
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    result = TrainResult(
+        epochs=epochs,
+        world_size=ctx.world_size,
+        optimizer=optimizer,
+        lr=lr,
+        batch_size=batch_size,
+        amp={None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype],
+        workers=workers,
+        device=str(device),
+    )
+
+    start, history = 0, []
+    loaded = resume.load() if resume is not None else None
+    if loaded is not None:
+        try:
+            start, history = _restore(model, opt, sched, scaler, *loaded)
+            say(f"      resume: continuing after epoch {start} of {epochs} (state in {resume.folder})")
+        except ValueError as e:
+            say(f"      resume: ignoring the state in {resume.folder}: it does not fit this model ({e})")
+            torch.manual_seed(seed)
+            start, history = 0, []
     if ctx.world_size > 1:
-        sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
-        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler)
-        net: nn.Module = nn.parallel.DistributedDataParallel(model)
+        # Every rank read the same file; a rank that saw another epoch would deadlock later.
+        agree = torch.tensor([start, -start])
+        dist.all_reduce(agree, op=dist.ReduceOp.MAX)
+        if int(agree[0]) != -int(agree[1]):
+            raise RuntimeError(f"ranks disagree on the resume epoch (rank {ctx.rank}: {start})")
+        net: nn.Module = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.index is not None else None
+        )
     else:
-        sampler = None
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
         net = model
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    result.resumed_from = start
+    result.loss_history = list(history)
     loss_fn = nn.CrossEntropyLoss()
-    result = TrainResult(epochs=epochs, world_size=ctx.world_size)
+    per_epoch = len(keyed.inner.sampler if data.in_memory else keyed.inner) * ctx.world_size
     bar = tqdm(
-        total=epochs * len(loader),
+        total=max(0, epochs - start) * per_epoch,
         desc="train",
-        unit="step",
+        unit="img",
         # None: tqdm turns itself off when stderr is not a terminal (CI logs).
         disable=None if (progress and ctx.is_main) else True,
         file=sys.stderr,
         dynamic_ncols=True,
     )
-    start = time.perf_counter()
+    per_epoch_lines = progress and bar.disable
+    autocast = (
+        (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None else contextlib.nullcontext
+    )
+    begin = time.perf_counter()
+    seen = 0
     net.train()
-    for epoch in range(epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        total, count = 0.0, 0
-        for xb, yb in loader:
+    for epoch in range(start, epochs):
+        keyed.set_epoch(epoch)
+        t0 = time.perf_counter()
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        count = 0
+        for step, (xb, yb) in enumerate(loader):
+            xb = data.normalize(xb.to(device, non_blocking=True))
+            yb = yb.to(device, non_blocking=True)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(xb), yb)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(xb)
+            with autocast():
+                loss = loss_fn(net(xb), yb)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            if sched is not None:
+                sched.step()
+            total += loss.detach().double() * len(xb)
             count += len(xb)
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{total / count:.4f}")
-        result.loss_history.append(total / count)
+            bar.update(len(xb) * ctx.world_size)
+            if not bar.disable and (step % 10 == 0 or step == len(loader) - 1):
+                bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{float(total) / count:.4f}")
+        sums = torch.stack([total.cpu(), torch.tensor(float(count), dtype=torch.float64)])
+        if ctx.world_size > 1:
+            dist.all_reduce(sums)
+        history.append(float(sums[0] / sums[1]))
+        seen += int(sums[1])
+        if per_epoch_lines:
+            rate = int(sums[1]) / (time.perf_counter() - t0)
+            say(f"      epoch {epoch + 1}/{epochs}: loss {history[-1]:.4f}, {rate:.0f} images/s")
+        if resume is not None and ctx.is_main:
+            resume.save(*_capture(model, opt, sched, scaler, epoch + 1, history))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1)
     bar.close()
-    model.eval()
+    del loader  # stops persistent workers now, not at garbage collection
+    model.eval().cpu()
     if ctx.world_size > 1:
         dist.barrier()
-    result.seconds = time.perf_counter() - start
+    result.seconds = time.perf_counter() - begin
+    result.images_per_second = seen / result.seconds if seen and result.seconds > 0 else 0.0
+    result.loss_history = history
     return result
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, data: Dataset, *, batch_size: int = 256, workers: int | None = None) -> float:
+    """Top-1 accuracy of ``model`` (on the CPU) on the whole test split."""
+    was_training = model.training
+    model.eval()
+    workers = default_workers(data) if workers is None else workers
+    correct = total = 0
+    for xb, yb in _eval_loader(data, batch_size, workers):
+        correct += int((model(data.normalize(xb)).argmax(1) == yb).sum())
+        total += len(yb)
+    model.train(was_training)
+    return correct / max(total, 1)
+
+
+@torch.inference_mode()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
+    """Top-1 accuracy on standardised tensors (e.g. ``Dataset.x_test``)."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        correct += int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
+    model.train(was_training)
+    return correct / len(x)

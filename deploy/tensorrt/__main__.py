@@ -22,7 +22,6 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("files", nargs="+", type=Path)
     args = p.parse_args(argv)
 
-
     from deploy.tensorrt.support import check_onnx
 
     status = 0

@@ -2,7 +2,7 @@
 
 Written straight from the equations with the ``math`` module, independent of the
 vectorized implementation; shared conventions (effective scale, Tf's sign reading,
-centre rule for even sizes) are the documented ones of ``acl.kernels``.
+centre rule for even sizes) are the documented ones of ``acl.families``.
 """
 
 from __future__ import annotations

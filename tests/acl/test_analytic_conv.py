@@ -7,8 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import acl
 from acl import AnalyticConv2d, generate
 from acl.kernels import mosaic as generate_mosaic
+from tests.acl.test_convert import lenet
 
 EXP3 = "G0.15625Lg0.078125Lt0.078125Tf0.1875P0.5"
 ALL = "G4Lg2Lt2Tf4Ts2M2P8"  # every family, 24 kernels
@@ -129,30 +131,77 @@ def test_training_step_changes_kernels():
     assert max_diff(layer.weight.detach(), before) > 1e-4
 
 
-def test_eval_cache_is_reused_and_invalidated():
+def _fresh(layer, x):
+    """The layer's output with kernels generated from scratch (deploy form)."""
+    with torch.no_grad():
+        return acl.bake(layer)(x)
+
+
+def test_eval_kernels_are_generated_once_while_akps_are_unchanged(monkeypatch):
+    from acl import analytic_conv
+
+    calls = []
+    real = analytic_conv.unchecked_mosaic
+    monkeypatch.setattr(analytic_conv, "unchecked_mosaic", lambda *a: calls.append(1) or real(*a))
     layer = AnalyticConv2d(3, 8, 3, spec="G8Lg8P8").eval()
+    x = torch.randn(2, 3, 6, 6)
     with torch.no_grad():
-        w1 = layer.weight
-        assert layer.weight is w1  # cached
-        layer.akp1_Lg.add_(0.5)  # in-place change bumps the version counter
-        w2 = layer.weight
-    assert w2 is not w1 and not torch.equal(w1, w2)
-    sd = copy.deepcopy(layer.state_dict())
+        outs = [layer(x) for _ in range(3)]
+    assert len(calls) == 1 and all(torch.equal(o, outs[0]) for o in outs)
     with torch.no_grad():
-        layer.akp0_G.zero_()
-        w3 = layer.weight
-        layer.load_state_dict(sd)
-        assert torch.equal(layer.weight, w2) and layer.weight is not w3
-    with torch.inference_mode():
-        w4 = layer.weight
-    assert torch.equal(w4, w2)
-    w5 = layer.weight  # eval mode, grad enabled: not the cached detached tensor
-    assert w5.requires_grad
-    w5.sum().backward()
+        layer.plain2.mul_(2.0)  # plain kernels are always read fresh, without regenerating
+        got = layer(x)
+    assert len(calls) == 1 and torch.equal(got, _fresh(layer, x))
+    w = layer.weight  # eval mode, grad enabled: a differentiable weight, never the cache
+    assert w.requires_grad
+    w.sum().backward()
     assert layer.akp0_G.grad is not None
     layer.train()
     with torch.no_grad():
-        assert layer.weight is not layer.weight  # training: always fresh
+        layer(x)
+    assert layer._cache is None
+
+
+@pytest.mark.parametrize("spec", ["P1.0", "M1.0", "Lg1.0", "M0.5P0.5"])
+def test_eval_forward_with_a_single_kind_of_segment(spec):
+    layer = AnalyticConv2d(2, 4, 3, spec=spec).eval()
+    x = torch.randn(1, 2, 5, 5)
+    with torch.no_grad():
+        assert torch.equal(layer(x), layer(x)) and max_diff(layer(x), _fresh(layer, x)) < 1e-6
+
+
+STALE_CASES = {
+    "in-place .data edit": lambda layer, opt: layer.akp0_G.data.mul_(1.5),
+    "in-place under no_grad": lambda layer, opt: layer.akp1_Lg.add_(0.5),
+    "load_state_dict": lambda layer, opt: layer.load_state_dict(
+        AnalyticConv2d(3, 8, 3, spec="G8Lg8Tf4P4", padding=1).state_dict()
+    ),
+    "optimizer step": lambda layer, opt: (layer(torch.randn(2, 3, 6, 6)).square().sum().backward(), opt.step()),
+    "to float64": lambda layer, opt: layer.to(torch.float64),
+}
+
+
+@pytest.mark.parametrize("case", STALE_CASES)
+def test_eval_cache_is_never_stale(case):
+    torch.manual_seed(0)
+    layer = AnalyticConv2d(3, 8, 3, spec="G8Lg8Tf4P4", padding=1).eval()
+    opt = torch.optim.SGD(layer.parameters(), lr=0.5)
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        before = layer(x)  # fills the cache
+    if case == "optimizer step":
+        STALE_CASES[case](layer, opt)
+    else:
+        with torch.no_grad():
+            STALE_CASES[case](layer, opt)
+    x = x.to(layer.bias.dtype)
+    with torch.no_grad():
+        after = layer(x)
+    assert max_diff(after, _fresh(layer, x)) < 1e-6
+    if case == "to float64":
+        assert after.dtype == torch.float64
+    else:
+        assert max_diff(after, before) > 1e-4  # the change did reach the output
 
 
 def test_layer_copied_under_inference_mode_is_never_served_stale():
@@ -288,3 +337,127 @@ def test_compiled_layer_matches_eager_with_gradients():
     for n, p in layer.named_parameters():
         err = max_diff(p.grad, want[n]) / max(want[n].abs().max().item(), 1.0)
         assert err < 1e-5, f"{n}: compiled gradient differs by {err:.3g} (relative)"
+
+
+# -- PyTorch's own tools see ordinary differentiable operations ------------------------
+
+
+def anann_lenet():
+    """AnaNN-LeNet: both convolutions ACLs (12x12 inputs)."""
+    torch.manual_seed(0)
+    return acl.convert(lenet(), EXP3, layers="all")
+
+
+@pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])
+def test_unbaked_anann_lenet_exports_with_torch_export(grad):
+    net = anann_lenet().eval()
+    with torch.set_grad_enabled(grad):
+        program = torch.export.export(net, (torch.randn(2, 1, 12, 12),))
+    x = torch.randn(2, 1, 12, 12)  # other values than those exported with
+    module = program.module()
+    with torch.no_grad():
+        before = module(x)
+        assert max_diff(before, net(x)) < 1e-5
+        module.get_parameter("0.akp0_G").mul_(1.2)  # the program generates from its AKPs
+        assert max_diff(module(x), before) > 1e-4
+
+
+def test_jit_trace_follows_the_akps():
+    net = anann_lenet().eval()
+    x = torch.randn(3, 1, 12, 12)
+    traced = torch.jit.trace(net, (x,))
+    y = torch.randn(3, 1, 12, 12)
+    with torch.no_grad():
+        assert max_diff(traced(y), net(y)) < 1e-5
+        net[3].akp1_Lg.mul_(0.7)
+        assert max_diff(traced(y), net(y)) < 1e-5
+
+
+def test_torch_func_grad_vmap_and_jacrev_through_a_layer():
+    layer = AnalyticConv2d(2, 4, 3, spec="G2Lg1Lt1Tf2Ts1M1", dtype=torch.float64)
+    params = {k: v.detach() for k, v in layer.named_parameters()}
+    x = torch.randn(5, 2, 6, 6, dtype=torch.float64)
+
+    def loss(p, xi):
+        return torch.func.functional_call(layer, p, (xi[None],)).square().mean()
+
+    per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(params, x)
+    for i in range(2):
+        layer.zero_grad()
+        loss(dict(layer.named_parameters()), x[i]).backward()
+        for k, p in layer.named_parameters():
+            assert torch.allclose(per_sample[k][i], p.grad, atol=1e-12), k
+    jac = torch.func.jacrev(lambda a: torch.func.functional_call(layer, {**params, "akp0_G": a}, (x,)))(
+        params["akp0_G"]
+    )
+    assert jac.shape == (5, 4, 4, 4, 2, 4) and jac.abs().sum() > 0
+
+
+def test_vmap_over_akps_and_inputs_in_eval_mode():
+    # Tensors swapped in by functional_call (batched here) bypass the eval cache.
+    layer = AnalyticConv2d(2, 3, 3, spec="G3Lg3", dtype=torch.float64).eval()
+    params = {k: v.detach() for k, v in layer.named_parameters()}
+    banks = torch.stack([params["akp0_G"] * s for s in (1.0, 1.1, 0.9)])
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    with torch.no_grad():
+        out = torch.func.vmap(lambda a: torch.func.functional_call(layer, {**params, "akp0_G": a}, (x,)))(banks)
+        for i, bank in enumerate(banks):
+            assert max_diff(out[i], torch.func.functional_call(layer, {**params, "akp0_G": bank}, (x,))) < 1e-12
+        xs = torch.randn(4, 1, 2, 5, 5, dtype=torch.float64)
+        assert max_diff(torch.func.vmap(layer)(xs)[2], layer(xs[2])) < 1e-12
+
+
+def test_gradgradcheck_through_a_layer():
+    layer = AnalyticConv2d(2, 3, 3, spec="G1Lg1Lt1Tf1Ts1M1", padding=1, dtype=torch.float64)
+    x = torch.randn(1, 2, 4, 4, dtype=torch.float64)
+    akps = tuple(layer.akps().values())
+
+    def run(*a):
+        return torch.func.functional_call(layer, dict(zip(layer.akps(), a)), (x,))
+
+    assert torch.autograd.gradgradcheck(run, tuple(a.detach().requires_grad_() for a in akps), atol=1e-5)
+
+
+def _ddp_steps(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        model = nn.parallel.DistributedDataParallel(anann_lenet().double())
+        _train(model, lambda x: x.chunk(world)[rank])
+        if rank == 0:
+            torch.save(model.module.state_dict(), out)
+    finally:
+        dist.destroy_process_group()
+
+
+def _train(model: nn.Module, shard) -> None:
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        x = torch.randn(8, 1, 12, 12, generator=gen, dtype=torch.float64)
+        opt.zero_grad()
+        model(shard(x)).square().mean().backward()
+        opt.step()
+
+
+@pytest.mark.slow
+def test_ddp_with_two_gloo_processes_equals_one_process_on_the_whole_batch(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "rank0.pt"
+    mp.spawn(_ddp_steps, args=(2, port, str(out)), nprocs=2)
+    reference = anann_lenet().double()
+    _train(reference, lambda x: x)
+    trained = torch.load(out, weights_only=True)
+    start = anann_lenet().double().state_dict()
+    for k, v in reference.state_dict().items():
+        if isinstance(v, torch.Tensor):
+            assert max_diff(trained[k], v) < 1e-10, k
+            assert k.endswith("bias") or "akp" not in k or max_diff(v, start[k]) > 1e-6, f"{k} did not train"

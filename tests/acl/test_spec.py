@@ -3,7 +3,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from acl import compact_factor, parse_spec
-from acl.kernels import FAMILIES
+from acl.families import FAMILIES
 
 EXP3_RATIO = "G0.1562Lg0.0781Lt0.0781Tf0.1875P0.5"  # as printed in the paper (sums to 0.9999)
 

@@ -75,10 +75,10 @@ def test_mnist_from_local_idx_files(tmp_path, gz):
     assert d.x_train.shape == (120, 1, 32, 32) and d.x_test.shape == (40, 1, 32, 32)
     assert d.y_train.dtype == torch.int64 and int(d.y_train.max()) <= 9
     # zero-padded by 2 pixels: the border holds the standardised zero
-    assert torch.allclose(d.x_train[:, :, :2, :], torch.full_like(d.x_train[:, :, :2, :], -d.mean / d.std))
+    assert torch.allclose(d.x_train[:, :, :2, :], torch.full_like(d.x_train[:, :, :2, :], -d.mean[0] / d.std[0]))
     assert abs(float(d.x_train.mean())) < 1e-4
     fixed = load_dataset(f"mnist:{tmp_path / 'm'}", norm=(0.5, 2.0))
-    assert (fixed.mean, fixed.std) == (0.5, 2.0)
+    assert (fixed.mean, fixed.std) == ((0.5,), (2.0,))
 
 
 @pytest.mark.parametrize(

@@ -89,7 +89,7 @@ def _report():
             "torch_threads": 2,
             "ort_threads": 2,
             "device": "cpu",
-            "kernel_generator_cpu": "compiled C kernels (acl/native)",
+            "kernel_generator_cpu": "torch, eager autograd (acl.kernels)",
             "versions": {"torch": "2"},
         },
     }
@@ -104,7 +104,7 @@ def test_markdown_states_every_number_and_unavailable_backends(tmp_path):
     assert "| ort-cpu:static | 1 | 0.500 | 1.200 | 1.500 | 900 | 2.00x |" in text
     assert "| fp32 | 0.0001 | 0.001 | 0.995 |" in text
     assert "Parity: all 1 checks passed" in text
-    assert "- ACL kernels on CPU: compiled C kernels (acl/native)" in text
+    assert "- ACL kernels on CPU: torch, eager autograd (acl.kernels)" in text
     assert json.loads(rep.write_json(r, tmp_path / "r.json").read_text())["accuracy"] == 0.9
 
 

@@ -1,0 +1,567 @@
+"""Write a Triton model repository for an exported ACL model, add model versions, check a repository.
+
+Layout written by ``write_repository(out_dir, files, name="acl")``::
+
+    out_dir/
+      .acl-deploy-triton.json         what was written (models, batching plan, ONNX I/O); marks the folder as ours
+      acl_onnxruntime/                Triton's C++ onnxruntime backend (GPU or CPU)
+        config.pbtxt                  instance_group KIND_GPU
+        configs/cpu.pbtxt             the same with KIND_CPU (tritonserver --model-config-name=cpu)
+        1/model.onnx                  the static file
+      acl_python/                     python backend hosting ONNX Runtime (CPU-only servers, live AKPs)
+        config.pbtxt                  instance_group KIND_CPU
+        1/model.py                    deploy/triton/python_model.py, standalone
+        1/model.onnx                  the static file (or the live one: python_source="live")
+      acl_tensorrt/                   only when an engine file is given
+        config.pbtxt                  platform tensorrt_plan, KIND_GPU
+        1/model.plan
+
+Every config is generated from the ONNX file's inputs and outputs, then parsed
+with Triton's ``model_config.proto`` and checked against that file
+(``check_repository``) before the repository is moved into place. New AKPs reach
+a running server as a new version directory (``add_version``; ``deploy.hotswap``
+computes the new file), which Triton loads beside the old one and switches to
+without downtime (``model-control-mode=explicit`` + a load request, or ``poll``).
+
+What runs here and what does not: the python-backend model is served by a real
+Triton 2.51 server in the tests (``tests/deploy/triton``, serve environment).
+The ``onnxruntime`` and ``tensorrt_plan`` models are generated and checked with
+Triton's protobuf and against the ONNX file, but no machine of this project has
+Triton's C++ onnxruntime or TensorRT backends (nvidia-pytriton ships only the
+python backend) or a GPU, so they have never been loaded by a server here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import onnx
+
+from deploy.triton.config import (
+    BatchingPlan,
+    Enum,
+    OnnxIO,
+    TritonConfigError,
+    batching_plan,
+    check_config,
+    model_config_pb2,
+    onnx_io,
+    parse_config,
+    to_pbtxt,
+)
+
+__all__ = [
+    "MARKER",
+    "RepositoryInfo",
+    "add_version",
+    "check_repository",
+    "model_configs",
+    "validate_repository",
+    "write_repository",
+]
+
+MARKER = ".acl-deploy-triton.json"
+SCHEMA = "acl-deploy/triton-repository/1"
+PYTHON_MODEL = Path(__file__).with_name("python_model.py")
+UNVERIFIED = (
+    "onnxruntime and tensorrt_plan models: configs parsed with Triton's protobuf and checked against the ONNX "
+    "file, never loaded by a server here (nvidia-pytriton's Triton has only the python backend; no GPU, no TensorRT)"
+)
+
+
+@dataclass
+class RepositoryInfo:
+    """What ``write_repository`` wrote."""
+
+    path: Path
+    models: dict[str, dict[str, Any]]  # name -> backend, instance kinds, config files, versions
+    io: OnnxIO
+    batching: BatchingPlan
+    validated: bool
+    validation: str  # "Triton's model_config.proto" or why not validated
+    unverified: str = UNVERIFIED
+    files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256 of the model files
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _io_entries(specs) -> list[dict[str, Any]]:
+    return [{"name": t.name, "data_type": Enum(t.data_type), "dims": list(t.dims)} for t in specs]
+
+
+def _warmup(io: OnnxIO, batches: Sequence[int]) -> list[dict[str, Any]]:
+    out = []
+    for b in batches:
+        inputs = [
+            {
+                "key": t.name,
+                "value": {
+                    "data_type": Enum(t.data_type),
+                    "dims": [d if d > 0 else 1 for d in t.dims],
+                    "zero_data": True,
+                },
+            }
+            for t in io.inputs
+        ]
+        out.append({"name": f"batch_{b}", "batch_size": b, "inputs": inputs, "count": 1})
+    return out
+
+
+def _config(
+    name: str,
+    io: OnnxIO,
+    plan: BatchingPlan,
+    *,
+    backend: str | None = None,
+    platform: str | None = None,
+    kind: str,
+    count: int,
+    parameters: Mapping[str, str] | None = None,
+    warmup: bool,
+) -> dict[str, Any]:
+    batching = io.batching and plan.max_batch_size > 0
+    warm = sorted({1, *plan.preferred}) if batching else [0]
+    cfg: dict[str, Any] = {
+        "name": name,
+        "backend": backend,
+        "platform": platform,
+        "max_batch_size": plan.max_batch_size if batching else 0,
+        "input": _io_entries(io.inputs),
+        "output": _io_entries(io.outputs),
+        "instance_group": [{"kind": Enum(kind), "count": count}],
+    }
+    if batching:
+        db: dict[str, Any] = {}
+        if plan.preferred:
+            db["preferred_batch_size"] = list(plan.preferred)
+        if plan.max_queue_delay_us:
+            db["max_queue_delay_microseconds"] = plan.max_queue_delay_us
+        cfg["dynamic_batching"] = db
+    if parameters:
+        cfg["parameters"] = [{"key": k, "value": {"string_value": str(v)}} for k, v in parameters.items()]
+    if warmup:
+        cfg["model_warmup"] = _warmup(io, warm)
+    return cfg
+
+
+def _write_config(model_dir: Path, cfg: dict[str, Any], filename: str = "config.pbtxt") -> Path:
+    text = to_pbtxt(cfg)
+    path = model_dir / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _resolve_files(files: Any, staging: Path, input_shape: Sequence[int] | None) -> dict[str, Path]:
+    """``{kind: path}`` from a mapping, a single static file, or an ``nn.Module`` (exported into ``staging``)."""
+    if isinstance(files, (str, os.PathLike)):
+        return {"static": Path(files)}
+    if isinstance(files, Mapping):
+        out = {str(k): Path(v) for k, v in files.items()}
+        if "static" not in out:
+            raise ValueError(f"files must include the 'static' ONNX file; got kinds {sorted(out)}")
+        return out
+    try:
+        from torch import nn
+    except ImportError:  # pragma: no cover - torch is a dependency
+        nn = None
+    if nn is not None and isinstance(files, nn.Module):
+        if input_shape is None:
+            raise ValueError("input_shape (N, C, H, W) is needed to export a model")
+        import export
+
+        d = staging / ".export"
+        return dict(
+            export.export_files(files, {"static": d / "model.static.onnx", "live": d / "model.live.onnx"}, input_shape)
+        )
+    raise TypeError(f"files must be {{kind: path}}, a static ONNX path or an nn.Module, got {type(files).__name__}")
+
+
+def _can_validate() -> tuple[bool, str]:
+    try:
+        model_config_pb2()
+    except ImportError as e:
+        return False, f"not validated: {e}"
+    return True, "Triton's model_config.proto (tritonclient.grpc.model_config_pb2)"
+
+
+def write_repository(
+    out_dir: str | Path,
+    files: Any,
+    *,
+    name: str = "acl",
+    input_shape: Sequence[int] | None = None,
+    latency: Mapping[int, float] | None = None,
+    max_batch_size: int | None = None,
+    latency_budget_ms: float | None = None,
+    max_queue_delay_us: int = 0,
+    engine: str | Path | None = None,
+    python_source: str = "static",
+    instances: int = 1,
+    gpu_default: bool = True,
+    intra_op_threads: int = 0,
+    warmup: bool = True,
+    overwrite: bool = False,
+    validate: bool | None = None,
+) -> RepositoryInfo:
+    """Write a Triton model repository for one exported model (layout in the module docstring).
+
+    Args:
+        out_dir: the repository folder. Written in a temporary folder beside it and
+            renamed into place when complete and checked. An existing non-empty
+            folder is refused unless ``overwrite`` and it holds an earlier
+            repository of ours (``MARKER``); a foreign folder is never replaced.
+        files: ``{kind: path}`` as ``export.export_files`` returns (needs ``"static"``;
+            ``"live"`` for ``python_source="live"``), one static ONNX path, or an
+            ``nn.Module`` (exported here; needs ``input_shape``).
+        name: model name prefix: ``<name>_onnxruntime``, ``<name>_python``, ``<name>_tensorrt``.
+        latency: measured ``{batch: p50_ms}``; batching settings follow ``config.batching_plan``.
+        max_batch_size, latency_budget_ms, max_queue_delay_us: see ``config.batching_plan``.
+        engine: a TensorRT plan built from the static file; adds the ``tensorrt_plan``
+            model (its ``max_batch_size`` is capped by the engine's profile when
+            ``<engine>.json`` from ``deploy.tensorrt.build_engine`` is beside it).
+        python_source: which file the python model serves: ``"static"`` or ``"live"``.
+        instances: instances per group.
+        gpu_default: the onnxruntime model's ``config.pbtxt`` uses ``KIND_GPU`` and
+            ``configs/cpu.pbtxt`` ``KIND_CPU``; ``False`` swaps them (``configs/gpu.pbtxt``).
+        intra_op_threads: ONNX Runtime threads of the python model (0: all cores).
+        warmup: add ``model_warmup`` (zero inputs at batch 1 and each preferred size).
+        validate: ``True`` requires the protobuf check (``tritonclient`` installed),
+            ``False`` skips it, ``None`` checks when ``tritonclient`` is importable and
+            says in ``RepositoryInfo.validation`` when it is not.
+
+    Returns:
+        ``RepositoryInfo``.
+
+    Raises:
+        FileExistsError: ``out_dir`` exists and may not be replaced.
+        TritonConfigError: a generated config failed the check (nothing is written).
+    """
+    out = Path(out_dir)
+    if python_source not in ("static", "live"):
+        raise ValueError(f"python_source must be 'static' or 'live', got {python_source!r}")
+    if out.exists():
+        _check_replaceable(out, overwrite)
+    can, how = _can_validate()
+    if validate and not can:
+        raise ImportError(how.removeprefix("not validated: "))
+    do_validate = can if validate is None else bool(validate)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        paths = _resolve_files(files, tmp, input_shape)
+        if python_source == "live" and "live" not in paths:
+            raise ValueError("python_source='live' needs files['live']")
+        static = onnx.load(str(paths["static"]), load_external_data=False)
+        io = onnx_io(static)
+        plan = batching_plan(
+            latency,
+            max_batch_size=max_batch_size,
+            latency_budget_ms=latency_budget_ms,
+            max_queue_delay_us=max_queue_delay_us,
+        )
+        models: dict[str, dict[str, Any]] = {}
+        kinds = ("KIND_GPU", "KIND_CPU") if gpu_default else ("KIND_CPU", "KIND_GPU")
+        ort_name = f"{name}_onnxruntime"
+        d = tmp / ort_name
+        common = {"count": instances, "warmup": warmup}
+        _write_config(d, _config(ort_name, io, plan, backend="onnxruntime", kind=kinds[0], **common))
+        alt = "cpu" if gpu_default else "gpu"
+        _write_config(
+            d, _config(ort_name, io, plan, backend="onnxruntime", kind=kinds[1], **common), f"configs/{alt}.pbtxt"
+        )
+        (d / "1").mkdir()
+        shutil.copyfile(paths["static"], d / "1" / "model.onnx")
+        models[ort_name] = {
+            "backend": "onnxruntime",
+            "instance_kind": kinds[0],
+            "configs": {"config.pbtxt": kinds[0], f"configs/{alt}.pbtxt": kinds[1]},
+            "source": "static",
+            "served_by_a_server_here": False,
+        }
+
+        py_name = f"{name}_python"
+        d = tmp / py_name
+        params = {"onnx_file": "model.onnx", "intra_op_threads": str(intra_op_threads)}
+        _write_config(d, _config(py_name, io, plan, backend="python", kind="KIND_CPU", parameters=params, **common))
+        (d / "1").mkdir()
+        shutil.copyfile(PYTHON_MODEL, d / "1" / "model.py")
+        shutil.copyfile(paths[python_source], d / "1" / "model.onnx")
+        models[py_name] = {
+            "backend": "python",
+            "instance_kind": "KIND_CPU",
+            "configs": {"config.pbtxt": "KIND_CPU"},
+            "source": python_source,
+            "served_by_a_server_here": True,
+        }
+
+        if engine is not None:
+            trt_name = f"{name}_tensorrt"
+            d = tmp / trt_name
+            trt_plan = _engine_plan(Path(engine), plan)
+            _write_config(d, _config(trt_name, io, trt_plan, platform="tensorrt_plan", kind="KIND_GPU", **common))
+            (d / "1").mkdir()
+            shutil.copyfile(engine, d / "1" / "model.plan")
+            models[trt_name] = {
+                "backend": "tensorrt",
+                "instance_kind": "KIND_GPU",
+                "configs": {"config.pbtxt": "KIND_GPU"},
+                "source": str(Path(engine).name),
+                "io_from": f"{ort_name}/1/model.onnx",
+                "served_by_a_server_here": False,
+            }
+        shutil.rmtree(tmp / ".export", ignore_errors=True)
+        model_files = {
+            str(p.relative_to(tmp)): _sha256(p)
+            for p in sorted(tmp.rglob("*"))
+            if p.is_file() and p.suffix in (".onnx", ".plan")
+        }
+        marker = {
+            "schema": SCHEMA,
+            "models": models,
+            "io": io.to_dict(),
+            "batching": plan.to_dict(),
+            "files": model_files,
+            "unverified": UNVERIFIED,
+        }
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        if do_validate:
+            validate_repository(tmp, names=list(models))
+        _place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return RepositoryInfo(
+        path=out,
+        models=models,
+        io=io,
+        batching=plan,
+        validated=do_validate,
+        validation=how if do_validate else ("not validated: validate=False" if can else how),
+        files=model_files,
+    )
+
+
+def _engine_plan(engine: Path, plan: BatchingPlan) -> BatchingPlan:
+    meta = engine.with_suffix(engine.suffix + ".json")
+    if not meta.is_file():
+        return plan
+    profile = json.loads(meta.read_text()).get("profile") or {}
+    top = profile.get("max")
+    if not top:
+        return plan
+    mbs = min(plan.max_batch_size, int(top[0]))
+    return BatchingPlan(
+        mbs, [b for b in plan.preferred if b <= mbs], plan.max_queue_delay_us, plan.curve, plan.throughput, plan.rule
+    )
+
+
+def _check_replaceable(out: Path, overwrite: bool) -> None:
+    if not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder")
+    if not any(out.iterdir()):
+        return
+    ours = (out / MARKER).is_file()
+    if ours and overwrite:
+        return
+    if ours:
+        raise FileExistsError(f"{out} holds a Triton repository written earlier; pass overwrite=True to replace it")
+    raise FileExistsError(f"{out} is not empty and is not a repository written by acl-deploy; refusing to replace it")
+
+
+def _place(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` to ``out``; an old repository there is replaced only after the new one is in place."""
+    os.chmod(tmp, 0o777 & ~_umask())
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    if not any(out.iterdir()):
+        out.rmdir()
+        os.rename(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    old.rmdir()
+    os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# ---------------------------------------------------------------- reading and checking
+
+
+def _marker(repo: Path) -> dict[str, Any]:
+    path = repo / MARKER
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _versions(model_dir: Path) -> list[int]:
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def model_configs(repo: str | Path) -> dict[str, Path]:
+    """``{model: config.pbtxt}`` of every model folder in ``repo``."""
+    repo = Path(repo)
+    return {p.name: p / "config.pbtxt" for p in sorted(repo.iterdir()) if p.is_dir() and (p / "config.pbtxt").is_file()}
+
+
+def _io_file(repo: Path, model: str, config: Any, meta: dict[str, Any]) -> Path | None:
+    model_dir = repo / model
+    versions = _versions(model_dir)
+    if not versions:
+        return None
+    latest = model_dir / str(versions[-1])
+    backend = config.backend or {"onnxruntime_onnx": "onnxruntime", "tensorrt_plan": "tensorrt"}.get(
+        config.platform, ""
+    )
+    if backend == "onnxruntime":
+        return latest / (config.default_model_filename or "model.onnx")
+    if backend == "python" and "onnx_file" in config.parameters:
+        return latest / config.parameters["onnx_file"].string_value
+    io_from = meta.get("models", {}).get(model, {}).get("io_from")
+    return repo / io_from if io_from else None
+
+
+def check_repository(repo: str | Path) -> dict[str, list[str]]:
+    """``{model or config file: problems}`` for every model of ``repo`` (empty lists when all is well).
+
+    Each ``config.pbtxt`` and ``configs/*.pbtxt`` is parsed with Triton's
+    ``model_config.proto`` and checked (``config.check_config``) against the
+    ONNX file it serves (the latest version's), or, for a TensorRT plan, the ONNX
+    file it was built from as recorded in the marker.
+    """
+    repo = Path(repo)
+    meta = _marker(repo)
+    result: dict[str, list[str]] = {}
+    for model, cfg_path in model_configs(repo).items():
+        for path in [cfg_path, *sorted((repo / model / "configs").glob("*.pbtxt"))]:
+            key = str(path.relative_to(repo))
+            try:
+                config = parse_config(path.read_text(), key)
+            except TritonConfigError as e:
+                result[key] = [str(e)]
+                continue
+            io_path = _io_file(repo, model, config, meta)
+            problems: list[str] = []
+            io = None
+            if io_path is None:
+                problems.append(f"model {model}: no ONNX file to check its inputs and outputs against")
+            elif not io_path.is_file():
+                problems.append(f"model {model}: {io_path.relative_to(repo)} is missing")
+            else:
+                try:
+                    io = onnx_io(io_path)
+                except Exception as e:  # unreadable or unservable file: reported, not raised
+                    problems.append(f"model {model}: cannot read {io_path.relative_to(repo)}: {e}")
+            problems += check_config(config, io, model_dir=repo / model)
+            result[key] = problems
+    if not result:
+        result["(repository)"] = [f"{repo} holds no model folder with a config.pbtxt"]
+    return result
+
+
+def validate_repository(repo: str | Path, *, names: Sequence[str] = ()) -> dict[str, list[str]]:
+    """``check_repository``, raising ``TritonConfigError`` with every problem when there is one.
+
+    ``names``: models that must be present.
+    """
+    result = check_repository(repo)
+    problems = [p for ps in result.values() for p in ps]
+    present = set(model_configs(repo))
+    problems += [f"model {n} is missing from {repo}" for n in names if n not in present]
+    if problems:
+        raise TritonConfigError(f"Triton repository {repo} has {len(problems)} problem(s):\n- " + "\n- ".join(problems))
+    return result
+
+
+def add_version(
+    repo: str | Path,
+    model: str,
+    onnx_file: str | Path | onnx.ModelProto,
+    *,
+    version: int | None = None,
+    validate: bool | None = None,
+) -> Path:
+    """Add ``<repo>/<model>/<version>/`` serving ``onnx_file`` (default version: latest + 1).
+
+    The version folder is filled under a hidden temporary name and renamed, so a
+    server polling the repository never sees it half written. A python-backend
+    model gets ``model.py`` copied from its latest version. The new file must
+    have the same inputs and outputs as the config (checked when Triton's
+    protobuf is available). TensorRT plans are refused (build or refit an engine
+    instead: ``deploy.tensorrt``).
+
+    Returns:
+        The new version folder.
+    """
+    repo = Path(repo)
+    model_dir = repo / model
+    cfg_path = model_dir / "config.pbtxt"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path} not found: {model!r} is not a model of {repo}")
+    versions = _versions(model_dir)
+    new = int(version) if version is not None else (versions[-1] + 1 if versions else 1)
+    if new < 1 or new in versions:
+        raise FileExistsError(f"version {new} of {model!r} exists already (versions {versions})")
+    meta = _marker(repo).get("models", {}).get(model, {})
+    text = cfg_path.read_text()
+    backend = meta.get("backend") or (
+        "python" if 'backend: "python"' in text else "onnxruntime" if "onnxruntime" in text else ""
+    )
+    if backend not in ("onnxruntime", "python"):
+        raise ValueError(
+            f"model {model!r} has backend {backend or 'unknown'!r}; only ONNX-serving models get new versions here"
+        )
+    tmp = Path(tempfile.mkdtemp(prefix=f".{new}.", suffix=".tmp", dir=model_dir))
+    try:
+        target = tmp / "model.onnx"
+        if isinstance(onnx_file, onnx.ModelProto):
+            target.write_bytes(onnx_file.SerializeToString())
+        else:
+            shutil.copyfile(onnx_file, target)
+        if backend == "python":
+            src = model_dir / str(versions[-1]) / "model.py" if versions else PYTHON_MODEL
+            shutil.copyfile(src if src.is_file() else PYTHON_MODEL, tmp / "model.py")
+        can, how = _can_validate()
+        if validate and not can:
+            raise ImportError(how)
+        if can if validate is None else validate:
+            config = parse_config(text, str(cfg_path))
+            problems = [p for p in check_config(config, onnx_io(target)) if "version" not in p]
+            if problems:
+                raise TritonConfigError(
+                    f"new version of {model!r} does not fit its config:\n- " + "\n- ".join(problems)
+                )
+        os.chmod(tmp, 0o777 & ~_umask())
+        os.rename(tmp, model_dir / str(new))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return model_dir / str(new)

@@ -1,0 +1,241 @@
+"""AKP hot-swap of a running ONNX Runtime session: new kernels without PyTorch, checked swaps, no downtime.
+
+Models have BatchNorm after every ACL and residual connections (ResNet-18 for
+32x32 images, and a small Conv-BN-residual net for the quick cases), with
+trained-looking BatchNorm statistics. References are the PyTorch models holding
+the new AKPs (``export.verify.perturbed_akps``); inputs are never the export
+example. Tests assert correctness only; ``benchmarks/bench_serving.py`` times swaps.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import export
+from deploy.hotswap import (
+    HotSwapError,
+    HotSwapRunner,
+    HotSwapSession,
+    KernelGenerator,
+    live_with_akps,
+    static_with_akps,
+    triton_version,
+)
+from export.compare import TOLERANCES, compare_outputs
+from export.verify import akp_feed, perturbed_akps
+from tests.deploy.triton.nets import resnet18, small_resnet
+
+IMAGE = (3, 16, 16)
+
+
+def _out(model, x):
+    with torch.inference_mode():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def _assert_close(ref, got, what):
+    res = compare_outputs(ref, got, TOLERANCES["fp32"])
+    assert res["passed"], f"{what}: max abs {res.get('max_abs_err')}, max rel {res.get('max_rel_err')} ({res})"
+
+
+@pytest.fixture(scope="module")
+def small():
+    model = small_resnet(seed=1, image=IMAGE)
+    return model
+
+
+@pytest.fixture(scope="module")
+def small_files(small, tmp_path_factory):
+    d = tmp_path_factory.mktemp("hotswap-small")
+    return export.export_files(small, {"static": d / "s.static.onnx", "live": d / "s.live.onnx"}, (1, *IMAGE))
+
+
+@pytest.fixture()
+def x():
+    return np.random.default_rng(21).standard_normal((4, *IMAGE)).astype(np.float32)
+
+
+@pytest.mark.slow
+def test_resnet18_swap_gives_the_new_models_outputs(tmp_path):
+    model = resnet18(seed=2)
+    files = export.export_files(
+        model, {"static": tmp_path / "r.static.onnx", "live": tmp_path / "r.live.onnx"}, (1, 3, 32, 32)
+    )
+    moved, akps = perturbed_akps(model, seed=3)
+    x = np.random.default_rng(4).standard_normal((6, 3, 32, 32)).astype(np.float32)
+    hs = HotSwapSession(files["static"], files["live"])
+    _assert_close(_out(model, x), hs.run(None, {"input": x})[0], "before the swap")
+    result = hs.swap_akps(akps)
+    assert result.version == 2 and result.check["elementwise_passed"]
+    got = hs.run(None, {"input": x})[0]
+    _assert_close(_out(moved, x), got, "after the swap")
+    assert np.abs(got - _out(model, x)).max() > 1e-2, "the swap did not change the outputs"
+    # the rewritten static file holds the moved model's raw kernels (what a fresh export would store)
+    import acl
+
+    ours = {t.name: onnx.numpy_helper.to_array(t) for t in hs.static_model().graph.initializer}
+    layers = dict(acl.acl_layers(moved))
+    assert sorted(hs.generator.weight_names) == sorted(f"{n}.weight" for n in layers)
+    for name, layer in layers.items():
+        ref = layer.weight.detach().numpy()
+        np.testing.assert_allclose(ours[f"{name}.weight"], ref, atol=1e-5, rtol=1e-4, err_msg=name)
+
+
+def test_partial_swap_moves_only_the_given_akps(small, small_files, x):
+    hs = HotSwapSession(small_files["static"], small_files["live"])
+    moved, akps = perturbed_akps(small, seed=7)
+    layer = "layer2.conv1"
+    subset = {k: v for k, v in akps.items() if k.startswith(layer + ".")}
+    partial = copy.deepcopy(small)
+    with torch.no_grad():
+        for name, p in partial.get_submodule(layer).akps().items():
+            p.copy_(torch.from_numpy(subset[f"{layer}.{name}"]))
+    result = hs.swap_akps(subset)
+    assert result.changed == sorted(subset)
+    _assert_close(_out(partial, x), hs.run(None, {"input": x})[0], "after a one-layer swap")
+    hs.swap_akps({k: v for k, v in akps.items() if k not in subset})
+    _assert_close(_out(moved, x), hs.run(None, {"input": x})[0], "after swapping the rest")
+    assert all(np.array_equal(hs.akps[k], v) for k, v in akps.items())
+    hs.swap_akps(small)  # an ACL model gives its AKPs: back to the start
+    _assert_close(_out(small, x), hs.run(None, {"input": x})[0], "after swapping back")
+
+
+def test_bad_akps_are_refused_and_the_session_stays(small, small_files, x):
+    hs = HotSwapSession(small_files["static"], small_files["live"])
+    before = hs.run(None, {"input": x})[0]
+    name = next(iter(akp_feed(small)))
+    good = akp_feed(small)[name]
+    with pytest.raises(KeyError, match="unknown AKP"):
+        hs.swap_akps({"stem.0.akp9_G": good})
+    with pytest.raises(ValueError, match="shape"):
+        hs.swap_akps({name: good[:1]})
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        hs.swap_akps({name: np.full_like(good, np.nan)})
+    assert hs.version == 1
+    np.testing.assert_array_equal(before, hs.run(None, {"input": x})[0])
+
+
+def test_a_swap_that_does_not_take_effect_is_caught(small, small_files, x, monkeypatch):
+    """What ``add_initializer`` does at ORT_ENABLE_ALL (new values silently ignored) must not pass as a swap."""
+    import deploy.hotswap as hotswap
+
+    hs = HotSwapSession(small_files["static"], small_files["live"])
+    before = hs.run(None, {"input": x})[0]
+    _, akps = perturbed_akps(small, seed=9)
+    monkeypatch.setattr(hotswap, "_patch_bytes", lambda buf, offsets, values: bytes(buf))  # new kernels ignored
+    with pytest.raises(HotSwapError, match="max abs"):
+        hs.swap_akps(akps)
+    assert hs.version == 1
+    np.testing.assert_array_equal(before, hs.run(None, {"input": x})[0])
+
+
+def test_requests_during_a_swap_all_succeed_on_one_model_or_the_other(small, small_files, x):
+    hs = HotSwapSession(small_files["static"], small_files["live"], threads=1)
+    moved, akps = perturbed_akps(small, seed=11)
+    old, new = _out(small, x), _out(moved, x)
+    results, errors, stop = [], [], threading.Event()
+
+    def client():
+        while not stop.is_set():
+            try:
+                results.append(hs.run(None, {"input": x})[0])
+            except Exception as e:  # collected: the test fails on any
+                errors.append(e)
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for k in range(3):
+            hs.swap_akps(akps if k % 2 == 0 else small)
+        hs.swap_akps(akps)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not errors, errors[:3]
+    assert len(results) > 0
+    for out in results:
+        a = compare_outputs(old, out, TOLERANCES["fp32"])["passed"]
+        b = compare_outputs(new, out, TOLERANCES["fp32"])["passed"]
+        assert a or b, "an answer matches neither the old nor the new AKPs"
+    _assert_close(new, hs.run(None, {"input": x})[0], "after the last swap")
+
+
+def test_runner_swaps_while_active(small, small_files, x):
+    moved, akps = perturbed_akps(small, seed=13)
+    with HotSwapRunner(small_files["static"], small_files["live"], threads=1) as runner:
+        _assert_close(_out(small, x), runner.infer({"input": x})["logits"], "runner before")
+        result = runner.swap_akps(akps)
+        assert result.total_s > 0 and result.version == 2
+        _assert_close(_out(moved, x), runner.infer({"input": x})["logits"], "runner after")
+
+
+def test_kernel_generator_and_file_rewrites_match_pytorch(small, small_files, x, tmp_path):
+    moved, akps = perturbed_akps(small, seed=15)
+    gen = KernelGenerator(small_files["live"])
+    kernels = gen(akps)
+    import acl
+
+    for name, layer in acl.acl_layers(moved):
+        np.testing.assert_allclose(
+            kernels[f"{name}.weight"], layer.weight.detach().numpy(), atol=1e-5, rtol=1e-4, err_msg=name
+        )
+    import onnxruntime as ort
+
+    rewritten = {
+        "static": static_with_akps(small_files["live"], small_files["static"], akps),
+        "live": live_with_akps(small_files["live"], akps),
+    }
+    for kind, proto in rewritten.items():
+        sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        _assert_close(_out(moved, x), sess.run(None, {"input": x})[0], f"rewritten {kind} file")
+    with pytest.raises(ValueError, match="not the same model"):
+        HotSwapSession(static_with_akps(small_files["live"], small_files["static"], akps), small_files["live"])
+
+
+def test_new_akps_become_a_new_triton_version(small, small_files, x, tmp_path):
+    from deploy.triton import write_repository
+
+    write_repository(tmp_path / "repo", small_files, validate=False)
+    write_repository(tmp_path / "live", small_files, name="lv", python_source="live", validate=False)
+    moved, akps = perturbed_akps(small, seed=17)
+    made = triton_version(tmp_path / "repo", akps, small_files["live"])
+    made.update(triton_version(tmp_path / "live", akps, small_files["live"]))
+    assert {m: p.name for m, p in made.items()} == {
+        "acl_onnxruntime": "2",
+        "acl_python": "2",
+        "lv_onnxruntime": "2",
+        "lv_python": "2",
+    }
+    import onnxruntime as ort
+
+    for model, folder in made.items():
+        sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+        _assert_close(_out(moved, x), sess.run(None, {"input": x})[0], f"{model} version 2")
+    live_v2 = onnx.load(str(made["lv_python"] / "model.onnx"))
+    assert any(n.domain == "ai.acl" for n in live_v2.graph.node)  # the live model stays live
+    assert (made["acl_python"] / "model.py").is_file()
+
+
+def test_files_without_raw_data_take_the_slow_path(small, small_files, x):
+    """An initializer stored as float_data (not raw bytes) is rewritten through the proto instead."""
+    from deploy import hotswap
+
+    static = onnx.load(str(small_files["static"]))
+    t = next(t for t in static.graph.initializer if t.name == "stem.0.weight")
+    values = onnx.numpy_helper.to_array(t).ravel().tolist()
+    t.ClearField("raw_data")
+    t.float_data.extend(values)
+    hs = HotSwapSession(static, small_files["live"])
+    assert hs._offsets is None
+    assert hotswap._raw_data_offsets(small_files["static"].read_bytes(), hs.generator.weight_names) is not None
+    moved, akps = perturbed_akps(small, seed=19)
+    hs.swap_akps(akps)
+    _assert_close(_out(moved, x), hs.run(None, {"input": x})[0], "after a swap through the proto")

@@ -1,0 +1,126 @@
+"""``test_data_set_0`` beside exported files, read the way ONNX's backend tests read it, and replayed by Polygraphy."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from export.test_data import (
+    DATA_SET,
+    check_test_data,
+    main,
+    read_test_data,
+    reproduce_commands,
+    write_test_data,
+)
+from tests.conftest import torch_out
+
+
+@pytest.fixture()
+def run_dir(exported, tmp_path):
+    for kind in ("static", "live", "live-akp"):
+        shutil.copyfile(exported[kind], tmp_path / exported[kind].name)
+    return tmp_path
+
+
+@pytest.fixture()
+def data(anann, run_dir, fresh_input):
+    expected = torch_out(anann, fresh_input)
+    return write_test_data(run_dir / "m.static.onnx", fresh_input, expected), fresh_input, expected
+
+
+def test_layout_and_tensor_protos(data, run_dir):
+    written, x, y = data
+    assert sorted(p.name for p in (run_dir / DATA_SET).iterdir()) == ["input_0.pb", "output_0.pb"]
+    t = onnx.TensorProto()
+    t.ParseFromString((run_dir / DATA_SET / "input_0.pb").read_bytes())
+    assert t.name == "input" and list(t.dims) == list(x.shape) and t.data_type == onnx.TensorProto.FLOAT
+    inputs, outputs = read_test_data(run_dir)
+    np.testing.assert_array_equal(inputs["input"], x)
+    np.testing.assert_array_equal(outputs["logits"], y)
+    raw = np.fromfile(run_dir / written.trtexec_inputs["input"], dtype="<f4").reshape(x.shape)
+    np.testing.assert_array_equal(raw, x)
+    assert written.reference == "given"
+
+
+def test_every_file_kind_passes_on_the_shared_data_set(data, run_dir):
+    for name in ("m.static.onnx", "m.live.onnx", "m.live-akp.onnx"):
+        result = check_test_data(run_dir / name)["logits"]
+        assert result["passed"], f"{name}: max abs {result['max_abs_err']}, max rel {result['max_rel_err']}"
+
+
+def test_onnx_backend_style_run(data, run_dir):
+    """As ONNX's backend test runner does: inputs by position from input_*.pb, outputs against output_*.pb.
+
+    ONNX Runtime's backend (what ONNX's backend tests drive) refuses the custom
+    ``ai.acl`` domain by default; the static file and the inlined live file pass.
+    """
+    import unittest
+
+    import onnxruntime.backend as backend
+
+    from export.inline import inline
+
+    inputs = []
+    for p in sorted((run_dir / DATA_SET).glob("input_*.pb")):
+        t = onnx.TensorProto()
+        t.ParseFromString(p.read_bytes())
+        inputs.append(onnx.numpy_helper.to_array(t))
+    _, outputs = read_test_data(run_dir)
+    inlined = inline(run_dir / "m.live.onnx")
+    for path in (run_dir / "m.static.onnx", inlined):
+        got = backend.prepare(onnx.load(str(path)), "CPU").run(inputs)[0]
+        np.testing.assert_allclose(got, outputs["logits"], atol=1e-4, rtol=1e-3, err_msg=path.name)
+    with pytest.raises(unittest.SkipTest, match="ai.acl"):
+        backend.prepare(onnx.load(str(run_dir / "m.live.onnx")), "CPU")
+
+
+def test_polygraphy_command_replays_and_catches_a_difference(data, run_dir):
+    if shutil.which("polygraphy") is None and not (
+        sys.prefix and (shutil.which("polygraphy", path=f"{sys.prefix}/bin"))
+    ):
+        pytest.skip("the polygraphy command is not on PATH")
+    exe = shutil.which("polygraphy") or shutil.which("polygraphy", path=f"{sys.prefix}/bin")
+    for name in ("m.static.onnx", "m.live.onnx"):
+        cmd = reproduce_commands(run_dir / name)["polygraphy"]
+        assert cmd.startswith(f"polygraphy run {name} --onnxrt --load-inputs")
+        done = subprocess.run([exe, *cmd.split()[1:]], cwd=run_dir, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "PASSED" in done.stdout + done.stderr
+    _, x, y = data
+    write_test_data(run_dir / "m.static.onnx", x, y + 0.01)  # expected outputs off by 1e-2
+    cmd = reproduce_commands(run_dir / "m.static.onnx")["polygraphy"]
+    done = subprocess.run([exe, *cmd.split()[1:]], cwd=run_dir, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0, "polygraphy passed outputs that are off by 1e-2"
+
+
+def test_trtexec_and_check_commands(data, run_dir):
+    cmds = reproduce_commands(run_dir / "m.static.onnx", batch_sizes=(1, 8, 64))
+    assert cmds["trtexec"] == (
+        "trtexec --onnx=m.static.onnx --minShapes=input:1x1x12x12 --optShapes=input:8x1x12x12 "
+        "--maxShapes=input:64x1x12x12 --shapes=input:5x1x12x12 --loadInputs=input:trtexec-input.bin "
+        "--exportOutput=m.static.onnx.trtexec-output.json"
+    )
+    assert cmds["check"] == "python -m export.test_data m.static.onnx"
+    assert "--fp16" in reproduce_commands(run_dir / "m.static.onnx", precision="fp16")["trtexec"]
+
+
+def test_cli_exit_codes(data, run_dir, capsys):
+    assert main([str(run_dir / "m.live.onnx")]) == 0
+    _, x, y = data
+    write_test_data(run_dir / "m.static.onnx", x, y * 2)
+    assert main([str(run_dir / "m.live.onnx")]) == 1
+    assert "DIFFERS" in capsys.readouterr().out
+    assert main([]) == 2
+
+
+def test_outputs_default_to_onnxruntime_and_names_are_checked(run_dir, fresh_input):
+    written = write_test_data(run_dir / "m.live-akp.onnx", {"input": fresh_input})
+    assert written.reference == "onnxruntime" and list(written.inputs) == ["input"]  # AKP inputs are optional
+    with pytest.raises(ValueError, match="missing"):
+        write_test_data(run_dir / "m.static.onnx", {"image": fresh_input})
