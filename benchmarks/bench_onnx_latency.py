@@ -38,6 +38,7 @@ from deploy.runners import OrtRunner, TorchRunner, quiet_polygraphy
 from deploy.timing import measure_latency
 from export import passes
 from pipeline.archs import DEFAULT_SPEC, build
+from pipeline.archs.calibrate import trained_looking_bn
 
 # arch -> (input shape without batch, default batch sizes, classes)
 PRESETS = {
@@ -47,17 +48,6 @@ PRESETS = {
     "resnet18_cifar": ((3, 32, 32), "1,32", 10),
     "mobilenet_v2": ((3, 224, 224), "1,32", 1000),
 }
-
-
-def _randomise_batchnorm(model: torch.nn.Module) -> None:
-    """Trained-looking BatchNorm statistics, so that folding it is not a no-op."""
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
 
 
 def main() -> None:
@@ -78,11 +68,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     plain = build(args.arch, None, in_channels=image[0], num_classes=classes).eval()
-    _randomise_batchnorm(plain)
+    trained_looking_bn(plain, image)
     anann = acl.convert(
         plain, DEFAULT_SPEC, layers=args.layers if args.layers in ("all", "first") else args.layers.split(",")
     )
-    anann.eval()
+    # Measured after conversion: analytic kernels change every activation's scale.
+    trained_looking_bn(anann, image)
     shape = (1, *image)
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import acl
+from pipeline.archs.calibrate import trained_looking_bn  # noqa: F401  (re-exported for tests)
 
 ALL_FAMILIES = "G0.2Lg0.1Lt0.1Tf0.15Ts0.1M0.05P0.3"
 
@@ -64,22 +65,3 @@ def ort_out(path, x: np.ndarray, extra: dict | None = None) -> np.ndarray:
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     return sess.run(None, {"input": x, **(extra or {})})[0]
-
-
-def trained_looking_bn(model: torch.nn.Module, image: tuple[int, ...], seed: int = 0) -> torch.nn.Module:
-    """BatchNorm running statistics measured on random data, random affine parameters; eval mode.
-
-    A fresh net's statistics are the identity, which hides folding mistakes; made-up
-    statistics blow a deep untrained net up to inf; measured ones keep it finite.
-    """
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-    model.train()
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.randn(8, *image, generator=g))
-    return model.eval()
