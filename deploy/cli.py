@@ -24,7 +24,7 @@ def clip(text: object, limit: int = ECHO_LIMIT) -> str:
         >>> clip("abc")
         "'abc'"
         >>> clip("x" * 500, limit=10)
-        "'xxxxxxxxx... (502 characters)"
+        "'xxxxxxxx... (502 characters)"
     """
     r = repr(text)
     return r if len(r) <= limit else f"{r[: limit - 1]}... ({len(r)} characters)"
