@@ -179,7 +179,7 @@ def test_failure_midway_leaves_previous_outputs_untouched(run_dir, tmp_path, mon
     def boom(*a, **k):
         raise RuntimeError("disk full (simulated)")
 
-    monkeypatch.setattr(export.onnx_export, "to_onnx", boom)
+    monkeypatch.setattr(export, "export_files", boom)
     with pytest.raises(RuntimeError, match="simulated"):
         main(["--out", str(copy), "--force", "--checkpoint", str(run_dir / "model.safetensors"), "--batch-sizes", "1"])
     assert digest(copy) == before

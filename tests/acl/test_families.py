@@ -1,0 +1,48 @@
+import inspect
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from acl.families import FAMILIES, family
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_registry_is_complete_and_consistent():
+    assert list(FAMILIES) == ["G", "Lg", "Lt", "Tf", "Ts", "M", "P"]
+    assert len({f.colour for f in FAMILIES.values()}) == len(FAMILIES)
+    for f in FAMILIES.values():
+        if f.symbol == "P":
+            assert f.op is None and f.formula is None and not f.is_analytic
+            continue
+        assert f.op and f.formula is not None
+        # a formula takes its AKP columns by name, then the samples
+        assert list(inspect.signature(f.formula).parameters)[-1] == "s"
+        assert len(inspect.signature(f.formula).parameters) == len(f.akps) + 1
+        for akp in f.akps:
+            assert akp.unit in ("px", "rad")
+            for s in (1, 3, 7):
+                lo, hi = akp.init(s)
+                assert lo < hi, (f.symbol, akp.name, s)
+
+
+def test_readme_family_table_matches_the_registry():
+    rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| ([^|]+) \|", README.read_text(), flags=re.M)
+    table = {sym: names.strip() for sym, names in rows if sym in FAMILIES}
+    for sym, f in FAMILIES.items():
+        if f.akps:
+            assert table[sym] == ", ".join(f.akp_names), sym
+
+
+def test_unknown_symbol_is_named():
+    with pytest.raises(ValueError, match="unknown kernel family 'Q'; expected one of G, Lg, Lt, Tf, Ts, M, P"):
+        family("Q")
+
+
+def test_registry_imports_without_pytorch():
+    import subprocess
+
+    code = "import sys; sys.modules['torch'] = None\nimport acl.families, acl.spec, export.functions\n"
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
