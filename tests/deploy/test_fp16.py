@@ -80,3 +80,20 @@ def test_fp16_file_keeps_large_weights_up_to_the_fp16_maximum(exported, tmp_path
     out = to_fp16_onnx(m)
     w = {t.name: onnx.numpy_helper.to_array(t) for t in out.graph.initializer}["0.weight"]
     assert w.dtype == np.float16 and float(w.flat[0]) == 30000.0
+
+
+def test_fp16_file_of_a_resnet_agrees_with_fp32(tmp_path):
+    # A deep BatchNorm net is where half precision goes wrong: BatchNormalization
+    # run in FP16 moved these logits by 0.5 and flipped a quarter of the argmaxes.
+    import export
+    from pipeline.archs import build
+    from pipeline.archs.calibrate import trained_looking_bn
+
+    torch.manual_seed(0)
+    net = trained_looking_bn(build("resnet18_cifar", in_channels=3), (3, 32, 32))
+    static = export.export_files(net, {"static": tmp_path / "s.onnx"}, (1, 3, 32, 32))["static"]
+    m = to_fp16_onnx(static, tmp_path / "s.fp16.onnx")
+    assert {n.op_type for n in m.graph.node if n.op_type == "Conv"}, "convolutions are converted"
+    x = np.random.default_rng(7).standard_normal((16, 3, 32, 32), dtype=np.float32)
+    res = compare_outputs(ort_out(static, x), ort_out(tmp_path / "s.fp16.onnx", x), TOLERANCES["fp16"])
+    assert res["passed"] and res["top1_agreement"] == 1.0, res
