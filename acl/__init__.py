@@ -18,25 +18,36 @@ from typing import Any
 _HOME = {
     "AnalyticConv2d": "acl.analytic_conv",
     "FAMILIES": "acl.families",
+    "FitReport": "acl.fitting",
     "Spec": "acl.spec",
+    "ablate": "acl.ablation",
     "acl_layers": "acl.conversion",
+    "akp_summary": "acl.interpret",
+    "attribution": "acl.ablation",
     "bake": "acl.conversion",
+    "best_family": "acl.fitting",
     "compact_factor": "acl.spec",
     "convert": "acl.conversion",
+    "family_energy": "acl.interpret",
+    "fit": "acl.fitting",
+    "from_conv": "acl.conversion",
     "generate": "acl.kernels",
     "init_akps": "acl.kernels",
     "parse_spec": "acl.spec",
 }
 __all__ = sorted(_HOME)
+# ``acl.fit`` and ``acl.ablate`` are functions: their modules are named otherwise, since importing
+# a submodule binds its name on the package and would shadow a function of the same name.
+_SUBMODULES = ("ablation", "analytic_conv", "conversion", "families", "fitting", "interpret", "kernels", "spec")
 
 
 def __getattr__(name: str) -> Any:
     if name in _HOME:
         return getattr(importlib.import_module(_HOME[name]), name)
-    if name in ("analytic_conv", "conversion", "families", "kernels", "spec"):
+    if name in _SUBMODULES:
         return importlib.import_module(f"acl.{name}")
     raise AttributeError(f"module 'acl' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return [*__all__, "analytic_conv", "conversion", "families", "kernels", "spec"]
+    return [*__all__, *_SUBMODULES]

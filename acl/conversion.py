@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
 
 from torch import nn
 
 from acl.analytic_conv import AnalyticConv2d
 from acl.spec import Spec
 
-__all__ = ["acl_layers", "bake", "convert"]
+__all__ = ["acl_layers", "bake", "convert", "from_conv"]
 
 LayerSelector = str | Iterable[str] | Callable[[str, nn.Conv2d], bool]
 
@@ -47,12 +48,49 @@ def _select(model: nn.Module, layers: LayerSelector) -> list[str]:
     return names
 
 
+def from_conv(
+    conv: nn.Conv2d, spec: str | Spec, *, init: Literal["random", "fit"] = "random", **fit_options: Any
+) -> AnalyticConv2d:
+    """An ACL in place of ``conv``: same hyper-parameters, bias, and plain kernels at their positions.
+
+    Args:
+        conv: the convolution to replace (left untouched).
+        spec: the arrangement.
+        init: how the analytic kernels start: ``"random"``, random AKPs
+            (``acl.init_akps``); ``"fit"``, the AKPs that best reproduce ``conv``'s own
+            kernels at their positions (``acl.fit``, least squares without gain).
+        **fit_options: for ``init="fit"``: ``acl.fit``'s solver options (``seed``,
+            ``steps``, ``time_limit``...).
+
+    Examples:
+        >>> import torch
+        >>> from acl import generate
+        >>> conv = nn.Conv2d(1, 2, 5)
+        >>> with torch.no_grad():
+        ...     conv.weight[0, 0] = generate("Lg", torch.tensor([[1.3]]), 5)[0]
+        >>> layer = from_conv(conv, "Lg1P1", init="fit")
+        >>> round(layer.akp0_Lg.item(), 4), torch.allclose(layer.weight, conv.weight, atol=1e-5)
+        (1.3, True)
+    """
+    if init not in ("random", "fit"):
+        raise ValueError(f"init must be 'random' or 'fit', got {init!r}")
+    layer = AnalyticConv2d.from_conv(conv, spec)
+    if init == "fit":
+        from acl.fitting import fit_into  # the solver is needed only here
+
+        fit_into(layer, conv.weight.detach(), **fit_options)
+    elif fit_options:
+        raise TypeError(f"options {sorted(fit_options)} apply to init='fit' only")
+    return layer
+
+
 def convert(
     model: nn.Module,
     spec: str | Spec | Mapping[str, str | Spec],
     *,
     layers: LayerSelector,
     inplace: bool = False,
+    init: Literal["random", "fit"] = "random",
 ) -> nn.Module:
     """Replace chosen ``nn.Conv2d`` layers with ``AnalyticConv2d`` (``from_conv``).
 
@@ -66,6 +104,7 @@ def convert(
         layers: ``"first"``, ``"all"``, a layer name, an iterable of names (as in
             ``named_modules()``), or a predicate ``(name, conv) -> bool``.
         inplace: modify ``model`` instead of a deep copy.
+        init: ``"random"`` AKPs, or ``"fit"``: fitted to each replaced conv's kernels (``from_conv``).
 
     Returns:
         The converted model (``model`` itself when ``inplace``).
@@ -92,7 +131,7 @@ def convert(
         conv = out.get_submodule(name) if name else out
         layer_spec = spec[name] if isinstance(spec, Mapping) else spec
         try:
-            acl = AnalyticConv2d.from_conv(conv, layer_spec)
+            acl = from_conv(conv, layer_spec, init=init)
         except ValueError as e:
             raise ValueError(f"layer {name or '<root>'!r}: {e}") from None
         if not name:

@@ -1,0 +1,126 @@
+"""Figures of the paper reproduced from this project's results (matplotlib, Agg backend).
+
+- ``plot_fit``: Fig. 3, target kernels beside their analytic models (``acl.fit``) and the residual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from acl.families import FAMILIES
+
+__all__ = ["plot_fit"]
+
+
+def _array(kernels: torch.Tensor | np.ndarray) -> np.ndarray:
+    a = kernels.detach().cpu().double().numpy() if isinstance(kernels, torch.Tensor) else np.asarray(kernels, float)
+    if a.ndim == 3:
+        a = a[:, None]
+    if a.ndim != 4:
+        raise ValueError(f"kernels must have shape [Co, Ci, h, w] or [N, h, w], got {list(a.shape)}")
+    return a
+
+
+def plot_fit(
+    targets: torch.Tensor | np.ndarray,
+    fitted: torch.Tensor | np.ndarray,
+    path: str | Path,
+    *,
+    kinds: Sequence[str] | None = None,
+    errors: Sequence[float] | torch.Tensor | None = None,
+    rgb: bool | None = None,
+    max_rows: int = 12,
+    title: str | None = None,
+) -> Path:
+    """Fig. 3: each target kernel, its analytic model and the residual, one row per kernel.
+
+    The three tiles of a row share one colour scale (symmetric about zero, the
+    target's largest magnitude), so the residual reads against the target it is
+    part of; a model that cannot match the target's amplitude shows it. With
+    ``rgb``, a row is an output channel's three input kernels shown as one colour
+    image (as Fig. 3 shows ResNet-50's first layer), each image mapped to 0..1 by
+    the target's range.
+
+    Args:
+        targets: ``[Co, Ci, h, w]`` (a conv weight) or ``[N, h, w]``.
+        fitted: the model's kernels, the same shape (e.g. ``layer.weight`` of ``acl.fit``).
+        path: the PNG to write.
+        kinds: family symbol per kernel (``FitReport.kinds``): the row label and
+            the fitted tile's frame colour (Fig. 4a's colours).
+        errors: relative error per kernel (``FitReport.rel_error``), printed per row.
+        rgb: one colour image per output channel; ``None``: when ``Ci == 3``.
+        max_rows: rows drawn at most (the first kernels; the title says how many).
+        title: figure title; default says what is shown.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: shapes that differ or are not kernel banks.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t, f = _array(targets), _array(fitted)
+    if t.shape != f.shape:
+        raise ValueError(f"targets {list(t.shape)} and fitted {list(f.shape)} differ in shape")
+    co, ci, h, w = t.shape
+    rgb = ci == 3 if rgb is None else rgb
+    if rgb and ci != 3:
+        raise ValueError(f"rgb needs 3 input channels, got {ci}")
+    err = None if errors is None else np.asarray(torch.as_tensor(errors).detach().cpu(), float).reshape(-1)
+    if rgb:
+        rows_t, rows_f = t.transpose(0, 2, 3, 1), f.transpose(0, 2, 3, 1)  # [Co, h, w, 3]
+        labels = [f"out {i}" for i in range(co)]
+        if err is not None:  # one error per image: the norm of the three kernels' errors together
+            err = np.sqrt(
+                (err.reshape(co, 3) ** 2 * (t.reshape(co, 3, -1) ** 2).sum(-1)).sum(1) / (t**2).reshape(co, -1).sum(1)
+            )
+        kind_of = [None] * co
+    else:
+        rows_t, rows_f = t.reshape(-1, h, w), f.reshape(-1, h, w)
+        labels = [f"#{i}" for i in range(len(rows_t))]
+        kind_of = list(kinds) if kinds is not None else [None] * len(rows_t)
+    n = min(len(rows_t), max_rows)
+    fig, axes = plt.subplots(n, 3, figsize=(5.2, 1.55 * n + 0.7), squeeze=False)
+    for r in range(n):
+        tk, fk = rows_t[r], rows_f[r]
+        tiles = (tk, fk, tk - fk)
+        if rgb:
+            lo, hi = float(tk.min()), float(tk.max())
+            span = hi - lo if hi > lo else 1.0
+            for c, tile in enumerate(tiles):
+                shifted = tile - lo if c < 2 else tile + (hi - lo) / 2  # residual centred on mid-grey
+                axes[r, c].imshow(np.clip(shifted / span, 0, 1), interpolation="nearest")
+        else:
+            vmax = float(np.abs(tk).max()) or 1.0
+            for c, tile in enumerate(tiles):
+                axes[r, c].imshow(tile, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+        kind = kind_of[r]
+        label = labels[r] + (f" {FAMILIES[kind].name}" if kind in FAMILIES else "")
+        if err is not None:
+            label += f"\nrel err {err[r]:.3f}"
+        axes[r, 0].set_ylabel(label, fontsize=7)
+        for c in range(3):
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+        if kind in FAMILIES:
+            for side in axes[r, 1].spines.values():
+                side.set_edgecolor(FAMILIES[kind].colour)
+                side.set_linewidth(2)
+    for c, name in enumerate(("target", "analytic model", "residual")):
+        axes[0, c].set_title(name, fontsize=8)
+    what = "output channels" if rgb else "kernels"
+    shown = f"first {n} of {len(rows_t)} {what}" if n < len(rows_t) else f"{n} {what}"
+    fig.suptitle(title or f"Targets and their analytic models: {shown}, {h}x{w}", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
