@@ -44,4 +44,4 @@ $(SERVE_VENV)/.installed: pyproject.toml
 	@touch $@
 
 test-serve: serve-env
-	$(SERVE_PY) -m pytest -m serve tests/deploy tests/export $(PYTEST_ARGS)
+	$(SERVE_PY) -m pytest -m serve tests/deploy tests/export tests/pipeline/test_serving_stage.py $(PYTEST_ARGS)

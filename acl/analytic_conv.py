@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from acl.families import pair
 from acl.kernels import init_akps, unchecked_mosaic
 from acl.spec import Spec, parse_spec
 
@@ -68,6 +69,7 @@ class AnalyticConv2d(nn.Module):
         spec: str | Spec,
     ) -> None:
         super().__init__()
+        pair(kernel_size)  # a zero or negative size: a ValueError naming it (nn.Conv2d accepts 0)
         # nn.Conv2d on the meta device validates the hyper-parameters exactly as
         # PyTorch does and derives the padding bookkeeping, allocating nothing.
         ref = nn.Conv2d(

@@ -40,7 +40,9 @@ def _select(model: nn.Module, layers: LayerSelector) -> list[str]:
     modules = dict(model.named_modules())
     for name in names:
         if name not in modules:
-            raise ValueError(f"layer {name!r} not found in the model; nn.Conv2d layers are: {[n for n, _ in convs]}")
+            raise ValueError(
+                f"layer {name!r} not found in the model; expected one of its nn.Conv2d layers: {[n for n, _ in convs]}"
+            )
         if isinstance(modules[name], AnalyticConv2d):
             raise ValueError(f"layer {name!r} is already an AnalyticConv2d")
         if not isinstance(modules[name], nn.Conv2d):

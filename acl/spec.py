@@ -36,7 +36,15 @@ __all__ = ["RATIO_SUM_TOLERANCE", "Spec", "compact_factor", "parse_spec"]
 
 RATIO_SUM_TOLERANCE = 1e-3
 
-_PREFIX = re.compile(r"\s*\(\s*(\d+)\s*[xX×]\s*(\d+)\s*\)")
+# At most 9 digits per channel count: int() of a longer digit string is slow, and no layer is that wide.
+_PREFIX = re.compile(r"\s*\(\s*(\d{1,9})\s*[xX×]\s*(\d{1,9})\s*\)")
+MAX_NUMBER_CHARS = 40
+"""Longer counts or ratios are refused: no layer needs them, and ``Fraction``/``int`` of a huge string is slow."""
+MAX_EXPONENT = 30
+"""Ratios like ``1e-999999999`` are refused before ``Fraction`` expands them to a billion-digit integer."""
+ECHO_LIMIT = 120
+"""Characters of a spec quoted back in an error message."""
+_EXPONENT = re.compile(r"[eE]\s*[-+]?\s*(\d+)")
 _SYMBOLS = sorted(FAMILIES, key=len, reverse=True)  # two-letter symbols first
 _TOKEN = re.compile(
     r"\s*(?P<sym>"
@@ -99,9 +107,15 @@ class Spec:
         return f"({self.in_channels}x{self.out_channels}){body}"
 
 
+def _clip(text: str) -> str:
+    """``repr(text)``, cut to ``ECHO_LIMIT`` characters with the full length stated (a 100 kB spec is not echoed)."""
+    r = repr(text)
+    return r if len(r) <= ECHO_LIMIT else f"{r[: ECHO_LIMIT - 1]}... ({len(text)} characters)"
+
+
 def _fail(text: str, what: str, total: int | None = None) -> ValueError:
     tail = f" (expected kernels in total: {total})" if total is not None else ""
-    return ValueError(f"bad arrangement spec {text!r}: {what}{tail}")
+    return ValueError(f"bad arrangement spec {_clip(text)}: {what}{tail}")
 
 
 def _tokens(text: str, body: str, offset: int, total: int) -> list[tuple[str, str]]:
@@ -115,18 +129,28 @@ def _tokens(text: str, body: str, offset: int, total: int) -> list[tuple[str, st
             bad = body[pos:].strip().split()[0][:12]
             raise _fail(
                 text,
-                f"unknown or malformed token at {bad!r} (position {offset + pos}); "
+                f"unknown or malformed token at {bad!r} (position {offset + pos}), "
                 f"expected a family symbol ({', '.join(FAMILIES)}) followed by a count or ratio",
                 total,
             )
         num = m.group("braced") if m.group("braced") is not None else m.group("num")
         token = m.group(0).strip()
         if num is None or num.strip() == "" or num.strip() in {"+", "-", "."}:
-            raise _fail(text, f"token {token!r} has no count or ratio", total)
-        tokens.append((m.group("sym"), num.strip()))
+            raise _fail(text, f"token {token[:12]!r} has no count or ratio, expected a number after it", total)
+        num = num.strip()
+        if len(num) > MAX_NUMBER_CHARS:
+            raise _fail(
+                text,
+                f"token {m.group('sym')}{num[:12]}... has a {len(num)}-character number, expected at most "
+                f"{MAX_NUMBER_CHARS}",
+                total,
+            )
+        tokens.append((m.group("sym"), num))
         pos = m.end()
     if not tokens:
-        raise _fail(text, "no kernel tokens", total)
+        raise _fail(
+            text, f"no kernel tokens, expected family symbols ({', '.join(FAMILIES)}) with counts or ratios", total
+        )
     return tokens
 
 
@@ -201,7 +225,7 @@ def parse_spec(text: str | Spec, in_channels: int, out_channels: int, *, groups:
             )
         body, offset = text[m.end() :], m.end()
     elif text.lstrip().startswith("("):
-        raise _fail(text, "malformed prefix; expected '(CixCo)' such as '(3x64)'", total)
+        raise _fail(text, "malformed prefix, expected '(CixCo)' such as '(3x64)'", total)
 
     tokens = _tokens(text, body, offset, total)
     is_ratio = [any(c in num for c in ".eE") for _, num in tokens]
@@ -209,7 +233,7 @@ def parse_spec(text: str | Spec, in_channels: int, out_channels: int, *, groups:
         sym, num = tokens[is_ratio.index(not is_ratio[0])]
         raise _fail(
             text,
-            f"token {sym}{num!r} mixes count and ratio forms; write every number as a count "
+            f"token {sym}{num!r} mixes count and ratio forms, expected every number as a count "
             "(P96) or every number as a ratio (P0.5)",
             total,
         )
@@ -217,12 +241,19 @@ def parse_spec(text: str | Spec, in_channels: int, out_channels: int, *, groups:
     if all(is_ratio):
         ratios: list[Fraction] = []
         for sym, num in tokens:
+            exp = _EXPONENT.search(num)
+            if exp and int(exp.group(1)) > MAX_EXPONENT:
+                raise _fail(
+                    text, f"token {sym}{num} has an exponent beyond {MAX_EXPONENT}, expected a ratio 0..1", total
+                )
             try:
                 r = Fraction(num)
-            except ValueError:
-                raise _fail(text, f"token {sym}{num} has a malformed ratio", total) from None
+            except (ValueError, ZeroDivisionError):
+                raise _fail(
+                    text, f"token {sym}{num} has a malformed ratio, expected a number such as 0.25", total
+                ) from None
             if r < 0:
-                raise _fail(text, f"token {sym}{num} has a negative ratio", total)
+                raise _fail(text, f"token {sym}{num} has a negative ratio, expected a ratio 0..1", total)
             ratios.append(r)
         s = sum(ratios)
         if abs(float(s) - 1) > RATIO_SUM_TOLERANCE:
@@ -232,7 +263,7 @@ def parse_spec(text: str | Spec, in_channels: int, out_channels: int, *, groups:
         counts = []
         for sym, num in tokens:
             if not re.fullmatch(r"[+]?\d+", num):
-                raise _fail(text, f"token {sym}{num} has a negative or malformed count", total)
+                raise _fail(text, f"token {sym}{num} has a negative or malformed count, expected a whole number", total)
             counts.append(int(num))
         if sum(counts) != total:
             hint = "; write ratios with a decimal point, e.g. P1.0" if sum(counts) == 1 else ""

@@ -9,6 +9,7 @@ ort-cuda    ONNX Runtime, CUDA execution provider
 ort-trt     ONNX Runtime, TensorRT execution provider
 trt         TensorRT engines, FP32 (``deploy.tensorrt``)
 trt-fp16    TensorRT engines, FP16
+openvino    OpenVINO on the CPU (``deploy.openvino``; live files inlined)
 ==========  ==========================================================
 """
 
@@ -20,7 +21,7 @@ from deploy.devices import cuda_device_present
 
 __all__ = ["ALL_BACKENDS", "availability", "cuda_device_present"]
 
-ALL_BACKENDS = ("torch", "ort-cpu", "ort-cuda", "ort-trt", "trt", "trt-fp16")
+ALL_BACKENDS = ("torch", "ort-cpu", "ort-cuda", "ort-trt", "trt", "trt-fp16", "openvino")
 
 
 def _ort_provider(provider: str) -> tuple[bool, str]:
@@ -43,6 +44,10 @@ def availability(backend: str) -> tuple[bool, str]:
         from deploy.tensorrt.versions import available
 
         return available()
+    if backend == "openvino":
+        from deploy.openvino import openvino_available
+
+        return openvino_available()
     if backend in ("ort-cuda", "ort-trt"):
         provider = "CUDAExecutionProvider" if backend == "ort-cuda" else "TensorrtExecutionProvider"
         ok, why = _ort_provider(provider)

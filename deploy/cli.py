@@ -31,10 +31,11 @@ def clip(text: object, limit: int = ECHO_LIMIT) -> str:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """``argparse`` with one-line errors: ``error: <message> (see --help)``, exit 2."""
+    """``argparse`` with one-line errors: ``error: <message>, expected ... --help``, exit 2, no usage dump."""
 
     def error(self, message: str) -> NoReturn:
         if len(message) > 4 * ECHO_LIMIT:
             message = message[: 4 * ECHO_LIMIT] + f"... ({len(message)} characters)"
-        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        # argparse's own messages say what is wrong; the line also says where the right form is given.
+        print(f"error: {message}, expected the arguments described by {self.prog} --help", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

@@ -87,12 +87,15 @@ def save(model: nn.Module, path: str | Path, meta: dict[str, Any]) -> Path:
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if not path.exists():
-        raise UserError(f"checkpoint not found: {path}")
+        raise UserError(f"checkpoint not found: {path}, expected an existing .safetensors or .pt file")
     if not path.is_file():
-        raise UserError(f"checkpoint is not a file: {path}")
+        raise UserError(f"checkpoint {path} is not a file, expected a .safetensors or .pt file")
     size = path.stat().st_size
     if size > MAX_CHECKPOINT_BYTES:
-        raise UserError(f"checkpoint {path} is {size} bytes; refusing to read more than {MAX_CHECKPOINT_BYTES}")
+        raise UserError(
+            f"checkpoint {path} is {size} bytes; refusing to read more than {MAX_CHECKPOINT_BYTES}, expected a "
+            "smaller file"
+        )
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
@@ -102,14 +105,19 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
                 meta = dict(f.metadata() or {})
             tensors = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
-            raise UserError(f"checkpoint {path} is corrupt or not a safetensors file ({e})") from None
+            raise UserError(
+                f"checkpoint {path} is corrupt or not a safetensors file ({_first_line(e)}), "
+                "expected a checkpoint written by this tool"
+            ) from None
         return tensors, meta
     if path.suffix in (".pt", ".pth"):
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises many types for a bad file; all mean the same here
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"checkpoint {path} is corrupt or not a weights-only PyTorch file ({first})") from None
+            raise UserError(
+                f"checkpoint {path} is corrupt or not a weights-only PyTorch file ({_first_line(e)}), "
+                "expected a state dict saved with torch.save"
+            ) from None
         if isinstance(obj, dict) and "state_dict" in obj:
             sd, meta = obj["state_dict"], {str(k): str(v) for k, v in dict(obj.get("meta", {})).items()}
         elif isinstance(obj, dict):
@@ -118,17 +126,28 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
             raise UserError(f"checkpoint {path} holds a {type(obj).__name__}, expected a state dict")
         tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
         return tensors, meta
-    raise UserError(f"checkpoint {path} has suffix {path.suffix!r}; expected .safetensors, .pt or .pth")
+    raise UserError(f"checkpoint {path} has suffix {path.suffix!r}, expected .safetensors, .pt or .pth")
+
+
+def _first_line(e: BaseException, limit: int = 160) -> str:
+    """An exception's first line, cut short: library messages run to paragraphs."""
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return first if len(first) <= limit else first[: limit - 3] + "..."
+
+
+META_LIMITS = {"num_classes": 100_000, "in_channels": 4096, "image_size": 4096}
+"""Upper bounds of the integer metadata: a model is built from them before its tensors are compared."""
 
 
 def _int_meta(path: Path, meta: dict[str, str], key: str, default: int) -> int:
+    hi = META_LIMITS[key]
     try:
         value = int(meta.get(key, default))
-    except ValueError:
+    except (TypeError, ValueError):
         value = 0
-    if value < 1:
+    if not 1 <= value <= hi:
         raise UserError(
-            f"checkpoint {path} has a bad {key} in its metadata: {meta[key]!r}; expected a positive integer"
+            f"checkpoint {path} has a bad {key} in its metadata: {str(meta[key])[:40]!r}, expected an integer 1 to {hi}"
         )
     return value
 
@@ -161,20 +180,25 @@ def load(
     path = Path(path)
     tensors, meta = _read(path)
     if meta.get("format", FORMAT) != FORMAT:
-        raise UserError(f"checkpoint {path} has format {meta['format']!r}; expected {FORMAT!r}")
+        raise UserError(f"checkpoint {path} has format {meta['format'][:40]!r}, expected {FORMAT!r}")
     if arch and model:
-        raise UserError("pass --arch or --model, not both")
+        raise UserError("--arch and --model were both given, expected one of them")
     given, flag = (model, "--model") if model else (arch, "--arch")
     saved = meta.get("model") or meta.get("arch")
     saved_spec = meta.get("spec")
     if given and saved and given != saved:
-        raise UserError(f"checkpoint {path} is a {saved!r} model, but {flag} {given} was given")
+        raise UserError(f"checkpoint {path} is a {saved!r} model, but {flag} {given} was given, expected {saved}")
     if spec and saved_spec and spec != saved_spec:
-        raise UserError(f"checkpoint {path} was trained with --spec {saved_spec}, but --spec {spec} was given")
+        raise UserError(
+            f"checkpoint {path} was trained with --spec {saved_spec}, but --spec {spec} was given, expected the same"
+        )
     name = given or saved
     spec = spec or saved_spec
     if not name or not spec:
-        raise UserError(f"checkpoint {path} does not record its architecture; pass --arch and --spec (or --model)")
+        raise UserError(
+            f"checkpoint {path} does not record its architecture; pass --arch and --spec (or --model), expected "
+            "them to name it"
+        )
     if archs.is_user_model(name) and not model:
         # The name came from the file (or from --arch): importing it would run code the user never asked for.
         raise UserError(
@@ -185,12 +209,33 @@ def load(
     try:
         if layers and archs.parse_layers(layers) != archs.parse_layers(saved_layers_choice):
             raise UserError(
-                f"checkpoint {path} was built with --layers {saved_layers_choice}, but --layers {layers} was given"
+                f"checkpoint {path} was built with --layers {saved_layers_choice}, but --layers {layers} was given, "
+                "expected the same"
             )
     except ValueError as e:
         raise UserError(str(e)) from None
     num_classes = _int_meta(path, meta, "num_classes", 10)
     in_channels = _int_meta(path, meta, "in_channels", 1)
+    image_size = _int_meta(path, meta, "image_size", 32) if "image_size" in meta else None
+    for key in ("mean", "std"):
+        try:
+            values = parse_channels(meta[key]) if key in meta else (1.0,)
+        except (TypeError, ValueError):
+            values = ()
+        if not values or (key == "std" and min(values) <= 0):
+            raise UserError(
+                f"checkpoint {path} has a bad {key} in its metadata: {str(meta[key])[:40]!r}, "
+                f"expected a finite number or a JSON list of them{' (each > 0)' if key == 'std' else ''}"
+            )
+    try:
+        saved_layers = json.loads(meta["layers"]) if meta.get("layers") else None
+    except ValueError:
+        saved_layers = ""
+    if saved_layers is not None and not isinstance(saved_layers, dict):
+        raise UserError(
+            f"checkpoint {path} has bad layers in its metadata: {str(meta['layers'])[:40]!r}, "
+            "expected a JSON object of layer specs"
+        )
     try:
         net = archs.build(name, spec, layers=saved_layers_choice, in_channels=in_channels, num_classes=num_classes)
     except ValueError as e:
@@ -198,7 +243,10 @@ def load(
 
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
-        raise UserError(f"checkpoint {path} has non-finite values (NaN or Inf) in {', '.join(sorted(bad))}")
+        raise UserError(
+            f"checkpoint {path} has non-finite values (NaN or Inf) in {', '.join(sorted(bad)[:6])}, "
+            "expected finite weights"
+        )
     expected = _tensors(net)
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -212,11 +260,15 @@ def load(
         if wrong:
             shapes = [f"{k} {tuple(tensors[k].shape)} vs {tuple(expected[k].shape)}" for k in wrong[:4]]
             parts.append(f"shape mismatch {'; '.join(shapes)}")
-        raise UserError(f"checkpoint {path} does not match {flag} {name} --spec {spec}: {'; '.join(parts)}")
-    saved_layers = json.loads(meta["layers"]) if meta.get("layers") else None
+        raise UserError(
+            f"checkpoint {path} does not match {flag} {name} --spec {spec}: {'; '.join(parts)}, "
+            "expected the tensors of that model"
+        )
     built_layers = {n: str(layer.spec) for n, layer in acl.acl_layers(net)}
     if saved_layers is not None and saved_layers != built_layers:
-        raise UserError(f"checkpoint {path} layer specs {saved_layers} do not match the model's {built_layers}")
+        raise UserError(
+            f"checkpoint {path} layer specs {str(saved_layers)[:200]} do not match the model's, expected {built_layers}"
+        )
     state = {**tensors, **{f"{n}._extra_state": layer.get_extra_state() for n, layer in acl.acl_layers(net)}}
     net.load_state_dict(state, strict=True)
     meta = {
@@ -225,14 +277,8 @@ def load(
         "spec": spec,
         "convert_layers": saved_layers_choice,
         "in_channels": str(in_channels),
+        **({"image_size": str(image_size)} if image_size is not None else {}),
     }
-    for key in ("mean", "std"):
-        try:
-            ok = key not in meta or bool(parse_channels(meta[key]))  # a number, or a JSON list per channel
-        except ValueError:
-            ok = False
-        if not ok:
-            raise UserError(f"checkpoint {path} has a bad {key} in its metadata: {meta[key]!r}")
     return net.eval(), meta
 
 
@@ -265,10 +311,12 @@ def read_init(path: str | Path, *, arch: str) -> dict[str, torch.Tensor]:
         )
     saved = meta.get("model") or meta.get("arch")
     if saved and saved != arch:
-        raise UserError(f"--init-from {path} is a {saved!r} model; expected a plain {arch!r} checkpoint")
+        raise UserError(f"--init-from {path} is a {saved!r} model, expected a plain {arch!r} checkpoint")
     bad = sorted(k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all())
     if bad:
-        raise UserError(f"--init-from {path} has non-finite values (NaN or Inf) in {', '.join(bad)}")
+        raise UserError(
+            f"--init-from {path} has non-finite values (NaN or Inf) in {', '.join(bad[:6])}, expected finite weights"
+        )
     return tensors
 
 

@@ -10,7 +10,10 @@ onnxruntime or TensorRT.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import NoReturn
 
@@ -48,11 +51,55 @@ def _name_list(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
+MAX_EPOCHS = 10_000
+MAX_TRAIN_BATCH = 65_536
+"""Equal to ``pipeline.train.MAX_BATCH_SIZE`` (spelled out so that ``--help`` needs no torch; a test keeps them equal)."""
+MAX_LATENCY_BATCH = 4096
+"""Latency inputs are tiled to the batch size: 4096 images of 3x224x224 are 2.4 GB of float32."""
+MAX_LATENCY_BATCHES = 16
+MAX_LATENCY_SECONDS = 10.0
+"""``deploy.timing.measure_latency`` stops at 10 s whatever the minimum asked, so a larger value would be ignored."""
+MAX_THREADS = 1024
+MAX_SEED = 2**32 - 1
+"""Augmentation stream keys hold the seed in 32 bits (``pipeline.datasets.augment.epoch_key``)."""
+
+
 class _Parser(argparse.ArgumentParser):
-    """Argument errors as one line, ``error: <what>``, and exit code 2, like every other bad input."""
+    """Argument errors as one line, ``error: <what>, expected <what>``, and exit code 2, like every other bad input."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USER_ERROR, f"error: {message} (see --help)\n")
+        if len(message) > 400:  # argparse quotes the bad value: a 100 kB argument is not echoed back
+            message = f"{message[:400]}... ({len(message)} characters)"
+        if "expected" not in message:
+            message += f", expected the arguments described by {self.prog} --help"
+        self.exit(EXIT_USER_ERROR, f"error: {message}\n")
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    """The first argument outside its stated limits, as ``<what>, expected <what>``; None when all are usable."""
+    import math
+
+    def out_of(flag: str, value, lo, hi) -> str | None:
+        ok = value is None or (math.isfinite(value) and lo <= value <= hi)
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        return None if ok else f"{flag} {shown} is out of range, expected {lo:g} to {hi:g}"
+
+    if args.spec is not None and not args.spec.strip():
+        return f"--spec {args.spec!r} is empty, expected a spec such as G0.5P0.5, or none for plain convolutions"
+    if len(args.batch_sizes) > MAX_LATENCY_BATCHES:
+        return f"--batch-sizes lists {len(args.batch_sizes)} sizes, expected at most {MAX_LATENCY_BATCHES}"
+    big = [b for b in args.batch_sizes if b > MAX_LATENCY_BATCH]
+    if big:
+        return f"--batch-sizes {big[0]} is out of range, expected 1 to {MAX_LATENCY_BATCH}"
+    for problem in (
+        out_of("--epochs", args.epochs, 0, MAX_EPOCHS),
+        out_of("--threads", args.threads, 1, MAX_THREADS),
+        out_of("--latency-seconds", args.latency_seconds, 0, MAX_LATENCY_SECONDS),
+        out_of("--seed", args.seed, 0, MAX_SEED),
+    ):
+        if problem:
+            return problem
+    return None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -105,8 +152,13 @@ def parser() -> argparse.ArgumentParser:
         help="start training from this trained plain (non-ACL) checkpoint of the same architecture "
         "(.safetensors, or a weights-only .pt state dict): the ACLs start from the convolutions they replace",
     )
-    p.add_argument("--epochs", type=int, default=15, help="training epochs")
-    p.add_argument("--batch-size", type=int, default=64, help="training batch size (per process under torchrun)")
+    p.add_argument("--epochs", type=int, default=15, help=f"training epochs, 0 to {MAX_EPOCHS}")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help=f"training batch size, 1 to {MAX_TRAIN_BATCH} (per process under torchrun)",
+    )
     p.add_argument(
         "--optimizer",
         choices=("adam", "sgd"),
@@ -134,7 +186,12 @@ def parser() -> argparse.ArgumentParser:
         help="start training at epoch 1 even if an interrupted run with the same settings left its state "
         "(kept in .<out-name>.resume beside --out after every epoch, removed when the run completes)",
     )
-    p.add_argument("--batch-sizes", type=_int_list, default=(1, 8, 64), help="batch sizes to time, comma-separated")
+    p.add_argument(
+        "--batch-sizes",
+        type=_int_list,
+        default=(1, 8, 64),
+        help=f"batch sizes to time, comma-separated, each 1 to {MAX_LATENCY_BATCH}, at most {MAX_LATENCY_BATCHES} sizes",
+    )
     p.add_argument(
         "--backends",
         type=_name_list,
@@ -142,19 +199,92 @@ def parser() -> argparse.ArgumentParser:
         help="comma-separated subset of torch,ort-cpu,ort-cuda,ort-trt,trt,trt-fp16 (default: all; unavailable ones are reported as such)",
     )
     p.add_argument("--force", action="store_true", help="replace a previous run's outputs in --out")
-    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--seed", type=int, default=0, help=f"training seed, 0 to {MAX_SEED}")
     p.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for PyTorch and ONNX Runtime (default: all cores)"
+        "--threads",
+        type=int,
+        default=None,
+        help=f"CPU threads for PyTorch and ONNX Runtime, 1 to {MAX_THREADS} (default: all cores)",
     )
     p.add_argument(
-        "--latency-seconds", type=float, default=1.0, help="minimum timed seconds per backend and batch size"
+        "--latency-seconds",
+        type=float,
+        default=1.0,
+        help=f"minimum timed seconds per backend and batch size, 0 to {MAX_LATENCY_SECONDS:g} (the timer's own cap)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--triton-repo",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write a Triton model repository (onnxruntime and python backends; tensorrt_plan when an engine "
+        "was built), batching set from the measured ONNX Runtime latency; DIR must be new or empty, or an earlier "
+        "repository with --force",
+    )
+    p.add_argument(
+        "--serve-test",
+        action="store_true",
+        help="serve the repository's python-backend model with a real Triton server (nvidia-pytriton, the serve "
+        "environment): parity with PyTorch and a load test at 1, 4, 16 clients (server start plus at most 8 s per "
+        "level); "
+        "reported as not available where no server can run",
+    )
     return p
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGINT as an exception, so that every ``finally`` and cleanup on the way out runs.
+
+    A ``BaseException``, like ``KeyboardInterrupt``: an ``except Exception`` must not swallow it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_raise():
+    """The first SIGTERM or SIGINT raises ``Terminated``; later ones are ignored while the run cleans up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in sigs}
+    fired = []
+
+    def handler(signum, _frame):
+        if not fired:
+            fired.append(signum)
+            raise Terminated(signum)
+
+    for s in sigs:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+def _interrupted_message(signum: int, out: Path) -> str:
+    from pipeline.resume import ResumeStore
+
+    resume = ResumeStore.beside(out, {}).folder
+    kept = f"; training state kept in {resume}: the same command resumes it" if resume.is_dir() else ""
+    return (
+        f"interrupted by {signal.Signals(signum).name}: {out} is as it was before this run, "
+        f"or holds this run's complete outputs{kept}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    problem = check_args(args)
+    if problem:
+        p.error(problem)
     from export.verify import ExportVerificationError
     from pipeline.errors import UserError
     from pipeline.stages import JobConfig, run
@@ -182,15 +312,19 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         amp=args.amp,
         resume=not args.no_resume,
+        triton_repo=args.triton_repo,
+        serve_test=args.serve_test,
     )
     try:
-        report = run(cfg)
+        with _signals_raise():
+            report = run(cfg)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted: nothing was written to --out", file=sys.stderr)
-        return 130
+    except (Terminated, KeyboardInterrupt) as e:
+        signum = e.signum if isinstance(e, Terminated) else signal.SIGINT
+        print(_interrupted_message(signum, args.out), file=sys.stderr)
+        return 128 + signum
     except ExportVerificationError as e:
         # Not the user's mistake, and no traceback helps: the numbers say what went wrong.
         print(f"failed: {e}; nothing was written to --out", file=sys.stderr)

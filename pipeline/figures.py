@@ -13,7 +13,10 @@ import torch
 
 from acl.families import FAMILIES
 
-__all__ = ["plot_fit"]
+__all__ = ["FAMILY_COLOURS", "FAMILY_NAMES", "plot_fit", "plot_mosaic"]
+
+FAMILY_COLOURS = {sym: f.colour for sym, f in FAMILIES.items()}  # Fig. 4a's frame colours
+FAMILY_NAMES = {sym: f.name for sym, f in FAMILIES.items()}
 
 
 def _array(kernels: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -122,5 +125,58 @@ def plot_fit(
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_mosaic(layer_name: str, weight: np.ndarray, kinds: list[str], spec: str, path: Path) -> Path:
+    """Fig. 4a: every kernel of an ACL as a tile, framed by its family's colour.
+
+    Tiles are laid out ``Co`` rows by ``Ci/groups`` columns, each kernel scaled to its
+    own range (grey: black = most negative, white = most positive).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch, Rectangle
+
+    co, ci, h, w = weight.shape
+    cols = ci
+    rows = co
+    if ci == 1:  # a single input channel: wrap the output channels into a near-square grid
+        cols = int(np.ceil(np.sqrt(co)))
+        rows = int(np.ceil(co / cols))
+    cell = 0.42
+    fig, ax = plt.subplots(figsize=(max(4.0, cols * cell + 1.5), max(2.5, rows * cell + 1.2)))
+    pad = 1
+    canvas = np.full((rows * (h + 2 * pad), cols * (w + 2 * pad)), np.nan)
+    flat = weight.reshape(co * ci, h, w)
+    for k, kern in enumerate(flat):
+        r, c = divmod(k, cols)
+        lo, hi = float(kern.min()), float(kern.max())
+        norm = (kern - lo) / (hi - lo) if hi > lo else np.full_like(kern, 0.5)
+        y0, x0 = r * (h + 2 * pad) + pad, c * (w + 2 * pad) + pad
+        canvas[y0 : y0 + h, x0 : x0 + w] = norm
+    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    for k, kind in enumerate(kinds):
+        r, c = divmod(k, cols)
+        y0, x0 = r * (h + 2 * pad) + pad - 0.5, c * (w + 2 * pad) + pad - 0.5
+        ax.add_patch(
+            Rectangle((x0 - 0.5, y0 - 0.5), w + 1, h + 1, fill=False, edgecolor=FAMILY_COLOURS[kind], linewidth=1.2)
+        )
+    ax.set_axis_off()
+    present = [k for k in FAMILY_COLOURS if k in set(kinds)]
+    ax.legend(
+        handles=[Patch(facecolor="none", edgecolor=FAMILY_COLOURS[k], label=FAMILY_NAMES[k]) for k in present],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.01),
+        ncol=min(len(present), 6),
+        fontsize=7,
+        frameon=False,
+    )
+    ax.set_title(f"{layer_name}: {spec}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=140)
     plt.close(fig)
     return path

@@ -15,9 +15,11 @@ import torch
 from torch import Tensor, nn
 
 import acl
+from acl.families import FAMILIES
 from acl.interpret import akp_summary, family_energy
+from pipeline.figures import plot_mosaic
 
-__all__ = ["ENERGY_IMAGES", "initial_kernels", "markdown", "measure"]
+__all__ = ["ENERGY_IMAGES", "initial_kernels", "markdown", "measure", "mosaic_lines"]
 
 ENERGY_IMAGES = 256  # test images the family shares are measured on: plenty for a share, cheap on a ResNet
 
@@ -47,8 +49,6 @@ def measure(
         mosaic_layers: the layers that get an initial-mosaic figure (those that get a trained one).
         no_initial_reason: said in place of the initial mosaics when ``initial`` is ``None``.
     """
-    from pipeline import report as rep
-
     layers = acl.acl_layers(model)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     energy = family_energy(model, x_test[:ENERGY_IMAGES].to(device))
@@ -60,7 +60,7 @@ def measure(
         if initial is not None and name in mosaic_layers and name in initial:
             fname = f"mosaic-{name.replace('.', '_')}-initial.png"
             w = initial[name].reshape(layer.out_channels, -1, *layer.kernel_size).numpy()
-            rep.plot_mosaic(f"{name} at initialisation", w, layer.spec.kinds(), str(layer.spec), out_dir / fname)
+            plot_mosaic(f"{name} at initialisation", w, layer.spec.kinds(), str(layer.spec), out_dir / fname)
             entry["initial_mosaic"] = fname
         section["layers"][name] = entry
     return section
@@ -70,12 +70,28 @@ def _num(v: float) -> str:
     return f"{v:.3g}"
 
 
-def markdown(section: dict[str, Any] | None, trained_mosaics: dict[str, str]) -> list[str]:
-    """Report lines; ``trained_mosaics`` maps a layer name to its trained-mosaic figure, if drawn."""
+def mosaic_lines(section: dict[str, Any] | None, trained_mosaics: dict[str, str]) -> list[str]:
+    """The trained mosaics beside the initial ones where those were drawn; ``trained_mosaics``: layer -> figure."""
+    layers = (section or {}).get("layers", {})
+    pairs = [(name, e["initial_mosaic"]) for name, e in layers.items() if "initial_mosaic" in e]
+    if not pairs:
+        lines = [f"![{name}]({rel})" for name, rel in trained_mosaics.items()]
+        reason = (section or {}).get("initial_mosaics")
+        return [*lines, *([] if reason is None else ["", f"Initial mosaics: {reason}."])]
+    lines = ["| layer | at initialisation | after training |", "|---|---|---|"]
+    for name, first in pairs:
+        last = trained_mosaics.get(name)
+        lines.append(f"| `{name}` | ![]({first}) | " + (f"![]({last})" if last else "-") + " |")
+    return lines
+
+
+def markdown(section: dict[str, Any] | None) -> list[str]:
+    """Report lines: each family's share of every ACL's output energy, and the AKP table."""
     if not section or not section.get("layers"):
         return []
     lines = ["", "## Inside the ACLs", ""]
-    families = list(dict.fromkeys(f for e in section["layers"].values() for f in e.get("share", {})))
+    present = {f for e in section["layers"].values() for f in e.get("share", {})}
+    families = [f.name for f in FAMILIES.values() if f.name in present]  # the registry's order
     lines += [
         f"Share of each layer's output energy (without bias) produced by each family's kernels alone, on "
         f"{section['energy_images']} test images. A convolution is linear in its kernels, so the layer's output is "
@@ -102,14 +118,4 @@ def markdown(section: dict[str, Any] | None, trained_mosaics: dict[str, str]) ->
                 f"| `{name}` | {r['family']} | {r['akp']} | {r['unit']} | {r['n']} | {_num(r['min'])} | "
                 f"{_num(r['median'])} | {_num(r['max'])} |"
             )
-    pairs = [
-        (n, e["initial_mosaic"], trained_mosaics.get(n)) for n, e in section["layers"].items() if "initial_mosaic" in e
-    ]
-    lines += ["", "Mosaics at initialisation and after training:", ""]
-    if "initial_mosaics" in section:
-        lines.append(f"Initial mosaics: {section['initial_mosaics']}.")
-    elif pairs:
-        lines += ["| layer | at initialisation | after training |", "|---|---|---|"]
-        for name, first, last in pairs:
-            lines.append(f"| `{name}` | ![]({first}) | " + (f"![]({last})" if last else "-") + " |")
     return lines

@@ -18,20 +18,38 @@
       "parity": {"<backend>:<mode>": {"precision", "max_abs_err", "max_rel_err", "mean_abs_err",
                  "top1_agreement", "atol", "rtol", "min_top1", "passed"}
                  | {"available": false, "reason"}},
-      "latency": {"<backend>:<mode>": {"<batch>": {"p50_ms", "p90_ms", "p99_ms", "mean_ms",
-                 "min_ms", "iterations", "throughput", "speedup_vs_torch"}}
+      "latency": {"<backend>:<mode>": {"<batch>": {"p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms",
+                 "min_ms", "max_ms", "iterations", "throughput", "speedup_vs_torch", "outliers",
+                 "outlier_share", "load_avg", "cores", "loaded"}}
                  | {"available": false, "reason"}},
       "fp16_range": {"layers": [{"name", "kind", "weight_max_abs", "weight_subnormal_share",
                      "activation_max_abs", "fp16_rel_error", "flags"}], "flagged": {layer: [flags]},
                      "applies_to": [files]},
       "tensorrt": {"available": bool, "reason", "check": {file: [problems]}},
+      "replay": {"test_data": {"folder", "inputs", "outputs", "polygraphy_inputs",
+                    "polygraphy_outputs", "trtexec_inputs", "reference"}, "images", "reference",
+                    "files": {file: {"precision", "commands": {tool: command},
+                                     "check": {"passed", "max_abs_err"}}}},
+      "triton": null | {"path" (null: a temporary repository for --serve-test), "kept", "models":
+                {name: {"backend", "instance_kind", "configs", "source", "served_by_a_server_here"}},
+                "io", "batching": {"max_batch_size", "preferred", "max_queue_delay_us", "curve",
+                "throughput", "rule"}, "batching_from", "validated", "validation", "unverified", "files"},
+      "serving": null (no --serve-test) | {"available": false, "reason"}
+                 | {"available": true, "model", "server": {"version", "start_seconds"},
+                    "parity": {as a parity row}, "load": {"protocol", "model", "batch",
+                    "load_avg", "cores", "levels": {clients: {"requests", "errors", "throughput",
+                    "p50_ms", "p99_ms", "mean_ms", "server_mean_batch", "server_batches":
+                    {size: executions}, ...}}}},
       "files": {name: relative path},
       "environment": {"python", "platform", "cpu", "cores", "torch_threads", "ort_threads",
                       "device", "kernel_generator_cpu", "versions": {package: version}}
     }
 
 ``throughput`` is samples per second; ``speedup_vs_torch`` is the eager PyTorch
-p50 at the same batch size divided by the row's p50.
+p50 at the same batch size divided by the row's p50; ``loaded`` marks a
+measurement taken on a busy machine (``deploy.timing.LatencyStats.loaded``).
+Backends that cannot run here appear in ``report.md`` once, in one *Not
+available here* list, not in the parity and latency tables.
 """
 
 from __future__ import annotations
@@ -42,18 +60,42 @@ from typing import Any
 
 import numpy as np
 
-from acl.families import FAMILIES
+from deploy.timing import LOADED_OUTLIER_SHARE
+from pipeline import interpretability
+from pipeline.figures import FAMILY_COLOURS, FAMILY_NAMES, plot_mosaic
 
 __all__ = ["SCHEMA", "plot_latency", "plot_mosaic", "write_json", "write_markdown"]
 
 SCHEMA = "acl-deploy/report/1"
 
-FAMILY_COLOURS = {sym: f.colour for sym, f in FAMILIES.items()}  # Fig. 4a's frame colours
-FAMILY_NAMES = {sym: f.name for sym, f in FAMILIES.items()}
-
 
 def write_json(report: dict[str, Any], path: Path) -> Path:
-    path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+    """Strict JSON (RFC 8259): a NaN or infinite number is written as null, and listed with what it was.
+
+    ``json.dumps`` would write a bare ``NaN``, which strict parsers reject. Each
+    such value's place is recorded under ``non_finite`` (``{"parity.x.max_abs_err":
+    "NaN"}``), so a null that stands for a NaN is not mistaken for "not measured".
+    """
+    import math
+
+    found: dict[str, str] = {}
+
+    def clean(v: Any, where: str) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            found[where] = "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x, f"{where}.{k}" if where else str(k)) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x, f"{where}[{i}]") for i, x in enumerate(v)]
+        if hasattr(v, "dtype") and hasattr(v, "tolist"):  # a NumPy scalar or array
+            return clean(v.tolist(), where)
+        return v
+
+    out = clean(report, "")
+    if found:
+        out["non_finite"] = found
+    path.write_text(json.dumps(out, indent=2, sort_keys=False, allow_nan=False) + "\n")
     return path
 
 
@@ -78,14 +120,20 @@ def _verdict_line(v: dict[str, Any]) -> str:
         else f"- **Parity: FAILED {len(v['failed'])} of {v['checks']} checks ({', '.join(v['failed'])})**"
     )
     if v["not_available"]:
-        head += f"; {len(v['not_available'])} backend modes not available on this machine (listed below)"
+        head += f"; {len(v['not_available'])} backend modes not available on this machine (see *Not available here*)"
     return head
 
 
-def _tensorrt_section(trt: dict[str, Any] | None) -> list[str]:
+def _tensorrt_section(trt: dict[str, Any] | None, listed: bool) -> list[str]:
+    """``listed``: the TensorRT backends are in the *Not available here* list, which gives the reason."""
     if not trt:
         return []
-    state = "built (rows trt:* and trt-fp16:* above)" if trt["available"] else f"not available: {trt['reason']}"
+    if trt["available"]:
+        state = "built (rows trt:* and trt-fp16:* above)"
+    elif listed:
+        state = "not built (see *Not available here*)"
+    else:
+        state = f"not available: {trt['reason']}"
     lines = ["", "## TensorRT", "", f"- Engines: {state}"]
     lines.append("- ONNX parser check (`python -m deploy.tensorrt check`) against onnx-tensorrt's support matrix:")
     for name, problems in trt["check"].items():
@@ -113,6 +161,193 @@ def _fp16_section(fp16: dict[str, Any] | None) -> list[str]:
             f"| `{r['name']}` | {_fmt(r['weight_max_abs'])} | {r['weight_subnormal_share'] * 100:.2f} % | "
             f"{_fmt(r['activation_max_abs'])} | {_fmt(r['fp16_rel_error'])} | {'; '.join(r['flags']) or 'none'} |"
         )
+    return lines
+
+
+def _cell(text: Any) -> str:
+    """Text for a Markdown table cell: one line, pipes escaped."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def _load_note(r: dict[str, Any]) -> str:
+    if not r.get("loaded"):
+        return ""
+    parts = []
+    share = r.get("outlier_share") or 0.0
+    if share > LOADED_OUTLIER_SHARE:
+        parts.append(f"{share * 100:.1f} % far outliers, slowest {_ms(r.get('max_ms'))} ms")
+    load, cores = r.get("load_avg"), r.get("cores") or 0
+    if load is not None and cores and load > cores:
+        parts.append(f"load average {load:.1f} on {cores} cores")
+    return "loaded: " + "; ".join(parts)
+
+
+def _latency_table(latency: dict[str, Any]) -> list[str]:
+    rows = {k: v for k, v in latency.items() if v.get("available", True)}
+    if not rows:
+        return ["No backend could be timed here."]
+    batches = sorted({int(b) for v in rows.values() for b in v if b.isdigit()})
+    lines = [
+        "| backend:mode | batch | mean ms | std ms | p50 ms | p90 ms | p99 ms | throughput /s | speed-up | note |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    loaded = 0
+    for name, table in rows.items():
+        for b in batches:
+            r = table.get(str(b))
+            if r is None:
+                continue
+            note = _load_note(r)
+            loaded += bool(note)
+            lines.append(
+                f"| {name} | {b} | {_ms(r.get('mean_ms'))} | {_ms(r.get('std_ms'))} | {r['p50_ms']:.3f} | "
+                f"{r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['throughput']:.0f} | {r['speedup_vs_torch']:.2f}x | "
+                f"{note} |"
+            )
+    if loaded:
+        lines += [
+            "",
+            f"*loaded* ({loaded} of {len(lines) - 2} rows): the machine was busy while that row was timed: more than "
+            f"{LOADED_OUTLIER_SHARE:.0%} of the runs were far outliers (slower than Q3 + 3 IQR), or the 1-minute load "
+            "average exceeded the core count. Its p99, mean and std are inflated by other work; p50 is the "
+            "steadier figure.",
+        ]
+    return lines
+
+
+def _replay_section(repro: dict[str, Any] | None) -> list[str]:
+    if not repro:
+        return []
+    td = repro["test_data"]
+    lines = [
+        "",
+        "## Replay with other tools",
+        "",
+        f"`test_data_set_0/` (ONNX's test-data layout, `input_0.pb` and `output_0.pb`), `{td['polygraphy_inputs']}`, "
+        f"`{td['polygraphy_outputs']}` and "
+        + ", ".join(f"`{f}`" for f in td["trtexec_inputs"].values())
+        + f" hold {repro['images']} test images and the {repro['reference']}'s logits for them. Every ONNX file "
+        "of this run must reproduce those logits within its precision's tolerance. Run from this folder; "
+        "`trtexec` needs TensorRT and a GPU and is untested here.",
+    ]
+    for name, f in repro["files"].items():
+        c = f["check"]
+        if c["passed"]:
+            verdict = f"pass, max abs err {_fmt(c['max_abs_err'])}"
+        else:
+            verdict = f"FAIL: {c.get('error') or 'max abs err ' + _fmt(c['max_abs_err'])}"
+        lines += [
+            "",
+            f"`{name}` ({f['precision']}; replayed here in ONNX Runtime: {verdict}):",
+            "",
+            "```bash",
+            *f["commands"].values(),
+            "```",
+        ]
+    return lines
+
+
+def _triton_section(triton: dict[str, Any] | None) -> list[str]:
+    if not triton:
+        return []
+    b = triton["batching"]
+    where = f"`{triton['path']}`" if triton.get("path") else "a temporary folder for `--serve-test`, removed afterwards"
+    lines = [
+        "",
+        "## Triton repository",
+        "",
+        f"- Written to {where}",
+        f"- Configs: {'checked with ' + triton['validation'] if triton['validated'] else triton['validation']}",
+        f"- Batching: `max_batch_size` {b['max_batch_size']}, preferred batch sizes "
+        f"{', '.join(map(str, b['preferred'])) or 'none'} (from {triton['batching_from']}; {b['rule']})",
+        "",
+        "| model | backend | instances | serves | loaded by a server here |",
+        "|---|---|---|---|---|",
+    ]
+    for name, m in triton["models"].items():
+        kinds = "; ".join(f"`{cfg}`: {kind}" for cfg, kind in m["configs"].items())
+        served = "yes, with `--serve-test`" if m["served_by_a_server_here"] else "no (unverified, below)"
+        lines.append(f"| `{name}` | {m['backend']} | {kinds} | {m['source']} | {served} |")
+    lines += ["", f"Unverified here: {triton['unverified']}."]
+    return lines
+
+
+def _serving_section(serving: dict[str, Any] | None, triton: dict[str, Any] | None) -> list[str]:
+    head = ["", "## Serving with Triton", ""]
+    if serving is None:
+        if not triton:
+            return []
+        return [*head, "No load test: pass `--serve-test` to serve the python-backend model with a real Triton server."]
+    if not serving.get("available", True):
+        return [*head, "No server here (see *Not available here*)."]
+    server, p = serving["server"], serving.get("parity") or {}
+    start = server.get("start_seconds")
+    lines = [
+        *head,
+        f"- `{serving['model']}` on nvidia-pytriton {server['version']}'s `tritonserver`, ready in "
+        + (f"{start:.2f} s" if start is not None else "- (it did not start)"),
+    ]
+    if "error" in p:
+        lines.append(f"- **Parity of the server's answers with PyTorch: FAIL: {p['error']}**")
+    elif p:
+        lines.append(
+            f"- Parity of the server's answers with PyTorch ({p['precision']}, row `triton-python:static`): "
+            f"max abs err {_fmt(p['max_abs_err'])}, top-1 agreement {p['top1_agreement'] * 100:.2f} %, "
+            f"{_fmt(p['passed'])}"
+        )
+    load = serving.get("load")
+    if load:
+        lines += [
+            f"- Load test: {load['protocol']} clients in this process on the same cores as the server, "
+            f"{load['batch']} image(s) per request; server batch sizes from Triton's statistics"
+            + (
+                f"; 1-minute load average {load['load_avg']:.1f} on {load['cores']} cores at the end"
+                if load.get("load_avg") is not None
+                else ""
+            ),
+            "",
+            "| clients | requests | errors | throughput images/s | p50 ms | p99 ms | server mean batch | "
+            "server executions per batch size |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for clients, lv in load["levels"].items():
+            sizes = ", ".join(f"{size}: {n}" for size, n in lv["server_batches"].items()) or "-"
+            mean_batch = "-" if lv["server_mean_batch"] is None else f"{lv['server_mean_batch']:.2f}"
+            lines.append(
+                f"| {clients} | {lv['requests']} | {lv['errors']} | {lv['throughput']:.0f} | {_ms(lv['p50_ms'])} | "
+                f"{_ms(lv['p99_ms'])} | {mean_batch} | {sizes} |"
+            )
+    return lines
+
+
+def _not_available(report: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
+    """``{reason: {backend: [modes]}}`` of everything that cannot run here: each backend and each reason once."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for table in (report.get("parity") or {}, report.get("latency") or {}):
+        for key, v in table.items():
+            if v.get("available", True):
+                continue
+            backend, _, mode = key.partition(":")
+            modes = out.setdefault(v["reason"], {}).setdefault(backend, [])
+            if mode and mode not in modes:
+                modes.append(mode)
+    serving = report.get("serving")
+    if serving is not None and not serving.get("available", True):
+        out.setdefault(serving["reason"], {})["Triton server (--serve-test)"] = []
+    return out
+
+
+def _not_available_section(missing: dict[str, dict[str, list[str]]]) -> list[str]:
+    if not missing:
+        return []
+    lines = ["", "## Not available here", "", "| backends | reason |", "|---|---|"]
+    for reason, backends in missing.items():
+        names = ", ".join(f"{b} ({', '.join(modes)})" if modes else b for b, modes in backends.items())
+        lines.append(f"| {names} | not available: {_cell(reason)} |")
     return lines
 
 
@@ -161,8 +396,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
     ]
     for name, p in report["parity"].items():
         if not p.get("available", True):
-            lines.append(f"| {name} | | | | | | not available: {p['reason']} |")
-        elif "error" in p:
+            continue  # one list, below
+        if "error" in p:
             lines.append(f"| {name} | {p.get('precision', '')} | | | | | FAIL: {p['error']} |")
         else:
             lines.append(
@@ -176,26 +411,16 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
         "Host wall clock per `infer` call; speed-up over eager PyTorch at the same batch size.",
         "",
     ]
-    batches = sorted({int(b) for v in report["latency"].values() if isinstance(v, dict) for b in v if b.isdigit()})
-    lines += [
-        "| backend:mode | batch | p50 ms | p90 ms | p99 ms | throughput /s | speed-up |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, rows in report["latency"].items():
-        if not rows.get("available", True):
-            lines.append(f"| {name} | | | | | | not available: {rows['reason']} |")
-            continue
-        for b in batches:
-            r = rows.get(str(b))
-            if r is None:
-                continue
-            lines.append(
-                f"| {name} | {b} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | "
-                f"{r['throughput']:.0f} | {r['speedup_vs_torch']:.2f}x |"
-            )
+    lines += _latency_table(report["latency"])
     if report["files"].get("latency_chart"):
         lines += ["", f"![latency]({report['files']['latency_chart']})"]
-    lines += _tensorrt_section(report.get("tensorrt")) + _fp16_section(report.get("fp16_range"))
+    missing = _not_available(report)
+    trt_listed = any(b.startswith("trt") for backends in missing.values() for b in backends)
+    lines += _tensorrt_section(report.get("tensorrt"), trt_listed) + _fp16_section(report.get("fp16_range"))
+    lines += _replay_section(report.get("replay"))
+    lines += _triton_section(report.get("triton"))
+    lines += _serving_section(report.get("serving"), report.get("triton"))
+    lines += _not_available_section(missing)
     lines += [
         "",
         "## Kernel mosaics",
@@ -203,9 +428,9 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
         "Frames: " + ", ".join(f"{FAMILY_NAMES[k]} {c}" for k, c in FAMILY_COLOURS.items()),
         "",
     ]
-    for name, rel in report["files"].items():
-        if name.startswith("mosaic:"):
-            lines.append(f"![{name}]({rel})")
+    trained = {name.removeprefix("mosaic:"): rel for name, rel in report["files"].items() if name.startswith("mosaic:")}
+    lines += interpretability.mosaic_lines(report.get("interpretability"), trained)
+    lines += interpretability.markdown(report.get("interpretability"))
     env = report["environment"]
     lines += [
         "",
@@ -251,58 +476,5 @@ def plot_latency(latency: dict[str, Any], path: Path) -> Path | None:
     ax.grid(axis="y", which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def plot_mosaic(layer_name: str, weight: np.ndarray, kinds: list[str], spec: str, path: Path) -> Path:
-    """Fig. 4a: every kernel of an ACL as a tile, framed by its family's colour.
-
-    Tiles are laid out ``Co`` rows by ``Ci/groups`` columns, each kernel scaled to its
-    own range (grey: black = most negative, white = most positive).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch, Rectangle
-
-    co, ci, h, w = weight.shape
-    cols = ci
-    rows = co
-    if ci == 1:  # a single input channel: wrap the output channels into a near-square grid
-        cols = int(np.ceil(np.sqrt(co)))
-        rows = int(np.ceil(co / cols))
-    cell = 0.42
-    fig, ax = plt.subplots(figsize=(max(4.0, cols * cell + 1.5), max(2.5, rows * cell + 1.2)))
-    pad = 1
-    canvas = np.full((rows * (h + 2 * pad), cols * (w + 2 * pad)), np.nan)
-    flat = weight.reshape(co * ci, h, w)
-    for k, kern in enumerate(flat):
-        r, c = divmod(k, cols)
-        lo, hi = float(kern.min()), float(kern.max())
-        norm = (kern - lo) / (hi - lo) if hi > lo else np.full_like(kern, 0.5)
-        y0, x0 = r * (h + 2 * pad) + pad, c * (w + 2 * pad) + pad
-        canvas[y0 : y0 + h, x0 : x0 + w] = norm
-    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    for k, kind in enumerate(kinds):
-        r, c = divmod(k, cols)
-        y0, x0 = r * (h + 2 * pad) + pad - 0.5, c * (w + 2 * pad) + pad - 0.5
-        ax.add_patch(
-            Rectangle((x0 - 0.5, y0 - 0.5), w + 1, h + 1, fill=False, edgecolor=FAMILY_COLOURS[kind], linewidth=1.2)
-        )
-    ax.set_axis_off()
-    present = [k for k in FAMILY_COLOURS if k in set(kinds)]
-    ax.legend(
-        handles=[Patch(facecolor="none", edgecolor=FAMILY_COLOURS[k], label=FAMILY_NAMES[k]) for k in present],
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.01),
-        ncol=min(len(present), 6),
-        fontsize=7,
-        frameon=False,
-    )
-    ax.set_title(f"{layer_name}: {spec}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=140)
     plt.close(fig)
     return path

@@ -9,12 +9,11 @@ half-written artifacts and a previous run's files untouched.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import platform
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata as _md
 from pathlib import Path
@@ -23,8 +22,9 @@ from typing import Any, Callable
 import torch
 
 import acl
-from export.atomic import default_mode
+from pipeline import interpretability
 from pipeline.errors import UserError
+from pipeline.output_folder import OutputFolder, signals_deferred
 
 __all__ = ["JobConfig", "OutputFolder", "run"]
 
@@ -59,79 +59,9 @@ class JobConfig:
     workers: int | None = None  # DataLoader workers; None: 0 for in-memory data, min(4, cores) for image folders
     amp: str = "auto"  # auto (bf16 on a CUDA device that has it, else off), off, bf16, fp16
     resume: bool = True  # continue an interrupted run with the same configuration (False: --no-resume)
+    triton_repo: Path | None = None  # also write a Triton model repository there (pipeline.serving)
+    serve_test: bool = False  # serve it with a real Triton server: parity and a load test (serve environment)
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
-
-
-class OutputFolder:
-    """Staging folder beside ``out``; ``commit()`` swaps it in, ``discard()`` removes it.
-
-    Refuses a non-empty ``out`` unless ``force``, and even with ``force`` refuses a
-    folder that is not an earlier run of this tool (no ``report.json``), so that a
-    mistyped ``--out`` never deletes a user's files.
-    """
-
-    MARKER = "report.json"
-
-    def __init__(self, out: Path, force: bool) -> None:
-        self.out = Path(out)
-        self.force = force
-        self.staging: Path | None = None
-
-    def check(self) -> None:
-        out = self.out
-        if out.exists() and not out.is_dir():
-            raise UserError(f"--out {out} exists and is not a folder")
-        if out.is_dir() and any(out.iterdir()):
-            if not self.force:
-                raise UserError(f"--out {out} is not empty; pass --force to replace a previous run's outputs")
-            if not (out / self.MARKER).is_file():
-                raise UserError(
-                    f"--out {out} is not empty and holds no {self.MARKER}, so it is not an earlier acl-deploy run; "
-                    "refusing to replace it even with --force"
-                )
-        parent = out.resolve().parent
-        probe = parent
-        while not probe.exists():
-            probe = probe.parent
-        if not probe.is_dir():
-            raise UserError(f"--out {out}: {probe} is not a folder")
-        if not os.access(probe, os.W_OK):
-            raise UserError(f"--out {out}: cannot write in {probe}")
-
-    def open(self) -> Path:
-        self.check()
-        parent = self.out.resolve().parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-            self.staging = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.staging-", dir=parent))
-            os.chmod(self.staging, default_mode(directory=True))
-        except OSError as e:
-            raise UserError(f"--out {self.out}: cannot create a folder beside it ({e.strerror})") from None
-        return self.staging
-
-    def commit(self) -> Path:
-        assert self.staging is not None
-        self.check()  # nothing changed under our feet since open()
-        backup = None
-        if self.out.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.previous-", dir=self.staging.parent))
-            backup.rmdir()
-            os.replace(self.out, backup)
-        try:
-            os.replace(self.staging, self.out)
-        except OSError:
-            if backup is not None:
-                os.replace(backup, self.out)
-            raise
-        self.staging = None
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-        return self.out
-
-    def discard(self) -> None:
-        if self.staging is not None:
-            shutil.rmtree(self.staging, ignore_errors=True)
-            self.staging = None
 
 
 def _versions() -> dict[str, str]:
@@ -213,11 +143,31 @@ def _select_backends(requested: tuple[str, ...] | None) -> dict[str, tuple[bool,
 
 
 def run(cfg: JobConfig) -> dict[str, Any] | None:
-    """Run the whole job; returns the report (``None`` on non-zero DDP ranks)."""
+    """Run the whole job; returns the report (``None`` on non-zero DDP ranks).
+
+    The output folder's lock is held from the start, so a second run into the same
+    ``--out`` fails at once; taking it also cleans up after killed runs.
+    """
+    folder = OutputFolder(cfg.out, cfg.force, log=cfg.log)
+    # Under torchrun only rank 0 writes --out, so only rank 0 takes the lock.
+    held = folder.locked() if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+    with held:
+        return _run(cfg, folder)
+
+
+def _run(cfg: JobConfig, folder: OutputFolder) -> dict[str, Any] | None:
     from pipeline import archs
     from pipeline import checkpoint as ckpt
     from pipeline.data import BadImage, load_dataset
-    from pipeline.train import check_options, distributed_context, evaluate, resolve_amp, train, training_device
+    from pipeline.train import (
+        TrainingDiverged,
+        check_options,
+        distributed_context,
+        evaluate,
+        resolve_amp,
+        train,
+        training_device,
+    )
 
     if cfg.epochs < 0:
         raise UserError(f"--epochs must be >= 0, got {cfg.epochs}")
@@ -225,8 +175,11 @@ def run(cfg: JobConfig) -> dict[str, Any] | None:
         raise UserError(f"--batch-sizes must be positive integers, got {list(cfg.batch_sizes)}")
     threads = cfg.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
-    folder = OutputFolder(cfg.out, cfg.force)
     folder.check()
+    if cfg.triton_repo is not None:  # before training, so that a refused folder costs nothing
+        from pipeline import serving
+
+        serving.check_repo_dir(cfg.triton_repo, cfg.out, cfg.force)
     backends = _select_backends(cfg.backends)
     log = cfg.log
     _check_model_options(cfg)
@@ -258,6 +211,7 @@ def run(cfg: JobConfig) -> dict[str, Any] | None:
                 f"the data have {data.input_shape[0]}"
             )
         arch, spec, layers, trained = meta.get("model") or meta["arch"], meta["spec"], meta["convert_layers"], None
+        initial = None  # a loaded model's initial kernels are unknown
         _check_io(model, data, arch)
     else:
         arch, spec = cfg.model or cfg.arch or "lenet", cfg.spec or archs.DEFAULT_SPEC
@@ -281,6 +235,7 @@ def run(cfg: JobConfig) -> dict[str, Any] | None:
         ctx = distributed_context()
         if ctx.is_main:
             log(f"[1/5] training {arch} ({spec}) on {data.describe()}")
+        initial = interpretability.initial_kernels(model)  # for the report's before/after mosaics
         store = _resume_store(cfg, arch, spec, layers, data, model, amp, ctx)
         try:
             trained = train(
@@ -297,7 +252,7 @@ def run(cfg: JobConfig) -> dict[str, Any] | None:
                 resume=store,
                 log=log,
             )
-        except BadImage as e:  # decoded in a DataLoader worker: the message names the file
+        except (BadImage, TrainingDiverged) as e:  # a file decoded in a worker; a NaN loss (the epoch named)
             raise UserError(str(e)) from None
         if not ctx.is_main:
             return None
@@ -311,15 +266,16 @@ def run(cfg: JobConfig) -> dict[str, Any] | None:
     staging = folder.open()
     try:
         report = _export_validate_report(
-            cfg, model, data, arch, spec, trained, acc, backends, threads, staging, layers=layers
+            cfg, model, data, arch, spec, trained, acc, backends, threads, staging, layers=layers, initial=initial
         )
-        folder.commit()
+        with signals_deferred():  # a signal waits until the outputs are in place and their resume state is gone
+            folder.commit()
+            if store is not None:
+                store.clear()
+            log(f"done: {folder.out}/report.md")
     except BaseException:
         folder.discard()
         raise
-    if store is not None:  # the outputs are in place: nothing left to resume
-        store.clear()
-    log(f"done: {folder.out}/report.md")
     return report
 
 
@@ -370,7 +326,8 @@ def _check_model_options(cfg: JobConfig) -> None:
         )
     if cfg.init_from is not None and cfg.checkpoint is not None:
         raise UserError(
-            "--init-from starts training from a plain checkpoint, --checkpoint skips training; pass one of them"
+            "--init-from (start training from a plain checkpoint) and --checkpoint (skip training) were both given, "
+            "expected one of them"
         )
 
 
@@ -408,15 +365,28 @@ def _check_io(model: torch.nn.Module, data, arch: str) -> None:
 
 
 def _export_validate_report(
-    cfg, model, data, arch, spec, trained, acc, backends, threads, staging: Path, *, layers: str = "all"
+    cfg,
+    model,
+    data,
+    arch,
+    spec,
+    trained,
+    acc,
+    backends,
+    threads,
+    staging: Path,
+    *,
+    layers: str = "all",
+    initial: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     import export
     from deploy.runners import quiet_polygraphy
-    from pipeline import archs
+    from pipeline import archs, serving
     from pipeline import checkpoint as ckpt
     from pipeline import report as rep
     from pipeline.validate import (
         FP16_FILE,
+        INLINED_FILE,
         backend_rows,
         fp16_summary,
         perturbed_akps,
@@ -429,6 +399,8 @@ def _export_validate_report(
     quiet_polygraphy()
     log = cfg.log
     files: dict[str, str] = {}
+    if cfg.triton_repo is not None:  # again after training: the folder may have changed meanwhile
+        serving.check_repo_dir(cfg.triton_repo, cfg.out, cfg.force)
 
     ckpt.save(
         model,
@@ -467,6 +439,8 @@ def _export_validate_report(
     rows = backend_rows(model, moved, data, paths, backends, threads, staging, cfg.batch_sizes, log)
     if (staging / FP16_FILE).exists():
         files["onnx:static-fp16"] = FP16_FILE
+    if (staging / INLINED_FILE).exists():
+        files["onnx:live-inlined"] = INLINED_FILE
     parity = run_parity(model, moved[0], rows, x_test)
     for key, p in parity.items():
         if p.get("available", True) and "error" not in p:
@@ -497,6 +471,44 @@ def _export_validate_report(
             name, layer.weight.detach().float().numpy(), layer.spec.kinds(), str(layer.spec), staging / fname
         )
         files[f"mosaic:{name}"] = fname
+    inside = interpretability.measure(
+        model, torch.from_numpy(x_test), initial, staging, mosaic_layers=[n for n, _ in charted[:MAX_MOSAICS]]
+    )
+    for name, entry in inside["layers"].items():
+        if "initial_mosaic" in entry:
+            files[f"mosaic-initial:{name}"] = entry["initial_mosaic"]
+    # The replay data holds a few test images and the source model's answer for them.
+    onnx_files = {**paths, **({"static-fp16": staging / FP16_FILE} if (staging / FP16_FILE).exists() else {})}
+    n_replay = min(serving.TEST_DATA_IMAGES, len(x_test))
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(x_test[:n_replay])).numpy()
+    replay = serving.replay(onnx_files, staging, x_test[:n_replay], expected, cfg.batch_sizes)
+    failed_replays = [f for f, r in replay["files"].items() if not r["check"]["passed"]]
+    log(f"      test_data_set_0 replayed: {'; '.join(failed_replays) + ' DIFFER' if failed_replays else 'every file'}")
+    td = replay["test_data"]
+    files["test_data"] = "test_data_set_0"
+    files["polygraphy_inputs"] = td["polygraphy_inputs"]
+    files["polygraphy_outputs"] = td["polygraphy_outputs"]
+    for name, rel in td["trtexec_inputs"].items():
+        files[f"trtexec_input:{name}"] = rel
+
+    triton = serve = None
+    if cfg.triton_repo is not None or cfg.serve_test:
+        info, where, triton = serving.write_triton(
+            cfg.triton_repo, out=cfg.out, staging=staging, paths=paths, latency=latency, force=cfg.force, log=log
+        )
+        if where.is_relative_to(staging):
+            files["triton_repo"] = str(where.relative_to(staging))
+        try:
+            if cfg.serve_test:
+                with torch.inference_mode():
+                    reference = model(torch.from_numpy(x_test)).numpy()
+                serve = serving.serve_test(where, info, x_test, reference, log=log)
+                if "parity" in serve:  # the server's answers count in the verdict like any backend's
+                    parity["triton-python:static"] = serve["parity"]
+        finally:
+            if cfg.triton_repo is None:
+                serving.remove_temporary(where)
     files["report_json"] = "report.json"
     files["report_md"] = "report.md"
 
@@ -551,7 +563,11 @@ def _export_validate_report(
         "parity": parity,
         "latency": latency,
         "fp16_range": fp16,
+        "interpretability": inside,
         "tensorrt": tensorrt_report,
+        "replay": replay,
+        "triton": triton,
+        "serving": serve,
         "files": files,
         "environment": _environment(threads),
     }

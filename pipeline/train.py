@@ -51,6 +51,7 @@ __all__ = [
     "DEFAULT_LR",
     "OPTIMIZERS",
     "TrainResult",
+    "TrainingDiverged",
     "accuracy",
     "check_options",
     "default_workers",
@@ -67,6 +68,17 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 SGD_MOMENTUM = 0.9
 SGD_WEIGHT_DECAY = 5e-4
 MAX_WORKERS = 64
+MAX_BATCH_SIZE = 65_536
+CHECK_EVERY = 10
+"""Steps between checks of the running loss in a single process (each check waits for the device)."""
+
+
+class TrainingDiverged(ValueError):
+    """The loss, a gradient or a weight became NaN or infinite: the model is lost, nothing may be exported.
+
+    The message names the epoch and the likely cause; the run stops before its
+    outputs are written, and the state of the diverged epoch is never saved.
+    """
 
 
 @dataclass
@@ -113,6 +125,8 @@ def check_options(*, batch_size: int, lr: float | None, optimizer: str, workers:
     """
     if batch_size < 1:
         raise ValueError(f"--batch-size {batch_size} is not usable, expected a positive integer")
+    if batch_size > MAX_BATCH_SIZE:
+        raise ValueError(f"--batch-size {batch_size} is out of range, expected 1 to {MAX_BATCH_SIZE}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"--optimizer {optimizer!r} is unknown, expected one of {', '.join(OPTIMIZERS)}")
     if lr is not None and not (math.isfinite(lr) and lr > 0):
@@ -301,6 +315,10 @@ def train(
 
     Raises:
         ValueError: bad options (``check_options``, ``resolve_amp``).
+        TrainingDiverged: the loss, or a weight or buffer, became NaN or infinite
+            (checked every ``CHECK_EVERY`` steps in one process, and after every
+            epoch on every rank); the epoch is named, its state is never saved and
+            the resume state is removed.
     """
     from tqdm import tqdm
 
@@ -390,12 +408,21 @@ def train(
                 sched.step()
             total += loss.detach().double() * len(xb)
             count += len(xb)
+            # One process only: under DDP a rank that stopped alone would leave the others waiting in all_reduce.
+            if ctx.world_size == 1 and step % CHECK_EVERY == CHECK_EVERY - 1 and not torch.isfinite(total):
+                _diverged(epoch, epochs, f"the loss became {float(total)} by step {step + 1}", lr, resume)
             bar.update(len(xb) * ctx.world_size)
             if not bar.disable and (step % 10 == 0 or step == len(loader) - 1):
                 bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{float(total) / count:.4f}")
         sums = torch.stack([total.cpu(), torch.tensor(float(count), dtype=torch.float64)])
         if ctx.world_size > 1:
             dist.all_reduce(sums)
+        # Losses are non-negative, so one non-finite step leaves the epoch's sum non-finite on every rank.
+        if not torch.isfinite(sums[0]):
+            _diverged(epoch, epochs, f"the loss became {float(sums[0])}", lr, resume if ctx.is_main else None)
+        bad = _non_finite(model)
+        if bad:
+            _diverged(epoch, epochs, f"{bad} became NaN or infinite", lr, resume if ctx.is_main else None)
         history.append(float(sums[0] / sums[1]))
         seen += int(sums[1])
         if per_epoch_lines:
@@ -414,6 +441,25 @@ def train(
     result.images_per_second = seen / result.seconds if seen and result.seconds > 0 else 0.0
     result.loss_history = history
     return result
+
+
+def _non_finite(model: nn.Module) -> str | None:
+    """The first parameter or buffer holding a NaN or infinity (a gradient that was one has reached the weights)."""
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
+
+
+def _diverged(epoch: int, epochs: int, what: str, lr: float, resume: ResumeStore | None):
+    # An earlier epoch's state would only diverge again under the same command: nothing is kept.
+    if resume is not None:
+        resume.clear()
+    raise TrainingDiverged(
+        f"training diverged in epoch {epoch + 1} of {epochs}: {what}; likely causes: a learning rate too high "
+        f"for this model (--lr {lr:g}) or degenerate data (constant or corrupt images); nothing was written, "
+        "expected a finite loss and finite weights"
+    )
 
 
 @torch.inference_mode()

@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 FP16_FILE = "model.static-fp16.onnx"
+INLINED_FILE = "model.live.inlined.onnx"  # the live file for tools that cannot read model-local functions
 ORT_PROVIDER = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}  # backend -> deploy.runners.ort_providers
 
 
@@ -75,6 +76,8 @@ def backend_rows(model, moved, data, paths, backends, threads, staging, batch_si
         if backend == "torch":
             continue
         modes = [*paths, "static-fp16"] if backend.startswith("ort") else [*paths, "refit"]
+        if backend == "openvino":
+            modes = [m for m in paths if m != "live-akp"]
         if backend.startswith("trt"):
             modes = [m for m in modes if backend == "trt" or m in ("static", "live")]
         if not ok:
@@ -110,10 +113,24 @@ def backend_rows(model, moved, data, paths, backends, threads, staging, batch_si
                         timed=False,
                     )
                 )
+        elif backend == "openvino":
+            rows += _openvino_rows(paths, staging, threads)
         else:
             rows += _trt_rows(
                 backend, moved_model, paths, staging, batch_sizes, len(data.x_test), default_feed, moved_feed, log
             )
+    return rows
+
+
+def _openvino_rows(paths, staging, threads) -> list[_Row]:
+    """OpenVINO on the static file, and on the live file with its ``ai.acl`` functions inlined (what it can read)."""
+    from deploy.openvino import OpenVinoRunner
+    from export.inline import inline
+
+    rows = [_Row("openvino:static", lambda: OpenVinoRunner(paths["static"], threads=threads))]
+    if "live" in paths:
+        inlined = inline(paths["live"], staging / INLINED_FILE)
+        rows.append(_Row("openvino:live", lambda: OpenVinoRunner(inlined, threads=threads)))
     return rows
 
 

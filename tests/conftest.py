@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -65,3 +68,12 @@ def ort_out(path, x: np.ndarray, extra: dict | None = None) -> np.ndarray:
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     return sess.run(None, {"input": x, **(extra or {})})[0]
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder``, by relative path (runs have subfolders)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }

@@ -103,6 +103,26 @@ def channel_stats(images: torch.Tensor) -> Norm:
     return tuple(float(v) for v in x.mean(1)), tuple(float(v) for v in x.std(1))
 
 
+def check_varies(name: str, images: torch.Tensor, std: Sequence[float]) -> None:
+    """Refuse training images with a channel of zero variance: standardising it divides by zero.
+
+    All-zero images, or a channel that is one value everywhere, would make every
+    input NaN and train a NaN model. There is no safe fallback: a floored std would
+    turn any test pixel that differs from the constant into an enormous input.
+
+    Raises:
+        ValueError: naming the data set, the channel and its one value.
+    """
+    for c, s in enumerate(std):
+        if not s > 0:
+            value = float(images[:1, c].reshape(-1)[0])
+            value = value / 255 if images.dtype == torch.uint8 else value
+            raise ValueError(
+                f"{name}: every training image has the same value ({value:.4g} on the 0..1 scale) in every pixel of "
+                f"channel {c}, so it cannot be standardised, expected training images that vary in each channel"
+            )
+
+
 def eval_subset(labels: np.ndarray, limit: int) -> np.ndarray:
     """Indices of at most ``limit`` images, class-balanced, in the split's order.
 
@@ -254,7 +274,12 @@ def in_memory_dataset(
     """A ``Dataset`` of raw image tensors; standardised with ``norm`` or the training split's statistics."""
     x_train, y_train = train
     x_test, y_test = test
+    for split, x in (("training", x_train), ("test", x_test)):
+        if len(x) == 0:
+            raise ValueError(f"{name}: the {split} split holds no images, expected at least one")
     mean, std = norm or channel_stats(x_train)
+    if norm is None:
+        check_varies(name, x_train, std)
     size = x_train.shape[-1]
     keep = torch.from_numpy(eval_subset(y_test.numpy(), eval_limit(x_train.shape[1], size)))
     ds = Dataset(

@@ -9,6 +9,8 @@ fed. Its own train/test split is used.
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -39,28 +41,43 @@ def read_idx(path: str | Path, *, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
     a payload over ``max_bytes`` raise ``ValueError`` naming the file.
     """
     path = Path(path)
+    try:
+        return _read_idx(path, max_bytes)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        # gzip reports a cut-off or damaged stream with its own exception types, naming no file.
+        raise ValueError(
+            f"{path} is a truncated or corrupt gzip file ({e or type(e).__name__}), expected a whole .gz IDX file"
+        ) from None
+
+
+def _read_idx(path: Path, max_bytes: int) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
         head = f.read(4)
         if len(head) < 4 or head[0] != 0 or head[1] != 0:
-            raise ValueError(f"{path} is not an IDX file (bad magic number {head.hex() or 'empty'})")
+            raise ValueError(
+                f"{path} is not an IDX file (bad magic number {head.hex() or 'empty'}), expected 0000 then type and rank"
+            )
         dtype, ndim = head[2], head[3]
         if dtype not in _IDX_TYPES:
-            raise ValueError(f"{path}: IDX data type 0x{dtype:02x} is not unsigned bytes (0x08)")
+            raise ValueError(f"{path}: IDX data type 0x{dtype:02x} is not unsigned bytes, expected 0x08")
         if not 1 <= ndim <= 4:
             raise ValueError(f"{path}: IDX file has {ndim} dimensions, expected 1 to 4")
         raw_dims = f.read(4 * ndim)
         if len(raw_dims) < 4 * ndim:
-            raise ValueError(f"{path}: IDX header is truncated")
+            raise ValueError(f"{path}: IDX header is truncated, expected {ndim} 4-byte sizes")
         dims = tuple(int.from_bytes(raw_dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
-        size = int(np.prod(dims, dtype=np.int64))
+        size = math.prod(dims)  # Python ints: np.prod in int64 wraps around for sizes like 0xffffffff**3
         if size > max_bytes:
-            raise ValueError(f"{path}: IDX payload of {size} bytes exceeds the {max_bytes}-byte limit")
+            raise ValueError(
+                f"{path}: IDX payload of {size} bytes ({'x'.join(map(str, dims))}) exceeds the {max_bytes}-byte "
+                "limit, expected a smaller file"
+            )
         data = f.read(size)
         if len(data) != size:
-            raise ValueError(f"{path}: IDX file is truncated ({len(data)} of {size} bytes)")
+            raise ValueError(f"{path}: IDX file is truncated ({len(data)} bytes), expected {size} bytes of data")
         if f.read(1):
-            raise ValueError(f"{path}: IDX file has bytes after its {size}-byte payload")
+            raise ValueError(f"{path}: IDX file has bytes after its {size}-byte payload, expected it to end there")
     return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
@@ -68,7 +85,7 @@ def _find(folder: Path, stem: str) -> Path:
     for name in (stem, f"{stem}.gz"):
         if (folder / name).is_file():
             return folder / name
-    raise ValueError(f"MNIST folder {folder} has no {stem} (or {stem}.gz)")
+    raise ValueError(f"MNIST folder {folder} has no {stem}, expected {stem} or {stem}.gz")
 
 
 def load_mnist_dataset(folder: str | Path, *, image_size: int = 32, norm=None) -> Dataset:
@@ -80,7 +97,7 @@ def load_mnist_dataset(folder: str | Path, *, image_size: int = 32, norm=None) -
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"MNIST folder {folder} does not exist")
+        raise ValueError(f"MNIST folder {folder} does not exist, expected a folder holding MNIST's four IDX files")
     arrays = {key: read_idx(_find(folder, stem)) for key, stem in _MNIST_FILES.items()}
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
@@ -89,7 +106,12 @@ def load_mnist_dataset(folder: str | Path, *, image_size: int = 32, norm=None) -
                 f"MNIST {split} files have shapes {images.shape} and {labels.shape}; expected [N, H, W] and [N]"
             )
         if len(images) != len(labels):
-            raise ValueError(f"MNIST {split} files disagree: {len(images)} images but {len(labels)} labels")
+            raise ValueError(
+                f"MNIST {split} files disagree: {len(images)} images but {len(labels)} labels, expected one label "
+                "per image"
+            )
+        if len(images) == 0:
+            raise ValueError(f"MNIST {split} files hold no images, expected at least one image and label")
         if labels.size and labels.max() > 9:
             raise ValueError(f"MNIST {split} labels go up to {labels.max()}; expected 0..9")
     h, w = arrays["train_images"].shape[1:]

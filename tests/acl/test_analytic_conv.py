@@ -107,6 +107,9 @@ def test_bad_hyper_parameters_are_refused_like_conv2d():
         AnalyticConv2d(3, 6, 3, padding_mode="mirror", spec="P18")
     with pytest.raises(ValueError, match=r"expected kernels in total: 18"):
         AnalyticConv2d(3, 6, 3, spec="P17")
+    for size in (0, (3, 0), -1):
+        with pytest.raises(ValueError, match="kernel_size must be a positive int"):
+            AnalyticConv2d(3, 6, size, spec="P18")
 
 
 def test_every_akp_receives_a_gradient():

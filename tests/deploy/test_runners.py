@@ -99,7 +99,7 @@ def test_backend_availability_reasons(monkeypatch):
     assert (ok, reason) == (False, "no CUDA device (nvidia-smi not found)")
     with pytest.raises(ValueError, match="unknown backend 'trt-x'"):
         availability("trt-x")
-    assert set(ALL_BACKENDS) == {"torch", "ort-cpu", "ort-cuda", "ort-trt", "trt", "trt-fp16"}
+    assert set(ALL_BACKENDS) == {"torch", "ort-cpu", "ort-cuda", "ort-trt", "trt", "trt-fp16", "openvino"}
 
 
 def test_provider_options_follow_the_documented_names(tmp_path):

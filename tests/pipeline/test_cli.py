@@ -1,8 +1,8 @@
 """The main job end to end, through the command line."""
 
-import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +12,8 @@ import onnx
 import pytest
 
 from pipeline.export import main
+from pipeline.output_folder import first_unproven
+from tests.conftest import digest
 
 FAST = ["--epochs", "4", "--batch-sizes", "1,4", "--latency-seconds", "0.02", "--no-progress"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,10 +30,6 @@ def run_cli(*args, env_extra=None, timeout=600):
         timeout=timeout,
         env=env,
     )
-
-
-def digest(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +51,24 @@ def test_default_job_outputs(run_dir):
         "latency.png",
         "mosaic-conv1.png",
         "mosaic-conv2.png",
+        "mosaic-conv1-initial.png",
+        "mosaic-conv2-initial.png",
+        "manifest.json",
     } <= names
     assert not [n for n in names if n.startswith(".")], "no temporary files left"
+    assert first_unproven(run_dir) is None, "manifest.json lists every file, with its size and hash"
+    assert sorted(p.name for p in run_dir.parent.iterdir()) == ["run"], "no lock, staging or resume state beside it"
     r = json.loads((run_dir / "report.json").read_text())
     assert r["schema"] == "acl-deploy/report/1"
     assert r["model"]["arch"] == "lenet" and r["model"]["spec"] == "G0.15625Lg0.078125Lt0.078125Tf0.1875P0.5"
     assert r["accuracy"] > 0.85, r["accuracy"]  # 4 epochs; the default 15 reach ~97 %
     assert set(r["compact_factor"]) == {"conv1", "conv2"}
     assert r["compact_factor"]["conv2"]["spec"] == "(6x16)G15Lg8Lt7Tf18P48"
+    inside = r["interpretability"]["layers"]
+    assert set(inside) == {"conv1", "conv2"} and "initial_mosaics" not in r["interpretability"]
+    assert set(inside["conv2"]["share"]) == {"Gabor", "LoG", "LoT", "TGD1st", "Plain"}
+    assert sum(inside["conv2"]["share"].values()) == pytest.approx(1.0)
+    assert inside["conv1"]["initial_mosaic"] == "mosaic-conv1-initial.png"
     assert r["compact_factor"]["conv2"]["value"] == pytest.approx(1 - (15 * 4 + 8 + 7 + 18 * 3 + 48 * 25) / (96 * 25))
     for key in ("ort-cpu:static", "ort-cpu:live", "ort-cpu:live-akp", "ort-cpu:live-akp(fed)", "torch:baked"):
         p = r["parity"][key]
@@ -83,7 +91,7 @@ def test_default_job_outputs(run_dir):
         "passed": True,
         "checks": 6,
         "failed": [],
-        "not_available": [k for k in r["parity"] if "cuda" in k or "trt" in k],
+        "not_available": [k for k in r["parity"] if "cuda" in k or "trt" in k or "openvino" in k],
     }
     env = r["environment"]
     assert env["cores"] >= 1 and env["versions"]["onnxruntime"] != "not installed"
@@ -91,6 +99,9 @@ def test_default_job_outputs(run_dir):
     text = (run_dir / "report.md").read_text()
     assert f"Test accuracy of the source model: {r['accuracy'] * 100:.2f} %" in text
     assert "not available:" in text
+    assert (
+        "## Inside the ACLs" in text and "| `conv1` | ![](mosaic-conv1-initial.png) | ![](mosaic-conv1.png) |" in text
+    )
 
 
 def test_exported_files_run_on_new_inputs(run_dir):
@@ -141,39 +152,43 @@ def test_checkpoint_run_reproduces_accuracy(run_dir, tmp_path):
 def test_refuses_to_overwrite_without_force_and_replaces_with_force(run_dir, tmp_path, capsys):
     before = digest(run_dir)
     assert main(["--out", str(run_dir), *FAST]) == 2
-    assert "is not empty; pass --force" in capsys.readouterr().err
+    assert "is not empty, expected a new or empty folder; pass --force" in capsys.readouterr().err
     assert digest(run_dir) == before
     copy = tmp_path / "copy"
-    copy.mkdir()
-    for p in run_dir.iterdir():
-        (copy / p.name).write_bytes(p.read_bytes())
-    (copy / "stale.txt").write_text("from an older run")
-    assert (
-        main(
-            [
-                "--out",
-                str(copy),
-                "--force",
-                "--checkpoint",
-                str(run_dir / "model.safetensors"),
-                "--batch-sizes",
-                "1",
-                "--latency-seconds",
-                "0.01",
-            ]
-        )
-        == 0
+    shutil.copytree(run_dir, copy)
+    again = ["--out", str(copy), "--force", "--checkpoint", str(run_dir / "model.safetensors"), *QUICK_CPU]
+
+    # --force replaces only what the earlier run's manifest proves it wrote: a user's file or an edit stops it.
+    (copy / "notes.txt").write_text("the user's")
+    assert main(again) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        f"error: --out {copy} holds notes.txt, which its manifest.json does not list; refusing to replace it even "
+        "with --force, expected only the files an earlier run wrote (remove or move the folder yourself)"
     )
-    assert not (copy / "stale.txt").exists() and (copy / "report.json").exists()
+    assert (copy / "notes.txt").read_text() == "the user's"
+    assert {k: v for k, v in digest(copy).items() if k != "notes.txt"} == before, "untouched"
+    (copy / "notes.txt").unlink()
+    with (copy / "report.md").open("a") as f:
+        f.write("my comments\n")
+    assert main(again) == 2
+    assert "holds report.md, which was modified after acl-deploy wrote it" in capsys.readouterr().err
+    (copy / "report.md").write_bytes((run_dir / "report.md").read_bytes())
+
+    assert main(again) == 0
+    after = digest(copy)
+    # A --checkpoint run cannot know the initial kernels, so it draws no initial mosaics.
+    assert set(after) == {f for f in before if not f.endswith("-initial.png")}
+    assert after["report.json"] != before["report.json"]
+    assert first_unproven(copy) is None
+    assert [p.name for p in tmp_path.iterdir()] == ["copy"], "nothing left beside --out"
 
 
 def test_failure_midway_leaves_previous_outputs_untouched(run_dir, tmp_path, monkeypatch, capsys):
     import export
 
     copy = tmp_path / "prev"
-    copy.mkdir()
-    for p in run_dir.iterdir():
-        (copy / p.name).write_bytes(p.read_bytes())
+    shutil.copytree(run_dir, copy)
     before = digest(copy)
 
     def boom(*a, **k):
@@ -225,8 +240,10 @@ def test_not_an_earlier_run_is_never_replaced(tmp_path):
     user = tmp_path / "mine"
     user.mkdir()
     (user / "notes.txt").write_text("precious")
+    (user / "report.json").write_text("{}")  # looking like a run is not enough: only a manifest proves it
     res = run_cli("--out", str(user), "--force", *FAST)
-    assert res.returncode == 2 and "not an earlier acl-deploy run" in res.stderr
+    assert res.returncode == 2, res.stderr
+    assert "holds no readable manifest.json, so it is not an earlier acl-deploy run" in res.stderr
     assert (user / "notes.txt").read_text() == "precious"
 
 

@@ -99,7 +99,10 @@ def test_help_names_every_arch_and_warns_about_model():
         (["--model", "usernets.models:nothere"], "'usernets.models' has no attribute 'nothere'"),
         (["--model", "usernets.missing:f"], "cannot import module 'usernets.missing'"),
         (["--layers", " , "], "selects nothing; expected 'first', 'all' or comma-separated module names"),
-        (["--layers", "conv1,conv9"], "layer 'conv9' not found in the model; nn.Conv2d layers are: ['conv1', 'conv2']"),
+        (
+            ["--layers", "conv1,conv9"],
+            "layer 'conv9' not found in the model; expected one of its nn.Conv2d layers: ['conv1', 'conv2']",
+        ),
         (["--arch", "lenet", "--layers", "fc1"], "layer 'fc1' is a Linear, expected an nn.Conv2d"),
         (["--spec", "G0.5P0.4"], "error: bad arrangement spec 'G0.5P0.4': ratios sum to 0.9"),
         # a count spec can only be checked against its layers: after the model is built
@@ -107,7 +110,7 @@ def test_help_names_every_arch_and_warns_about_model():
         (["--init-from", "/no/such.safetensors"], "error: --init-from: checkpoint not found: /no/such.safetensors"),
         (
             ["--init-from", "x.pt", "--checkpoint", "y.safetensors"],
-            "--init-from starts training from a plain checkpoint",
+            "--init-from (start training from a plain checkpoint) and --checkpoint (skip training) were both given",
         ),
     ],
 )
@@ -173,7 +176,7 @@ def test_init_from_bad_files(capsys, tmp_path):
     torch.save(archs.build("lenet").state_dict(), bare_acl)
     fails(capsys, ["--init-from", str(bare_acl)], tmp_path, "is an ACL checkpoint (ACL parameters conv1.")
     other = ckpt.save(archs.create("cnn4"), tmp_path / "cnn4.safetensors", {"arch": "cnn4", "spec": "none"})
-    fails(capsys, ["--init-from", str(other)], tmp_path, "is a 'cnn4' model; expected a plain 'lenet' checkpoint")
+    fails(capsys, ["--init-from", str(other)], tmp_path, "is a 'cnn4' model, expected a plain 'lenet' checkpoint")
     bare = tmp_path / "cnn4.pt"
     torch.save(archs.create("cnn4").state_dict(), bare)
     fails(capsys, ["--init-from", str(bare)], tmp_path, f"--init-from {bare} does not match a plain lenet: missing")

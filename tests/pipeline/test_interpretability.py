@@ -5,7 +5,7 @@ import torch
 import acl
 from pipeline.archs import build
 from pipeline.archs.calibrate import trained_looking_bn
-from pipeline.interpretability import initial_kernels, markdown, measure
+from pipeline.interpretability import initial_kernels, markdown, measure, mosaic_lines
 
 
 def _moved(model):
@@ -32,9 +32,10 @@ def test_section_on_a_mobilenet_has_every_acl_and_both_mosaics(tmp_path):
     sigma = next(r for r in entry["akps"] if r["family"] == "LoG")
     layer = dict(acl.acl_layers(net))[names[0]]
     assert sigma["max"] == float(layer.akp1_Lg.detach().abs().max()), "the trained AKPs, not the initial ones"
-    text = "\n".join(markdown(section, {names[0]: "mosaic-x.png"}))
+    text = "\n".join(markdown(section))
     assert "## Inside the ACLs" in text and "| Gabor | LoG | Plain | cross |" in text
-    assert f"![]({entry['initial_mosaic']}) | ![](mosaic-x.png)" in text
+    pairs = "\n".join(mosaic_lines(section, {names[0]: "mosaic-x.png"}))
+    assert f"![]({entry['initial_mosaic']}) | ![](mosaic-x.png)" in pairs
 
 
 def test_without_initial_kernels_the_reason_is_given(tmp_path):
@@ -42,4 +43,5 @@ def test_without_initial_kernels_the_reason_is_given(tmp_path):
     section = measure(net.eval(), torch.randn(4, 1, 32, 32), None, tmp_path, mosaic_layers=["conv1"])
     assert section["initial_mosaics"].startswith("not available: ")
     assert not list(tmp_path.iterdir())
-    assert "Initial mosaics: not available" in "\n".join(markdown(section, {}))
+    text = "\n".join(mosaic_lines(section, {"conv1": "mosaic-conv1.png"}))
+    assert "![conv1](mosaic-conv1.png)" in text and "Initial mosaics: not available" in text

@@ -51,7 +51,14 @@ def _report():
         "p90_ms": 1.2,
         "p99_ms": 1.5,
         "mean_ms": 1.1,
+        "std_ms": 0.1,
         "min_ms": 0.9,
+        "max_ms": 1.6,
+        "outliers": 0,
+        "outlier_share": 0.0,
+        "load_avg": 0.5,
+        "cores": 2,
+        "loaded": False,
         "iterations": 10,
         "throughput": 900.0,
         "batch_size": 1,
@@ -100,12 +107,100 @@ def test_markdown_states_every_number_and_unavailable_backends(tmp_path):
     text = rep.write_markdown(r, tmp_path / "r.md").read_text()
     assert "Test accuracy of the source model: 90.00 %" in text
     assert "| `conv1` | `(1x6)P3Lg3` | 0.4800 |" in text
-    assert "| ort-cuda:static | | | | | | not available: no CUDA device |" in text
-    assert "| ort-cpu:static | 1 | 0.500 | 1.200 | 1.500 | 900 | 2.00x |" in text
+    assert "| ort-cpu:static | 1 | 1.100 | 0.100 | 0.500 | 1.200 | 1.500 | 900 | 2.00x |  |" in text
     assert "| fp32 | 0.0001 | 0.001 | 0.995 |" in text
     assert "Parity: all 1 checks passed" in text
     assert "- ACL kernels on CPU: torch, eager autograd (acl.kernels)" in text
     assert json.loads(rep.write_json(r, tmp_path / "r.json").read_text())["accuracy"] == 0.9
+
+
+def test_unavailable_backends_are_listed_once_and_not_in_the_tables(tmp_path):
+    r = _report()
+    r["parity"]["ort-cuda:live"] = {"available": False, "reason": "no CUDA device"}
+    r["parity"]["trt:static"] = {"available": False, "reason": "TensorRT | not installed"}
+    r["latency"]["trt:static"] = {"available": False, "reason": "TensorRT | not installed"}
+    r["serving"] = {"available": False, "reason": "nvidia-pytriton is not installed"}
+    r["tensorrt"] = {"available": False, "reason": "TensorRT | not installed", "check": {"m.onnx": []}}
+    text = rep.write_markdown(r, tmp_path / "r.md").read_text()
+    assert text.count("no CUDA device") == 1 and text.count("TensorRT \\| not installed") == 1
+    assert "| ort-cuda (static, live) | not available: no CUDA device |" in text
+    assert "| trt (static) | not available: TensorRT \\| not installed |" in text
+    assert "| Triton server (--serve-test) | not available: nvidia-pytriton is not installed |" in text
+    assert "Engines: not built (see *Not available here*)" in text
+    tables = text.split("## Parity against")[1].split("## TensorRT")[0]
+    assert "ort-cuda" not in tables and "| trt:static" not in tables and "not available" not in tables
+
+
+def test_loaded_latency_rows_carry_a_note(tmp_path):
+    r = _report()
+    row = r["latency"]["ort-cpu:static"]["1"]
+    row.update(loaded=True, outliers=3, outlier_share=0.3, load_avg=5.0, max_ms=40.0)
+    text = rep.write_markdown(r, tmp_path / "r.md").read_text()
+    assert "| 2.00x | loaded: 30.0 % far outliers, slowest 40.000 ms; load average 5.0 on 2 cores |" in text
+    assert "*loaded* (1 of 2 rows)" in text
+    old = {k: v for k, v in row.items() if k not in ("std_ms", "loaded")}  # a report from before std_ms
+    r["latency"]["ort-cpu:static"]["1"] = old
+    assert "| ort-cpu:static | 1 | 1.100 | - | 0.500 |" in rep.write_markdown(r, tmp_path / "o.md").read_text()
+
+
+def test_serving_table_states_what_the_server_did(tmp_path):
+    r = _report()
+    level = {"requests": 300, "errors": 0, "throughput": 286.4, "p50_ms": 11.976, "p99_ms": 37.59}
+    r["triton"] = None
+    r["serving"] = {
+        "available": True,
+        "model": "acl_python",
+        "server": {"version": "0.7.0", "start_seconds": 4.42},
+        "parity": {"precision": "fp32", "max_abs_err": 4.8e-6, "top1_agreement": 1.0, "passed": True},
+        "load": {
+            "protocol": "grpc",
+            "batch": 1,
+            "load_avg": 11.5,
+            "cores": 2,
+            "levels": {
+                "1": {**level, "server_mean_batch": 1.0, "server_batches": {"1": 300}},
+                "4": {**level, "server_mean_batch": 2.27, "server_batches": {"1": 47, "4": 26}},
+            },
+        },
+    }
+    text = rep.write_markdown(r, tmp_path / "r.md").read_text()
+    assert "- `acl_python` on nvidia-pytriton 0.7.0's `tritonserver`, ready in 4.42 s" in text
+    assert "max abs err 4.80e-06, top-1 agreement 100.00 %, pass" in text
+    assert "1-minute load average 11.5 on 2 cores" in text
+    assert "| 1 | 300 | 0 | 286 | 11.976 | 37.590 | 1.00 | 1: 300 |" in text
+    assert "| 4 | 300 | 0 | 286 | 11.976 | 37.590 | 2.27 | 1: 47, 4: 26 |" in text
+    r["serving"]["parity"] = {"precision": "fp32", "passed": False, "error": "server did not start: log"}
+    assert "**Parity of the server's answers with PyTorch: FAIL: server did not start: log**" in (
+        rep.write_markdown(r, tmp_path / "f.md").read_text()
+    )
+
+
+class _Steady:
+    """A runner that sleeps ``ms`` per call, and ``spike_ms`` every ``every``-th call."""
+
+    def __init__(self, ms, spike_ms=0.0, every=0):
+        self.ms, self.spike_ms, self.every, self.calls = ms, spike_ms, every, 0
+
+    def infer(self, feed, check_inputs=True):
+        import time
+
+        self.calls += 1
+        spike = self.every and self.calls % self.every == 0
+        time.sleep((self.spike_ms if spike else self.ms) / 1e3)
+
+
+def test_timing_counts_far_outliers_and_flags_a_disturbed_measurement():
+    from deploy.timing import LatencyStats, measure_latency
+
+    feed = {"input": np.zeros((2, 3), np.float32)}
+    s = measure_latency(_Steady(1.0, spike_ms=40.0, every=10), feed, warmup=0, min_iters=100, min_seconds=0)
+    assert s.iterations == 100 and s.outliers >= 10 and s.loaded  # 10 spikes of 40x the usual time
+    assert s.max_ms >= 40 and s.std_ms > 5 and s.min_ms <= s.p50_ms <= s.mean_ms <= s.max_ms
+    d = s.to_dict()
+    assert d["outlier_share"] == s.outliers / 100 and d["loaded"] is True and d["cores"] >= 1
+    calm = LatencyStats(1, 100, 1.0, 1.1, 1.2, 1.0, 0.9, 1000.0, 0.05, 1.3, 0, load_avg=0.5, cores=2)
+    assert not calm.loaded
+    assert LatencyStats(1, 100, 1.0, 1.1, 1.2, 1.0, 0.9, 1000.0, 0.05, 1.3, 0, load_avg=3.5, cores=2).loaded
 
 
 def _image(path):

@@ -1,0 +1,250 @@
+"""``python -m pipeline.reproduce``: the paper's experiments (sections 4.1-4.2) on the data shipped here.
+
+Trains every cell of the grid (``pipeline.experiments.grid``) from several seeds and
+writes, into ``--out``:
+
+- ``grid.json``: the grid (what a resumed run must match);
+- ``runs/<cell>-seed<seed>.json``: one record per finished run, written atomically;
+- ``results.json``, ``results.md``: the AnaNN tests and Tables 1-3, ours (mean ± std
+  over seeds) beside the paper's numbers;
+- ``accuracy-vs-compact-factor.png``, ``ablation.png``.
+
+Running the same command again after a kill continues the grid where it stopped
+(finished runs are read back, a run cut short continues after its last epoch) and
+gives the same ``results.json`` as an uninterrupted run. A non-empty ``--out`` is
+refused unless its ``grid.json`` is this grid's.
+
+``--finetune N`` also fine-tunes each of Table 3's ablated models for N epochs
+(inside its run, before the run's record is written) and reports the fine-tuned
+accuracies, losses and attribution beside the zero-shot ones. N is part of the grid.
+
+API: ``reproduce(grid, out, jobs=...)`` runs a ``Grid`` (``build_grid``) and writes
+the outputs; ``main(argv)`` is the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pipeline.experiments.grid import ARCHS, FULL, QUICK, Grid, build_grid
+
+__all__ = ["GRID_FILE", "main", "parser", "prepare_out", "reproduce"]
+
+EXIT_USER_ERROR = 2
+GRID_FILE = "grid.json"
+GRID_FORMAT = "acl-deploy/reproduce-grid/1"
+MAX_JOBS = 64
+# Measured 2026-12-01 on digits, one thread, the shared 2-core machine: seconds per fine-tuning epoch.
+FINETUNE_EPOCH_SECONDS = {"lenet": 0.5, "cnn4": 7.0}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line, ``error: <what>``, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"error: {message} (see --help)\n")
+
+
+def _settings(s) -> str:
+    return f"{s.seeds} seeds, {s.epochs['lenet']} epochs for LeNet cells and {s.epochs['cnn4']} for the 4-layer CNN's"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m pipeline.reproduce",
+        description=(
+            "Reproduce the paper's experiments: LeNet vs AnaNN-LeNet and the 4-layer CNN vs its AnaNN "
+            "(sec. 4.2), Table 1's arrangements exp1-exp7 as ratios with compact factor and accuracy, Table 2's "
+            "orders, Table 3's ablation by Mean kernels (acl.ablate, no retraining; --finetune N also retrains "
+            "each ablated model N epochs) with its attribution. Every "
+            "cell is trained from several seeds (mean and std); the paper's numbers stand beside ours. "
+            "Resumable: run the same command again after a kill."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--data", default="digits", help="digits (scikit-learn's 8x8 digits at 32x32), mnist:DIR or cifar10:DIR"
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("runs/reproduce"), help="output folder (new, empty, or this grid's)"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"the quick grid: {_settings(QUICK)}; Table 3 only by ablation, without its arrangements trained "
+        f"from scratch (12 cells, 36 runs; under 10 minutes on 2 cores with digits). Without it: {_settings(FULL)}, "
+        "with Table 3's exp9-14 and exp16-19 trained from scratch too (22 cells, 110 runs)",
+    )
+    p.add_argument("--seeds", type=int, default=None, help="seeds per cell, at least 3 (default: the grid's)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs for every cell (default: the grid's, per arch)")
+    p.add_argument(
+        "--sweep-arch", choices=ARCHS, default="lenet", help="the model of Tables 1-3 (every convolution an ACL)"
+    )
+    p.add_argument(
+        "--jobs", type=int, default=None, help="runs in parallel processes, one thread each (default: min(2, cores))"
+    )
+    p.add_argument("--limit", type=int, default=None, help="use only the first N training and test images (tests)")
+    p.add_argument("--batch-size", type=int, default=64, help="training batch size")
+    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
+    p.add_argument(
+        "--finetune",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after each of Table 3's zero-shot ablations (exp3's trained model with families replaced by Mean "
+        "kernels), fine-tune a copy of the ablated model for N epochs (the grid's optimizer, --lr and "
+        "--batch-size, a fresh optimizer, data order from the run's seed) and report its accuracy, loss and "
+        "attribution beside the zero-shot ones; 0: off. Cost: 7 x N more epochs of exp3's model per seed (one "
+        f"per ablation), about {FINETUNE_EPOCH_SECONDS['lenet']:g} s each for LeNet and "
+        f"{FINETUNE_EPOCH_SECONDS['cnn4']:g} s for the 4-layer CNN on digits on one core: --quick --finetune 6 "
+        f"adds 3 x 42 epochs, about {3 * 7 * 6 * FINETUNE_EPOCH_SECONDS['lenet']:.0f} s of CPU time to its 12-16 "
+        "minutes. Part of the grid: an --out with another N is refused, not resumed",
+    )
+    return p
+
+
+def _grid_diff(stored: dict[str, Any], new: dict[str, Any]) -> str:
+    keys = sorted(k for k in set(stored) | set(new) if k != "cells" and stored.get(k) != new.get(k))
+    parts = [f"{k}: {stored.get(k)} -> {new.get(k)}" for k in keys]
+    old_cells = {c["id"]: c for c in stored.get("cells", []) if isinstance(c, dict) and "id" in c}
+    new_cells = {c["id"]: c for c in new.get("cells", [])}
+    changed = sorted(k for k in set(old_cells) | set(new_cells) if old_cells.get(k) != new_cells.get(k))
+    if changed:
+        parts.append(f"cells {', '.join(changed[:4])}{' ...' if len(changed) > 4 else ''}")
+    return "; ".join(parts) or "the grid differs"
+
+
+def prepare_out(out: Path, grid: Grid) -> bool:
+    """Make ``out`` ready for ``grid``; True when it resumes an earlier run of the same grid.
+
+    Raises:
+        UserError: ``out`` is not a folder, or is not empty and not a run of this
+            grid (its ``grid.json`` missing, unreadable or another grid's; the message says what differs).
+    """
+    from export.atomic import atomic_output
+    from pipeline.errors import UserError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    doc = {"format": GRID_FORMAT, "key": grid.key, "grid": grid.to_json()}
+    if out.is_dir() and any(out.iterdir()):
+        path = out / GRID_FILE
+        try:
+            stored = json.loads(path.read_text())
+            if not isinstance(stored, dict) or stored.get("format") != GRID_FORMAT:
+                raise ValueError("not a grid file of this tool")
+        except (OSError, ValueError) as e:
+            why = "has no grid.json" if not path.exists() else f"has an unreadable {GRID_FILE} ({e})"
+            raise UserError(
+                f"--out {out} is not empty and {why}, expected a new or empty folder or an earlier run of the same "
+                "grid to resume"
+            ) from None
+        stored_grid = stored.get("grid")
+        if isinstance(stored_grid, dict) and "finetune" not in stored_grid:
+            stored_grid = {**stored_grid, "finetune": 0}  # written before --finetune existed: it meant 0
+        if stored_grid != doc["grid"]:
+            raise UserError(
+                f"--out {out} holds another grid ({_grid_diff(stored_grid or {}, doc['grid'])}), "
+                "expected the same options to resume it, or a new --out"
+            )
+        return True
+    with atomic_output(out / GRID_FILE) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    return False
+
+
+def reproduce(
+    grid: Grid,
+    out: Path,
+    *,
+    jobs: int = 1,
+    progress: bool = True,
+    max_runs: int | None = None,
+    log=lambda msg: print(msg, file=sys.stderr, flush=True),
+) -> dict[str, Any] | None:
+    """Run ``grid`` into ``out`` (locked while it runs) and write the results; None when runs remain.
+
+    ``max_runs`` stops after that many new runs (as a kill would); calling again resumes.
+
+    Raises:
+        UserError: ``out`` refused (``prepare_out``) or in use by another run.
+    """
+    from pipeline.experiments.runner import run_grid
+    from pipeline.experiments.tables import results, write_outputs
+    from pipeline.output_folder import OutputFolder
+
+    began = time.perf_counter()
+    folder = OutputFolder(Path(out), force=False, log=log)
+    folder.lock()
+    try:
+        if prepare_out(out, grid):
+            log(f"resume: {out} holds this grid ({GRID_FILE}); continuing it")
+        records = run_grid(grid, out, jobs=jobs, progress=progress, max_runs=max_runs, log=log)
+        if len(records) < len(grid.runs()):
+            log(f"stopped with {len(records)} of {len(grid.runs())} runs recorded; run again to continue")
+            return None
+        doc = results(grid, records)
+        write_outputs(doc, out, wall_seconds=time.perf_counter() - began)
+        return doc
+    finally:
+        folder.unlock()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from pipeline.errors import UserError
+    from pipeline.experiments.runner import default_jobs, load_data
+    from pipeline.export import Terminated, _signals_raise
+
+    began = time.perf_counter()
+    try:
+        jobs = default_jobs() if args.jobs is None else args.jobs
+        if not 1 <= jobs <= MAX_JOBS:
+            raise UserError(f"--jobs {jobs} is out of range, expected 1 to {MAX_JOBS}")
+        if args.batch_size < 1:
+            raise UserError(f"--batch-size {args.batch_size} is not usable, expected a positive integer")
+        if not (args.lr > 0 and args.lr < float("inf")):
+            raise UserError(f"--lr {args.lr} is not usable, expected a positive finite number")
+        try:
+            grid = build_grid(
+                args.data,
+                quick=args.quick,
+                seeds=args.seeds,
+                epochs=args.epochs,
+                sweep_arch=args.sweep_arch,
+                limit=args.limit,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                finetune=args.finetune,
+            )
+            data = load_data(grid.data, grid.limit)  # bad data is reported now, not in a worker
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        print(f"data: {data.describe()}", file=sys.stderr)
+        tuned = f", each ablation fine-tuned {grid.finetune} epoch(s)" if grid.finetune else ""
+        print(f"grid: {len(grid.cells)} cells x {len(grid.seeds)} seeds{tuned}, {jobs} process(es)", file=sys.stderr)
+        with _signals_raise():
+            doc = reproduce(grid, args.out, jobs=jobs)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except (Terminated, KeyboardInterrupt) as e:
+        signum = getattr(e, "signum", 2)
+        print(
+            f"interrupted; finished runs are kept in {args.out}/runs: run the same command to continue", file=sys.stderr
+        )
+        return 128 + signum
+    if doc is None:
+        return 1
+    print(f"wrote {args.out}/results.md ({time.perf_counter() - began:.0f} s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""The job's Triton stage and reproduction data: ``--triton-repo``, ``--serve-test``, ``test_data_set_0/``.
+
+- ``check_repo_dir``: ``--triton-repo DIR`` under the rules of ``--out`` (a new or
+  empty folder; ``--force`` replaces only a repository this tool wrote), checked
+  before anything slow.
+- ``write_triton``: after export and validation, ``deploy.triton.write_repository``
+  with the batching plan taken from the measured ONNX Runtime CPU latency curve
+  (the python-backend model runs that same ONNX Runtime on the same file). A
+  ``DIR`` inside ``--out`` is written into the run's staging folder, so it appears
+  with the run or not at all; elsewhere ``write_repository`` stages it beside
+  ``DIR`` and renames it into place.
+- ``serve_test``: start nvidia-pytriton's ``tritonserver`` on the python-backend
+  model, compare its answers on the test images with PyTorch's, and run the load
+  test at 1, 4 and 16 concurrent clients. Where no server can run (the main
+  environment: nvidia-pytriton pins numpy<2), the result is one
+  ``{"available": False, "reason"}``.
+- ``replay``: ``export.test_data`` beside the ONNX files (inputs and the source
+  model's outputs), the commands that replay each file with other tools, and this
+  project's own replay of each file, run here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from pipeline.errors import UserError
+
+__all__ = [
+    "LATENCY_ROW",
+    "SERVE_CONCURRENCY",
+    "TEST_DATA_IMAGES",
+    "check_repo_dir",
+    "remove_temporary",
+    "replay",
+    "serve_test",
+    "write_triton",
+]
+
+LATENCY_ROW = "ort-cpu:static"
+"""The latency row whose p50 curve sets the batching plan: what the python-backend model runs."""
+SERVE_CONCURRENCY = (1, 4, 16)
+SERVE_REQUESTS = 300
+"""Requests per concurrency level; each level also stops after ``SERVE_SECONDS``, so the test is bounded."""
+SERVE_SECONDS = 8.0
+TEST_DATA_IMAGES = 8
+MODEL_NAME = "acl"
+
+
+def _inside(path: Path, folder: Path) -> Path | None:
+    """``path`` relative to ``folder`` when it lies inside it (resolved), else ``None``."""
+    try:
+        return path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return None
+
+
+def check_repo_dir(path: Path, out: Path, force: bool) -> None:
+    """Refuse a ``--triton-repo`` that could lose a user's files, as ``--out`` does.
+
+    Raises:
+        UserError: ``path`` is ``--out`` or holds it, is a file, is not empty
+            (without ``--force``), holds something other than a repository written
+            by this tool, or cannot be created.
+    """
+    from deploy.triton import MARKER
+
+    path, out = Path(path), Path(out)
+    rel = _inside(path, out)
+    if rel is not None and rel == Path("."):
+        raise UserError(f"--triton-repo {path} is --out itself, expected a folder of its own (e.g. {out}/triton)")
+    if _inside(out, path) is not None:
+        raise UserError(f"--triton-repo {path} holds --out {out}, expected a folder beside --out or inside it")
+    if rel is not None:  # replaced with the run as a whole: --out's own check covers it
+        return
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--triton-repo {path} exists and is not a folder, expected a new or empty folder")
+    if path.is_dir() and any(path.iterdir()):
+        if not force:
+            raise UserError(
+                f"--triton-repo {path} is not empty, expected a new or empty folder; "
+                "pass --force to replace a repository written earlier"
+            )
+        if not (path / MARKER).is_file():
+            raise UserError(
+                f"--triton-repo {path} is not empty and holds no {MARKER}, so it is not a repository written by "
+                "acl-deploy; refusing to replace it even with --force, expected a new or empty folder"
+            )
+    probe = path.resolve().parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise UserError(f"--triton-repo {path}: cannot write in {probe}, expected a writable folder")
+
+
+def _curve(latency: Mapping[str, Any]) -> dict[int, float] | None:
+    rows = latency.get(LATENCY_ROW) or {}
+    if not rows.get("available", True):
+        return None
+    return {int(b): float(r["p50_ms"]) for b, r in rows.items() if b.isdigit()} or None
+
+
+def write_triton(
+    dest: Path | None,
+    *,
+    out: Path,
+    staging: Path,
+    paths: Mapping[str, Path],
+    latency: Mapping[str, Any],
+    force: bool,
+    log: Callable[[str], None],
+) -> tuple[Any, Path, dict[str, Any]]:
+    """Write the Triton repository; ``(RepositoryInfo, where it is now, report entry)``.
+
+    Args:
+        dest: ``--triton-repo``; ``None`` writes a temporary repository for
+            ``--serve-test`` alone (``where`` is removed by the caller after serving).
+        out: ``--out``; a ``dest`` inside it is written inside ``staging``.
+        staging: the run's staging folder.
+        paths: ``{kind: ONNX file}`` of the run (needs ``"static"``).
+        latency: the run's latency table (``LATENCY_ROW`` gives the batching curve).
+        force: replace a repository written earlier at ``dest``.
+        log: progress lines.
+    """
+    from deploy.triton import TritonConfigError, write_repository
+
+    curve = _curve(latency)
+    engine = staging / "trt" / "static.fp32.engine"  # pipeline.validate's TensorRT build, when one ran
+    kept = dest is not None
+    if dest is None:
+        where = Path(tempfile.mkdtemp(prefix="acl-triton-repo-")) / "repo"
+        shown: str | None = None
+    else:
+        rel = _inside(dest, out)
+        where = staging / rel if rel is not None else Path(dest)
+        shown = str(dest)
+    try:
+        info = write_repository(
+            where,
+            {k: p for k, p in paths.items() if k in ("static", "live")},
+            name=MODEL_NAME,
+            latency=curve,
+            engine=engine if engine.is_file() else None,
+            overwrite=force,
+        )
+    except BaseException as e:
+        if dest is None:
+            remove_temporary(where)
+        if isinstance(e, FileExistsError):
+            raise UserError(f"--triton-repo {dest}: {e}, expected a new or empty folder") from None
+        if isinstance(e, TritonConfigError):  # a generated config that Triton would refuse: not the user's mistake
+            raise RuntimeError(str(e)) from None
+        raise
+    entry = info.to_dict()
+    entry["path"] = shown
+    entry["kept"] = kept
+    entry["batching_from"] = (
+        f"{LATENCY_ROW} p50 per batch size" if curve else f"no {LATENCY_ROW} latency measured: default plan"
+    )
+    log(
+        f"      Triton repository {shown or '(temporary, for --serve-test)'}: {', '.join(info.models)}; "
+        f"max_batch_size {info.batching.max_batch_size}, preferred {info.batching.preferred or 'none'}"
+    )
+    return info, where, entry
+
+
+def remove_temporary(where: Path) -> None:
+    """Remove a repository that ``write_triton`` wrote for ``--serve-test`` alone."""
+    shutil.rmtree(where.parent, ignore_errors=True)
+
+
+def _triton_infer(url: str, model: str, x: np.ndarray, chunk: int, input_name: str, output_name: str) -> np.ndarray:
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    outs = []
+    for i in range(0, len(x), chunk):
+        part = np.ascontiguousarray(x[i : i + chunk])
+        inp = grpcclient.InferInput(input_name, list(part.shape), "FP32")
+        inp.set_data_from_numpy(part)
+        outs.append(client.infer(model, [inp]).as_numpy(output_name))
+    return np.concatenate(outs)
+
+
+def serve_test(
+    repo: Path,
+    info: Any,
+    x: np.ndarray,
+    reference: np.ndarray,
+    *,
+    log: Callable[[str], None],
+    concurrency: Sequence[int] = SERVE_CONCURRENCY,
+    requests_per_level: int = SERVE_REQUESTS,
+    seconds_per_level: float = SERVE_SECONDS,
+) -> dict[str, Any]:
+    """Serve the python-backend model of ``repo`` with a real Triton server: parity and a load test.
+
+    Returns:
+        ``{"available": False, "reason"}`` where no server can run; otherwise
+        ``{"available": True, "model", "server": {"version", "start_seconds"},
+        "parity": compare_outputs(...) | {"passed": False, "error"}, "load": load_test(...)}``.
+    """
+    import export
+    from deploy.triton import ServerUnavailable, find_triton
+    from export.compare import TOLERANCES, compare_outputs
+
+    try:
+        dist = find_triton()
+        import tritonclient.grpc  # noqa: F401 - the clients below need it
+    except (ServerUnavailable, ImportError) as e:
+        reason = str(e).split("\n")[0]
+        log(f"      Triton server not available: {reason}")
+        return {"available": False, "reason": reason}
+    from deploy.triton import load_test, start_server
+
+    model = f"{MODEL_NAME}_python"
+    result: dict[str, Any] = {"available": True, "model": model, "server": {"version": dist.version}}
+    log(f"      serving {model} with tritonserver (nvidia-pytriton {dist.version})")
+    try:
+        server = start_server(repo, load_models=[model], timeout=180)
+    except ServerUnavailable as e:
+        result["parity"] = {"precision": "fp32", "passed": False, "error": f"server did not start: {e}"[:2000]}
+        return result
+    with server:
+        result["server"]["start_seconds"] = server.start_seconds
+        chunk = info.batching.max_batch_size if info.batching.max_batch_size > 0 else len(x)
+        try:
+            got = _triton_infer(server.grpc_url, model, x, chunk, export.INPUT_NAME, export.OUTPUT_NAME)
+            result["parity"] = {"precision": "fp32", **compare_outputs(reference, got, TOLERANCES["fp32"])}
+        except Exception as e:  # the server's error is the finding: reported as a failed check
+            result["parity"] = {"precision": "fp32", "passed": False, "error": f"{type(e).__name__}: {e}"[:2000]}
+        result["load"] = load_test(
+            server.grpc_url,
+            model,
+            x,
+            concurrency=concurrency,
+            requests_per_level=requests_per_level,
+            seconds_per_level=seconds_per_level,
+            input_name=export.INPUT_NAME,
+            output_name=export.OUTPUT_NAME,
+        )
+    try:  # the clients share the cores with the server and with whatever else runs here
+        result["load"]["load_avg"], result["load"]["cores"] = float(os.getloadavg()[0]), os.cpu_count()
+    except (AttributeError, OSError):
+        pass
+    for clients, level in result["load"]["levels"].items():
+        log(
+            f"      {clients:3d} client(s): {level['throughput']:.0f} images/s, p50 {level['p50_ms'] or 0:.2f} ms, "
+            f"p99 {level['p99_ms'] or 0:.2f} ms, server batch {level['server_mean_batch'] or 0:.2f}"
+        )
+    return result
+
+
+def replay(
+    paths: Mapping[str, Path],
+    folder: Path,
+    x: np.ndarray,
+    expected: np.ndarray,
+    batch_sizes: Sequence[int],
+) -> dict[str, Any]:
+    """Write ``test_data_set_0/`` (and Polygraphy and trtexec inputs) in ``folder`` and replay each file.
+
+    One data set serves every file of the folder: the files share their input and
+    output names, and ``expected`` is the source model's answer, which each of them
+    must reproduce within its precision's tolerance.
+
+    Returns:
+        ``{"test_data": TestData dict (folder relative), "images": n, "files": {file:
+        {"precision", "commands": {tool: command}, "check": {"passed", "max_abs_err"}}}}``.
+    """
+    import export
+    from export.test_data import check_test_data, reproduce_commands, write_test_data
+
+    data = write_test_data(paths["static"], {export.INPUT_NAME: x}, {export.OUTPUT_NAME: expected})
+    sizes = sorted({*batch_sizes, len(x)})
+    files: dict[str, Any] = {}
+    for path in paths.values():
+        precision = "fp16" if "fp16" in path.name else "fp32"
+        checked = check_test_data(path, folder, precision)[export.OUTPUT_NAME]
+        commands = reproduce_commands(path, folder=folder, batch_sizes=sizes, precision=precision)
+        if precision != "fp32":  # `python -m export.test_data` compares at the fp32 tolerance only
+            commands.pop("check", None)
+        files[path.name] = {
+            "precision": precision,
+            "commands": commands,
+            "check": {
+                "passed": bool(checked.get("passed")),
+                "max_abs_err": checked.get("max_abs_err"),
+                **({"error": checked["error"]} if "error" in checked else {}),
+            },
+        }
+    test_data = data.to_dict()
+    test_data["folder"] = "."
+    return {"test_data": test_data, "images": len(x), "reference": "source PyTorch model", "files": files}
