@@ -44,7 +44,7 @@ from onnxscript import opset18 as op
 from onnxscript import script
 from onnxscript.values import Opset
 
-from acl.families import FAMILIES, SCALE_MAX, SCALE_MIN, TF_DELTA
+from acl.families import FAMILIES, SCALE_MAX, SCALE_MIN, TF_DELTA, TF_RAMP
 
 __all__ = ["DOMAIN", "DOMAIN_VERSION", "OPSET", "OP_OF_SYMBOL", "all_function_protos", "function_proto"]
 
@@ -119,7 +119,7 @@ def LoT(akps, grid):
 def TGD1st(akps, grid):
     theta, gamma1, gamma2 = op.Split(op.Unsqueeze(akps, [2]), num_outputs=3, axis=1)
     xr, yr = Rotate(theta, grid)
-    side = op.Sign(xr) * op.CastLike(op.Abs(xr) > TF_DELTA, xr)
+    side = op.Sign(xr) * op.Clip((op.Abs(xr) - TF_DELTA) / TF_RAMP, 0.0, 1.0)  # acl.families.tgd1st
     a = xr / Scale(gamma1)
     b = yr / Scale(gamma2)
     kernels = op.Exp(-(a * a) - b * b) * side

@@ -324,7 +324,7 @@ def _serving_section(serving: dict[str, Any] | None, triton: dict[str, Any] | No
     return lines
 
 
-def _not_available(report: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
+def not_available(report: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
     """``{reason: {backend: [modes]}}`` of everything that cannot run here: each backend and each reason once."""
     out: dict[str, dict[str, list[str]]] = {}
     for table in (report.get("parity") or {}, report.get("latency") or {}):
@@ -341,13 +341,41 @@ def _not_available(report: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
     return out
 
 
+def parity_lines(parity: dict[str, Any]) -> list[str]:
+    """The parity table for the console: a line per row that ran, then one per reason a backend could not.
+
+    >>> parity_lines({
+    ...     "ort-cpu:static": {"max_abs_err": 6.7e-6, "top1_agreement": 1.0, "passed": True},
+    ...     "trt:static": {"available": False, "reason": "TensorRT is not installed"},
+    ...     "trt:live": {"available": False, "reason": "TensorRT is not installed"},
+    ... })
+    ['ort-cpu:static               max abs 6.70e-06  top-1 100.00 %  pass', 'not available: trt (static, live): TensorRT is not installed']
+    """
+    lines = []
+    for key, p in parity.items():
+        if "error" in p:
+            lines.append(f"{key:28s} FAIL: {p['error']}")
+        elif p.get("available", True):
+            verdict = "pass" if p.get("passed") else "FAIL"
+            lines.append(
+                f"{key:28s} max abs {p['max_abs_err']:.2e}  top-1 {p['top1_agreement'] * 100:.2f} %  {verdict}"
+            )
+    for reason, backends in not_available({"parity": parity}).items():
+        lines.append(f"not available: {backend_modes(backends)}: {reason}")
+    return lines
+
+
+def backend_modes(backends: dict[str, list[str]]) -> str:
+    """``{"ort-cuda": ["static", "live"]}`` -> ``"ort-cuda (static, live)"``."""
+    return ", ".join(f"{b} ({', '.join(modes)})" if modes else b for b, modes in backends.items())
+
+
 def _not_available_section(missing: dict[str, dict[str, list[str]]]) -> list[str]:
     if not missing:
         return []
     lines = ["", "## Not available here", "", "| backends | reason |", "|---|---|"]
     for reason, backends in missing.items():
-        names = ", ".join(f"{b} ({', '.join(modes)})" if modes else b for b, modes in backends.items())
-        lines.append(f"| {names} | not available: {_cell(reason)} |")
+        lines.append(f"| {backend_modes(backends)} | not available: {_cell(reason)} |")
     return lines
 
 
@@ -414,7 +442,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
     lines += _latency_table(report["latency"])
     if report["files"].get("latency_chart"):
         lines += ["", f"![latency]({report['files']['latency_chart']})"]
-    missing = _not_available(report)
+    missing = not_available(report)
     trt_listed = any(b.startswith("trt") for backends in missing.values() for b in backends)
     lines += _tensorrt_section(report.get("tensorrt"), trt_listed) + _fp16_section(report.get("fp16_range"))
     lines += _replay_section(report.get("replay"))

@@ -442,14 +442,8 @@ def _export_validate_report(
     if (staging / INLINED_FILE).exists():
         files["onnx:live-inlined"] = INLINED_FILE
     parity = run_parity(model, moved[0], rows, x_test)
-    for key, p in parity.items():
-        if p.get("available", True) and "error" not in p:
-            verdict = "pass" if p.get("passed") else "FAIL"
-            log(f"      {key:28s} max abs {p['max_abs_err']:.2e}  top-1 {p['top1_agreement'] * 100:.2f} %  {verdict}")
-        elif "error" in p:
-            log(f"      {key:28s} FAIL: {p['error']}")
-        else:
-            log(f"      {key:28s} not available: {p['reason']}")
+    for line in rep.parity_lines(parity):
+        log(f"      {line}")
 
     log(f"[4/5] latency at batch sizes {list(cfg.batch_sizes)}")
     latency = run_latency(rows, x_test, cfg.batch_sizes, cfg.latency_seconds)

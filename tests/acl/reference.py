@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-SCALE_MIN, SCALE_MAX, DELTA = 1e-3, 1e4, 1e-4
+SCALE_MIN, SCALE_MAX, DELTA, RAMP = 1e-3, 1e4, 1e-4, 1e-3
 
 
 def _s(v: float) -> float:
@@ -64,7 +64,7 @@ def tgd1st(theta, g1, g2, h, w):
     k = [[0.0] * w for _ in range(h)]
     for i, j, x, y in _grid(h, w):
         xr, yr = _rot(x, y, theta)
-        side = math.copysign(1.0, xr) if abs(xr) > DELTA else 0.0
+        side = math.copysign(max(0.0, min(1.0, (abs(xr) - DELTA) / RAMP)), xr)  # eq. 16's step, continuous
         k[i][j] = math.exp(-(xr**2) / _s(g1) ** 2 - yr**2 / _s(g2) ** 2) * side
     return k
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.autograd import gradcheck, gradgradcheck
 
-from acl.families import FAMILIES
+from acl.families import FAMILIES, TF_DELTA, TF_RAMP
 from acl.kernels import generate, init_akps, kernel_grid, mosaic
 from tests.acl.reference import REFERENCE, mean
 
@@ -120,6 +120,67 @@ def test_tgd1st_is_antisymmetric_along_x_prime():
 def test_tgd1st_zero_on_the_axis():
     k = generate("Tf", torch.tensor([[0.0, 1.0, 1.0]], dtype=torch.float64), 5)
     assert torch.all(k[0, 2] == 0)  # theta = 0: x' = row offset, zero on the centre row
+
+
+def kernel_r2(size: int) -> torch.Tensor:
+    """``x^2 + y^2`` of every sample of a ``size x size`` grid (float64)."""
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    return r[:, None] ** 2 + r[None, :] ** 2
+
+
+def edge_angles(n: int, dtype=torch.float32) -> torch.Tensor:
+    """Angles where a sample of a 3x3 grid has ``|x'| = TF_DELTA``, each with its ``n`` float neighbours.
+
+    The edges: sample (1, 0) or (1, -1) at ``x' = +-delta``, over two turns.
+    """
+    edges = []
+    for offset in (0.0, -math.pi / 4):  # x' = cos(theta) or sqrt(2) cos(theta + pi/4) for (1, -1)
+        r = 1.0 if offset == 0.0 else math.sqrt(2)
+        for target in (TF_DELTA, -TF_DELTA):
+            base = math.acos(target / r) + offset
+            edges += [base + k * math.pi for k in range(-2, 2)] + [-base + k * math.pi for k in range(-2, 2)]
+    angles = []
+    for edge in edges:
+        t = torch.tensor(edge, dtype=dtype)
+        angles.append(t)
+        for direction in (-math.inf, math.inf):
+            s = t
+            for _ in range(n // 2):
+                s = torch.nextafter(s, torch.tensor(direction, dtype=dtype))
+                angles.append(s)
+    return torch.stack(angles)
+
+
+def test_tgd1st_is_continuous_where_the_papers_step_jumps():
+    # The paper's step sign(x') I(|x'| > delta) jumps by a whole sample at |x'| = delta;
+    # angles within float32 rounding of that edge gave PyTorch and ONNX Runtime
+    # kernels 0.28 apart. float32 and float64 kernels of the same angles must agree.
+    theta = edge_angles(64)
+    akps = torch.stack([theta, torch.ones_like(theta), torch.ones_like(theta)], dim=1)
+    k32 = generate("Tf", akps, 3).double()
+    k64 = generate("Tf", akps.double(), 3)
+    diff = (k32 - k64).abs().max().item()
+    assert diff < 1e-3, f"float32 and float64 TGD1st kernels differ by {diff:.3g} at the band's edge"
+    # the sweep does cross the ramp: some samples lie strictly between 0 and their full weight
+    full = (-kernel_r2(3)).exp()  # gamma1 = gamma2 = 1: |kernel| = exp(-x'^2 - y'^2) times the step
+    share = (k64.abs() / full).flatten()
+    assert ((share > 0) & (share < 0.99)).any(), "no sample of the sweep lies on the ramp"
+
+
+def test_tgd1st_is_eq16_outside_the_ramp():
+    theta = torch.linspace(-math.pi, math.pi, 2001, dtype=torch.float64)
+    akps = torch.stack([theta, torch.full_like(theta, 1.3), torch.full_like(theta, 0.7)], dim=1)
+    k = generate("Tf", akps, 3).reshape(-1, 9)
+    xs = torch.tensor([-1.0, -1, -1, 0, 0, 0, 1, 1, 1], dtype=torch.float64)
+    ys = torch.tensor([-1.0, 0, 1, -1, 0, 1, -1, 0, 1], dtype=torch.float64)
+    c, s = theta.cos()[:, None], theta.sin()[:, None]
+    xp, yp = xs * c + ys * s, ys * c - xs * s
+    step = xp.sign() * (xp.abs() > TF_DELTA)
+    eq16 = (-((xp / 1.3) ** 2) - (yp / 0.7) ** 2).exp() * step
+    outside = (xp.abs() <= TF_DELTA) | (xp.abs() >= TF_DELTA + TF_RAMP)
+    assert outside.float().mean() > 0.99
+    diff = (k - eq16)[outside].abs().max().item()
+    assert diff < 1e-12, f"TGD1st differs from eq. 16 by {diff:.3g} outside the ramp"
 
 
 EXTREMES = [0.0, 1e-30, -1e-30, 1e-8, -1e-3, 1.0, -2.5, 1e8, -1e8, 1e30, -1e30, 3e38]

@@ -106,3 +106,26 @@ def test_grid_array_is_eq3():
 def test_unknown_op_is_named():
     with pytest.raises(ValueError, match="unknown ai.acl op 'Sobel'"):
         function_proto("Sobel")
+
+
+def test_tgd1st_in_onnxruntime_agrees_with_torch_at_the_band_edge():
+    # Angles within float32 rounding of |x'| = delta: with eq. 16's step, ONNX
+    # Runtime and PyTorch gave kernels a whole sample apart (0.28 on a trained
+    # AnaNN-ResNet-18); the continuous form keeps them within rounding / TF_RAMP.
+    import onnxruntime as ort
+    import torch
+
+    from acl.kernels import generate
+    from tests.acl.test_kernels import edge_angles
+
+    theta = edge_angles(40).numpy()
+    akps = np.stack([theta, np.ones_like(theta), np.full_like(theta, 0.8)], axis=1)
+    # the angle of the measured case (layer4.0.conv2 of a trained AnaNN-ResNet-18, moved AKPs)
+    akps = np.concatenate([akps, np.array([[3.9270615577697754, 1.0233771800994873, 1.2503668069839478]])])
+    akps = akps.astype(np.float32)
+    model = one_op_model("TGD1st", akps, 3, 3)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"first": akps, "grid": grid_array(3, 3)})[0]
+    want = generate("Tf", torch.from_numpy(akps), 3).numpy()
+    diff = np.abs(got - want).max()
+    assert diff < 1e-3, f"TGD1st at the band's edge: onnxruntime vs PyTorch max abs diff {diff:.3g}"
