@@ -27,8 +27,8 @@ Solver
        curvature estimate is shared with another's.
     3. *Choose*: the best start of each target wins, judged by the worse of its
        float64 and float32 errors: TGD1st ramps a sample from 0 to its full weight
-       as ``|x'|`` goes from ``TF_DELTA`` to ``TF_DELTA + TF_RAMP``, a slope the
-       gradient does not see, and a fit can end with a sample on that ramp. Each
+       as ``|x'|`` goes from ``TF_DELTA`` to ``TF_DELTA + TF_RAMP``, steeply, and a
+       fit can end with a sample on that ramp. Each
        TGD1st start therefore also competes with its angle moved exactly onto, or
        ``2e-3`` rad off, the nearest line of samples. The winner's AKPs are put in
        canonical form (positive scales, angles in the family's initial range, see
@@ -330,8 +330,8 @@ def _off_the_edge(a: Tensor, h: int, w: int) -> Tensor:
     """TGD1st AKPs ``[M, 3]`` -> ``[M, 4, 3]``: as fitted, and with ``theta`` away from the zero band's edge.
 
     TGD1st ramps a sample from 0 to its full weight over ``TF_DELTA < |x'| <
-    TF_DELTA + TF_RAMP``, which the gradient does not see, and the fit may end
-    with a sample on that ramp. The candidates put the zero line exactly through
+    TF_DELTA + TF_RAMP``, steeply, and the fit may end with a sample on that
+    ramp. The candidates put the zero line exactly through
     the sample nearest to it, or ``2e-3`` rad to either side of it (every sample
     then at least ``2e-3`` from the line, beyond the ramp); the caller keeps
     whichever fits best in both precisions.

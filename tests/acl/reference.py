@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-SCALE_MIN, SCALE_MAX, DELTA, RAMP = 1e-3, 1e4, 1e-4, 1e-3
+SCALE_MIN, SCALE_MAX, DELTA, RAMP = 1e-3, 1e4, 1e-4, 1e-2
 
 
 def _s(v: float) -> float:

@@ -128,4 +128,4 @@ def test_tgd1st_in_onnxruntime_agrees_with_torch_at_the_band_edge():
     got = sess.run(None, {"first": akps, "grid": grid_array(3, 3)})[0]
     want = generate("Tf", torch.from_numpy(akps), 3).numpy()
     diff = np.abs(got - want).max()
-    assert diff < 1e-3, f"TGD1st at the band's edge: onnxruntime vs PyTorch max abs diff {diff:.3g}"
+    assert diff < 1e-4, f"TGD1st at the band's edge: onnxruntime vs PyTorch max abs diff {diff:.3g}"
