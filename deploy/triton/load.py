@@ -102,7 +102,7 @@ def load_test(
         warm.infer(model, [_infer_input(protocol, input_name, images[:batch])])
     levels: dict[int, dict[str, Any]] = {}
     for clients in concurrency:
-        before = model_statistics(protocol, url, model)
+        before = _settled_statistics(protocol, url, model)
         latencies, errors, wall = _run_level(
             protocol,
             url,
@@ -115,7 +115,7 @@ def load_test(
             input_name,
             output_name,
         )
-        after = model_statistics(protocol, url, model)
+        after = _settled_statistics(protocol, url, model, at_least=before["inference_count"] + len(latencies) * batch)
         executions = after["execution_count"] - before["execution_count"]
         inferences = after["inference_count"] - before["inference_count"]
         batches = {
@@ -140,6 +140,25 @@ def load_test(
             "server_batches": batches,
         }
     return {"protocol": protocol, "model": model, "batch": batch, "levels": levels}
+
+
+def _settled_statistics(protocol: str, url: str, model: str, at_least: int = 0, timeout: float = 3.0) -> dict[str, Any]:
+    """``model_statistics`` once Triton has counted every answered request.
+
+    Triton records a request's statistics after sending its response, so a read
+    right after the last answer can miss it (measured: a level's batches summed to
+    201 images for 200 requests, the late one a warmup's). Reads until the count
+    reaches ``at_least`` and holds still for 50 ms, or ``timeout`` passes.
+    """
+    stats = model_statistics(protocol, url, model)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        again = model_statistics(protocol, url, model)
+        if again["inference_count"] == stats["inference_count"] and again["inference_count"] >= at_least:
+            return again
+        stats = again
+    return stats
 
 
 def _run_level(
