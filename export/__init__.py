@@ -17,7 +17,6 @@ from typing import Any
 from export.functions import DOMAIN, DOMAIN_VERSION, OP_OF_SYMBOL, OPSET, all_function_protos, function_proto
 from export.inline import inline  # the function: `export.inline(path)`; the module stays importable as export.inline
 from export.passes import IR_VERSION
-from export.test_data import reproduce_commands, write_test_data
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -59,4 +58,10 @@ def __getattr__(name: str) -> Any:  # PEP 562: PyTorch-dependent parts load on f
         from export import onnx_export
 
         return getattr(onnx_export, name)
+    if name in ("reproduce_commands", "write_test_data"):
+        # Not imported with the package: `python -m export.test_data` would then find the
+        # module already imported and runpy would warn at every call.
+        from export import test_data
+
+        return getattr(test_data, name)
     raise AttributeError(f"module 'export' has no attribute {name!r}")

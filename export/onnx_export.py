@@ -98,12 +98,30 @@ def export_graph(model: nn.Module, input_shape: Sequence[int], *, weights_as_inp
             optimize=True,
             verbose=False,
         )
+    _name_batch_axis(program)
     model_proto = program.model_proto
     if names:
         passes.strip_name_prefix(model_proto, _WRAPPED)
     model_proto.ir_version = passes.IR_VERSION
     model_proto.producer_name = "acl-deploy"
     return model_proto
+
+
+BATCH_AXIS = "batch"
+"""Name of the dynamic batch dimension in every exported file (the exporter would call it ``s77``)."""
+
+
+def _name_batch_axis(program: Any) -> None:
+    """Rename the exporter's symbol for the batch dimension (``s77`` here) to ``BATCH_AXIS`` in the whole graph.
+
+    ``torch.export.Dim("batch")`` does not name the ONNX dimension: the dynamo
+    exporter writes its own symbol, which tools then show to users (trtexec shape
+    errors, Netron, ``get_inputs()``). ``rename_axes`` renames it wherever it
+    appears, value infos and derived shape expressions included.
+    """
+    dim = program.model.graph.inputs[0].shape[0]
+    if isinstance(getattr(dim, "value", None), str):
+        program.rename_axes({dim: BATCH_AXIS})
 
 
 def _baked_weights(model: nn.Module) -> dict[str, Any]:

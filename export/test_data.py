@@ -20,9 +20,11 @@ file, the commands that replay it (run from the file's folder). The Polygraphy
 command is run by this project's tests; ``trtexec`` needs TensorRT and a GPU,
 which no machine of this project has, so that command is untested here.
 
-CLI: ``python -m export.test_data FILE.onnx [FOLDER]`` checks a file against its
-``test_data_set_0`` in ONNX Runtime (fp32 tolerance of ``export.compare``); exit 1
-when it differs.
+CLI: ``python -m export.test_data FILE.onnx [FOLDER] [--precision fp32|fp16]`` checks
+a file against its ``test_data_set_0`` in ONNX Runtime, at the tolerance of the
+file's precision (``file_precision``: an FP16 file at the fp16 row of
+``export.compare``), as the job's report does; exit 1 when it differs, 2 on bad
+input (one ``error:`` line).
 """
 
 from __future__ import annotations
@@ -35,12 +37,22 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import TensorProto, numpy_helper
 
+from export.akp_inputs import akp_kind, ort_session
 from export.atomic import atomic_output
+from export.cli import ArgumentParser, UserError, load_model, run
 from export.compare import TOLERANCES, compare_outputs
 
-__all__ = ["TestData", "check_test_data", "read_test_data", "reproduce_commands", "write_test_data"]
+__all__ = [
+    "TestData",
+    "check_test_data",
+    "file_precision",
+    "main",
+    "read_test_data",
+    "reproduce_commands",
+    "write_test_data",
+]
 
 DATA_SET = "test_data_set_0"
 POLYGRAPHY_INPUTS = "polygraphy-inputs.json"
@@ -113,12 +125,7 @@ def write_test_data(
     feeds = _as_dict(inputs, in_names, "inputs")
     reference = "given"
     if outputs is None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        session = ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
-        outputs = session.run(out_names, feeds)
+        outputs = ort_session(model_file).run(out_names, feeds)
         reference = "onnxruntime"
     expected = _as_dict(outputs, out_names, "outputs")
     folder = Path(folder) if folder is not None else model_file.parent
@@ -169,20 +176,35 @@ def read_test_data(folder: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
     return load("input"), load("output")
 
 
-def check_test_data(
-    model_file: str | Path, folder: str | Path | None = None, precision: str = "fp32"
-) -> dict[str, Any]:
-    """Run ``model_file`` in ONNX Runtime on its ``test_data_set_0`` inputs; ``compare_outputs`` per output."""
-    import onnxruntime as ort
+def file_precision(model: onnx.ModelProto | str | Path) -> str:
+    """The ``export.compare.TOLERANCES`` row a file's outputs are judged at: ``"fp16"`` or ``"fp32"``.
 
+    A file computes in half precision when it stores float16 initializers or casts
+    to float16 (``deploy.fp16.to_fp16_onnx`` keeps FP32 inputs and outputs, so the
+    graph's interface alone does not tell).
+    """
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    half = any(t.data_type == TensorProto.FLOAT16 for t in model.graph.initializer) or any(
+        n.op_type == "Cast" and any(a.name == "to" and a.i == TensorProto.FLOAT16 for a in n.attribute)
+        for n in model.graph.node
+    )
+    return "fp16" if half else "fp32"
+
+
+def check_test_data(
+    model_file: str | Path, folder: str | Path | None = None, precision: str | None = None
+) -> dict[str, Any]:
+    """Run ``model_file`` in ONNX Runtime on its ``test_data_set_0`` inputs; ``compare_outputs`` per output.
+
+    ``precision`` picks the tolerance row; default: ``file_precision`` of the file.
+    """
     model_file = Path(model_file)
     inputs, outputs = read_test_data(folder if folder is not None else model_file.parent)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
+    tol = TOLERANCES[precision or file_precision(model_file)]
     names = list(outputs)
-    got = session.run(names, inputs)
-    return {n: compare_outputs(outputs[n], g, TOLERANCES[precision]) for n, g in zip(names, got)}
+    got = ort_session(model_file).run(names, inputs)
+    return {n: compare_outputs(outputs[n], g, tol) for n, g in zip(names, got)}
 
 
 def reproduce_commands(
@@ -190,15 +212,18 @@ def reproduce_commands(
     *,
     folder: str | Path | None = None,
     batch_sizes: Sequence[int] = (1, 8, 64),
-    precision: str = "fp32",
+    precision: str | None = None,
 ) -> dict[str, str]:
     """Shell commands, run from ``folder`` (default: the file's), that replay the file's test data.
 
     ``polygraphy``: ONNX Runtime on the stored inputs, compared with the stored
-    outputs at the ``precision`` row of ``export.compare``. ``trtexec``: an engine
-    with one profile over ``batch_sizes`` and the stored batch, run on the stored
-    inputs, outputs exported to JSON (untested here: no TensorRT). ``check``: this
-    project's own check (``python -m export.test_data``).
+    outputs at the ``precision`` row of ``export.compare`` (default: the file's,
+    ``file_precision``). ``trtexec``: an engine with one profile over
+    ``batch_sizes`` and the stored batch, run on the stored inputs, outputs
+    exported to JSON (untested here: no TensorRT). ``check``: this project's own
+    check (``python -m export.test_data``, which finds the precision itself). For a
+    live-akp file also ``akp_inputs``: the command that writes its variant with
+    the AKPs as required inputs, the file TensorRT needs to take AKPs at run time.
     """
     model_file = Path(model_file)
     folder = Path(folder) if folder is not None else model_file.parent
@@ -206,6 +231,8 @@ def reproduce_commands(
         rel = model_file.resolve().relative_to(folder.resolve())
     except ValueError:
         rel = model_file.resolve()
+    model = onnx.load(str(model_file), load_external_data=False)
+    precision = precision or file_precision(model)
     tol = TOLERANCES[precision]
     f = shlex.quote(str(rel))
     commands = {
@@ -215,7 +242,6 @@ def reproduce_commands(
         ),
         "check": f"python -m export.test_data {f}",
     }
-    model = onnx.load(str(model_file), load_external_data=False)
     in_names, _ = _io_names(model)
     inits = {t.name for t in model.graph.initializer}
     shapes = {}
@@ -246,22 +272,62 @@ def reproduce_commands(
             parts.append("--fp16")
         parts.append(f"--exportOutput={shlex.quote(str(rel) + '.trtexec-output.json')}")
         commands["trtexec"] = " ".join(parts)
+    if akp_kind(model) == "live-akp":
+        commands["akp_inputs"] = (
+            f"python -m export.akp_inputs {f} {shlex.quote(_required_name(rel))}"
+            "  # AKPs as required inputs: the file TensorRT needs to take AKPs"
+        )
     return commands
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not 1 <= len(args) <= 2:
-        print("usage: python -m export.test_data FILE.onnx [FOLDER]", file=sys.stderr)
-        return 2
-    results = check_test_data(args[0], args[1] if len(args) > 1 else None)
-    ok = all(r.get("elementwise_passed") for r in results.values())
-    for name, r in results.items():
-        verdict = "ok" if r.get("elementwise_passed") else "DIFFERS"
-        print(
-            f"{name}: {verdict} (max abs {r.get('max_abs_err')}, max rel {r.get('max_rel_err')}{', ' + r['error'] if 'error' in r else ''})"
+def _required_name(rel: Path) -> str:
+    """``model.live-akp.onnx`` -> ``model.live-akp.required.onnx`` (the name the job's TensorRT stage uses)."""
+    return str(rel.with_name(f"{rel.stem}.required{rel.suffix or '.onnx'}"))
+
+
+def _main(argv: list[str]) -> int:
+    parser = ArgumentParser(
+        prog="python -m export.test_data",
+        description="Run an exported ONNX file in ONNX Runtime on the test_data_set_0 inputs beside it (or in FOLDER) "
+        "and compare with the stored outputs at the tolerance of the file's precision (export.compare). "
+        "Exit 0: every output passes; 1: an output differs; 2: bad input.",
+    )
+    parser.add_argument("file", metavar="FILE.onnx", help="an exported ONNX file")
+    parser.add_argument("folder", metavar="FOLDER", nargs="?", help="folder holding test_data_set_0 (default: FILE's)")
+    parser.add_argument(
+        "--precision",
+        choices=sorted(TOLERANCES),
+        help="tolerance row to judge by (default: the file's own precision: fp16 for a file with float16 weights)",
+    )
+    args = parser.parse_args(argv)
+    model = load_model(args.file, "an exported ONNX file")
+    folder = Path(args.folder) if args.folder else Path(args.file).parent
+    if not (folder / DATA_SET).is_dir():
+        raise UserError(
+            f"{folder / DATA_SET} does not exist, expected the test data an export run writes beside its files"
         )
-    return 0 if ok else 1
+    precision = args.precision or file_precision(model)
+    try:
+        results = check_test_data(args.file, folder, precision)
+    except Exception as e:  # ONNX Runtime's refusal of feeds that do not fit the file
+        raise UserError(
+            f"{DATA_SET} does not fit {args.file} ({str(e).strip()[:200]}), expected the file's inputs"
+        ) from None
+    tol = TOLERANCES[precision]
+    for name, r in results.items():
+        verdict = "ok" if r.get("passed") else "DIFFERS"
+        detail = (
+            r["error"]
+            if "error" in r
+            else (f"max abs {r['max_abs_err']:.3g}, max rel {r['max_rel_err']:.3g}, top-1 {r['top1_agreement']:.0%}")
+        )
+        print(f"{name}: {verdict} at the {precision} tolerance (atol {tol.atol:g}, rtol {tol.rtol:g}): {detail}")
+    return 0 if all(r.get("passed") for r in results.values()) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m export.test_data`` (module docstring); returns the exit code."""
+    return run(_main, argv)
 
 
 if __name__ == "__main__":

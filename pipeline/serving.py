@@ -283,8 +283,6 @@ def replay(
         precision = "fp16" if "fp16" in path.name else "fp32"
         checked = check_test_data(path, folder, precision)[export.OUTPUT_NAME]
         commands = reproduce_commands(path, folder=folder, batch_sizes=sizes, precision=precision)
-        if precision != "fp32":  # `python -m export.test_data` compares at the fp32 tolerance only
-            commands.pop("check", None)
         files[path.name] = {
             "precision": precision,
             "commands": commands,

@@ -150,3 +150,30 @@ def test_export_leaves_the_model_untouched(anann, tmp_path, fresh_input):
     after = anann.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in before.items())
     assert acl.acl_layers(anann)
+
+
+def test_batch_dimension_is_named_batch_in_every_file(exported, tmp_path):
+    """Static, live, live-akp, FP16 and inlined files: ``batch``, not the exporter's symbol (``s77``)."""
+    import onnxruntime as ort
+
+    from deploy.fp16 import to_fp16_onnx
+
+    files = {k: exported[k] for k in ("static", "live", "live-akp")}
+    files["static-fp16"] = tmp_path / "m.static-fp16.onnx"
+    to_fp16_onnx(exported["static"], files["static-fp16"])
+    files["live-inlined"] = export.inline(exported["live"], tmp_path / "m.live.inlined.onnx")
+    for kind, path in files.items():
+        m = onnx.load(str(path))
+        params = {
+            d.dim_param
+            for vi in (*m.graph.input, *m.graph.output, *m.graph.value_info)
+            for d in vi.type.tensor_type.shape.dim
+            if d.dim_param
+        }
+        assert params == {"batch"}, f"{kind}: symbolic dimensions {sorted(params)}"
+        for vi in (m.graph.input[0], m.graph.output[0]):
+            assert vi.type.tensor_type.shape.dim[0].dim_param == "batch", f"{kind}: {vi.name}"
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        assert sess.get_inputs()[0].shape[0] == "batch" and sess.get_outputs()[0].shape[0] == "batch", kind

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -19,6 +20,8 @@ from export.test_data import (
     write_test_data,
 )
 from tests.conftest import torch_out
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
@@ -124,3 +127,59 @@ def test_outputs_default_to_onnxruntime_and_names_are_checked(run_dir, fresh_inp
     assert written.reference == "onnxruntime" and list(written.inputs) == ["input"]  # AKP inputs are optional
     with pytest.raises(ValueError, match="missing"):
         write_test_data(run_dir / "m.static.onnx", {"image": fresh_input})
+
+
+def _module(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "export.test_data", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_help_and_a_run_as_a_module_print_no_traceback_or_runpy_warning(data, run_dir):
+    shown = _module("--help", cwd=ROOT)
+    assert shown.returncode == 0 and shown.stdout.startswith("usage: python -m export.test_data"), shown.stderr
+    assert shown.stderr == ""
+    done = _module(str(run_dir / "m.live-akp.onnx"), cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.startswith("logits: ok"), done.stdout + done.stderr
+    assert done.stderr == "", "no RuntimeWarning, no ONNX Runtime warning per AKP"
+
+
+def test_fp16_file_is_judged_at_the_fp16_tolerance(data, run_dir, capsys):
+    from deploy.fp16 import to_fp16_onnx
+
+    fp16 = run_dir / "m.static-fp16.onnx"
+    to_fp16_onnx(run_dir / "m.static.onnx", fp16)
+    assert main([str(fp16)]) == 0, capsys.readouterr().out
+    assert capsys.readouterr().out.startswith("logits: ok at the fp16 tolerance (atol 0.05, rtol 0.02)")
+    from export.test_data import file_precision
+
+    assert file_precision(fp16) == "fp16" and file_precision(run_dir / "m.static.onnx") == "fp32"
+    # The half-precision error is real: at the fp32 row the same file differs.
+    assert main([str(fp16), "--precision", "fp32"]) == 1
+    assert "DIFFERS at the fp32 tolerance" in capsys.readouterr().out
+    assert check_test_data(fp16)["logits"]["atol"] == 0.05
+    cmds = reproduce_commands(fp16)
+    assert "--atol 0.05 --rtol 0.02" in cmds["polygraphy"] and "--fp16" in cmds["trtexec"]
+
+
+def test_cli_bad_input_is_one_line_exit_2(data, run_dir, capsys):
+    alone = run_dir / "alone"  # a folder without test_data_set_0
+    alone.mkdir()
+    (alone / "notes.onnx").write_text("hello\n")
+    shutil.copyfile(run_dir / "m.static.onnx", alone / "m.static.onnx")
+    other = onnx.load(str(run_dir / "m.static.onnx"))
+    other.graph.input[0].name = "image"
+    for node in other.graph.node:
+        node.input[:] = ["image" if i == "input" else i for i in node.input]
+    onnx.save(other, str(run_dir / "renamed.onnx"))
+    cases = {
+        "does not exist": [str(alone / "missing.onnx")],
+        "not a valid ONNX model": [str(alone / "notes.onnx")],
+        "test_data_set_0 does not exist": [str(alone / "m.static.onnx")],
+        "does not fit": [str(run_dir / "renamed.onnx")],
+        "invalid choice": [str(run_dir / "m.static.onnx"), "--precision", "fp8"],
+    }
+    for what, argv in cases.items():
+        assert main(argv) == 2, what
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and what in err and "expected" in err and "\n" not in err, err
