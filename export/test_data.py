@@ -113,11 +113,9 @@ def write_test_data(
     feeds = _as_dict(inputs, in_names, "inputs")
     reference = "given"
     if outputs is None:
-        import onnxruntime as ort
+        from export.sessions import open_session
 
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        session = ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
+        session = open_session(model_file)
         outputs = session.run(out_names, feeds)
         reference = "onnxruntime"
     expected = _as_dict(outputs, out_names, "outputs")
@@ -173,13 +171,11 @@ def check_test_data(
     model_file: str | Path, folder: str | Path | None = None, precision: str = "fp32"
 ) -> dict[str, Any]:
     """Run ``model_file`` in ONNX Runtime on its ``test_data_set_0`` inputs; ``compare_outputs`` per output."""
-    import onnxruntime as ort
+    from export.sessions import open_session
 
     model_file = Path(model_file)
     inputs, outputs = read_test_data(folder if folder is not None else model_file.parent)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
+    session = open_session(model_file)
     names = list(outputs)
     got = session.run(names, inputs)
     return {n: compare_outputs(outputs[n], g, TOLERANCES[precision]) for n, g in zip(names, got)}
