@@ -9,9 +9,10 @@ are skipped with the reason and the hot-swap part still runs.
 1. ONNX Runtime p50 of the static file per batch size, and the batching plan
    ``deploy.triton.batching_plan`` derives from it.
 2. Hot-swap (``deploy.hotswap.HotSwapSession``): median time of a verified swap
-   (kernels, rewrite, new session, probe check) against the median time of a
-   fresh ``InferenceSession`` on the static file; then the swapped session's p50
-   against a fresh static session's, interleaved (ratio ~1: static speed).
+   (kernels, new session with the kernels as external initializers, probe check)
+   against the median time of a fresh session on the static file; then the
+   swapped session's p50 against a fresh static session's, interleaved (ratio ~1:
+   static speed). ``benchmarks/bench_hotswap.py`` compares the ways to swap.
 3. Triton (python-backend model, ONNX Runtime inside): server start to ready, and
    ``deploy.triton.load_test`` over gRPC at 1, 4 and 16 clients (throughput, p50,
    p99, the server's mean batch).
@@ -49,18 +50,9 @@ def _p50(fn, *, warmup: int = 5, iters: int = 60, seconds: float = 3.0) -> float
 
 
 def _session(path_or_bytes, threads: int | None = None):
-    import onnxruntime as ort
+    from export.sessions import open_session
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(
-        str(path_or_bytes) if isinstance(path_or_bytes, Path) else path_or_bytes,
-        opts,
-        providers=["CPUExecutionProvider"],
-    )
+    return open_session(path_or_bytes, threads=threads)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -114,8 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     if hs.version % 2 == 1:  # end on the moved AKPs
         swaps.append(hs.swap_akps(akps))
     med = {
-        k: statistics.median(getattr(s, k) for s in swaps)
-        for k in ("kernels_s", "rewrite_s", "session_s", "verify_s", "total_s")
+        k: statistics.median(getattr(s, k) for s in swaps) for k in ("kernels_s", "session_s", "verify_s", "total_s")
     }
     fresh_s = statistics.median(fresh)
     static_new = _session(export.passes.save(hs.static_model(), work / "swapped.static.onnx"))
@@ -142,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(
         f"\nhot-swap ({args.swaps}+ swaps, medians): swap {med['total_s'] * 1e3:.0f} ms "
-        f"(kernels {med['kernels_s'] * 1e3:.1f}, rewrite {med['rewrite_s'] * 1e3:.1f}, session {med['session_s'] * 1e3:.0f}, "
+        f"(kernels {med['kernels_s'] * 1e3:.1f}, session {med['session_s'] * 1e3:.0f}, "
         f"check {med['verify_s'] * 1e3:.0f}) vs fresh session load {fresh_s * 1e3:.0f} ms: ratio {med['total_s'] / fresh_s:.2f}"
     )
     for b, v in lat.items():

@@ -1,10 +1,10 @@
 """AKP hot-swap: new analytic kernel parameters into a running ONNX Runtime session, or a Triton model version.
 
 ONNX Runtime offers no safe way to change a Conv weight in a live session: at
-``ORT_ENABLE_ALL`` the Conv weights are pre-packed when the session is created,
-and ``SessionOptions.add_initializer`` is silently ignored for them, as for AKPs
-that were constant-folded (1.32, measured). So a swap builds a new session and
-switches to it:
+``ORT_ENABLE_ALL`` the Conv weights are pre-packed (and a BatchNorm after them
+folded in) when the session is created, and ``SessionOptions.add_initializer``
+is silently ignored for them, as for AKPs that were constant-folded (1.32,
+measured). So a swap builds a new session and switches to it:
 
 1. **Kernels without PyTorch.** The live file's own kernel subgraph (the
    ``ai.acl`` generators, concatenation and reshape feeding each ACL's
@@ -13,27 +13,30 @@ switches to it:
    ACL kernels ``<layer>.weight``; no BatchNorm is folded in them, because the
    exported files keep a BatchNorm after an ACL as a node, which ONNX Runtime
    folds when it loads the file.
-2. **Rewrite the bytes.** The static file is kept serialized; the new kernels
-   overwrite the ``raw_data`` bytes of its initializers ``<layer>.weight`` in a
-   copy (same shapes, same byte lengths: no re-serialization of the model).
-3. **New session, verified.** A session is created from those bytes with the
-   same options, and its output on a probe input is compared (fp32 row of
-   ``export.compare``) with the same graph taking the new kernels as *inputs*
-   (which ONNX Runtime cannot pre-pack or fold, so it computes with exactly what
-   it is fed). A session that kept the old kernels, as ``add_initializer`` would
-   silently, fails the check: ``HotSwapError``, and the old session stays. That
-   the kernels are right for the AKPs is the live file's own function bodies'
-   business (tested against PyTorch).
+2. **Kernels as external data.** The static file is serialized once with its
+   ACL kernels moved out as ONNX external data (``onnx.external_data_helper``);
+   every session is created from those bytes with the kernels handed over in
+   memory as external initializers (``export.sessions.open_session``, i.e.
+   ``SessionOptions.add_external_initializers``). ONNX Runtime reads them while
+   it builds the graph, before folding and pre-packing, so they take effect; no
+   model is re-serialized or patched per swap.
+3. **New session, verified.** The new session's output on a probe input is
+   compared (fp32 row of ``export.compare``) with the same graph taking the new
+   kernels as *inputs* (which ONNX Runtime cannot pre-pack or fold, so it
+   computes with exactly what it is fed). A session that kept the old kernels,
+   as ``add_initializer`` would silently, fails the check: ``HotSwapError``, and
+   the old session stays. That the kernels are right for the AKPs is the live
+   file's own function bodies' business (tested against PyTorch).
 4. **Switch under a lock.** Requests take the current session under a lock and
    run outside it; the switch replaces the reference under the same lock. A
    request that started on the old session finishes on it; the next one runs on
    the new session, which is an ordinary static-file session: full speed.
 
 A Triton server gets new AKPs as a new model version (``triton_version``): the
-rewritten static file (or, for a python model serving the live file, the live
-file with new AKP initializers) in ``<model>/<n+1>/``; a load request
+static file with new kernels (or, for a python model serving the live file, the
+live file with new AKP initializers) in ``<model>/<n+1>/``; a load request
 (``model-control-mode=explicit``) or the poll loop switches to it without
-downtime.
+downtime. What a swap costs against a fresh session load: ``docs/hotswap.md``.
 """
 
 from __future__ import annotations
@@ -46,10 +49,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import external_data_helper, helper, numpy_helper
 
 from export import passes
 from export.compare import TOLERANCES, compare_outputs
+from export.sessions import open_session
 
 __all__ = [
     "HotSwapError",
@@ -111,8 +115,6 @@ class KernelGenerator:
     """
 
     def __init__(self, live: onnx.ModelProto | str | Path) -> None:
-        import onnxruntime as ort
-
         model = _load(live)
         self.weight_names = _acl_weights(model)
         self.akp_names = passes.akp_initializer_names(model)
@@ -134,9 +136,7 @@ class KernelGenerator:
         )
         sub = helper.make_model(graph, opset_imports=list(model.opset_import), functions=list(model.functions))
         sub.ir_version = model.ir_version
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(sub.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self.session = open_session(sub)
         self.inputs = [i.name for i in self.session.get_inputs()]
 
     def check(self, akps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -163,7 +163,7 @@ class KernelGenerator:
 
 
 def _set_initializers(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> None:
-    """Replace, in place, the data of float32 initializers (shapes must match)."""
+    """Replace, in place, the data of float32 initializers (shapes must match), wherever it was stored."""
     inits = {t.name: t for t in model.graph.initializer}
     for name, value in values.items():
         t = inits.get(name)
@@ -174,80 +174,25 @@ def _set_initializers(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) 
             raise ValueError(
                 f"initializer {name!r} is {list(t.dims)} (type {t.data_type}), new value is float32 {list(a.shape)}"
             )
-        del t.float_data[:]
-        t.raw_data = a.tobytes()
+        t.CopyFrom(numpy_helper.from_array(a, name))
 
 
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        b = buf[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, i
-        shift += 7
+KERNELS_LOCATION = "acl-kernels-in-memory.bin"
+"""External-data location of the ACL kernels in a hot-swap session's graph: never a file, ONNX Runtime gets the arrays."""
 
 
-def _fields(buf: bytes, start: int, end: int):
-    """``(field number, payload start, payload end)`` of each length-delimited field in ``buf[start:end]``."""
-    i = start
-    while i < end:
-        key, i = _varint(buf, i)
-        wire = key & 7
-        if wire == 0:
-            _, i = _varint(buf, i)
-        elif wire == 1:
-            i += 8
-        elif wire == 5:
-            i += 4
-        elif wire == 2:
-            n, i = _varint(buf, i)
-            yield key >> 3, i, i + n
-            i += n
-        else:
-            raise ValueError(f"unexpected protobuf wire type {wire}")
-
-
-def _raw_data_offsets(buf: bytes, names: Sequence[str]) -> dict[str, tuple[int, int]] | None:
-    """Where the ``raw_data`` bytes of the named initializers lie in a serialized ``ModelProto``.
-
-    ``ModelProto.graph`` is field 7, ``GraphProto.initializer`` field 5,
-    ``TensorProto.name`` field 8 and ``raw_data`` field 9. New kernels of the same
-    shape have the same byte length, so a swap overwrites those bytes in a copy of
-    the serialized file instead of serializing the whole model again. ``None``
-    when a named initializer keeps its data elsewhere (``float_data``, external).
-    """
-    wanted, found = set(names), {}
-    for field_no, start, end in _fields(buf, 0, len(buf)):
-        if field_no != 7:
-            continue
-        for g_no, g_start, g_end in _fields(buf, start, end):
-            if g_no != 5:
-                continue
-            name, raw = None, None
-            for t_no, t_start, t_end in _fields(buf, g_start, g_end):
-                if t_no == 8:
-                    name = bytes(buf[t_start:t_end]).decode()
-                elif t_no == 9:
-                    raw = (t_start, t_end - t_start)
-            if name in wanted and raw is not None:
-                found[name] = raw
-    return found if set(found) == wanted else None
-
-
-def _patch_bytes(buf: bytes, offsets: Mapping[str, tuple[int, int]], values: Mapping[str, np.ndarray]) -> bytes:
-    """A copy of the serialized model ``buf`` with the named initializers' ``raw_data`` replaced by ``values``."""
-    out = bytearray(buf)
-    view = np.frombuffer(out, dtype=np.uint8)
-    for name, value in values.items():
-        start, length = offsets[name]
-        data = np.ascontiguousarray(value, dtype="<f4").reshape(-1).view(np.uint8)
-        if data.size != length:
-            raise ValueError(f"new value of {name!r} has {data.size} bytes, the file's has {length}")
-        view[start : start + length] = data
-    del view
-    return bytes(out)
+def _kernels_external(static: onnx.ModelProto, names: Sequence[str]) -> bytes:
+    """``static`` serialized with the named initializers as external data, to be supplied at session creation."""
+    out = onnx.ModelProto()
+    out.CopyFrom(static)
+    wanted = set(names)
+    for t in out.graph.initializer:
+        if t.name in wanted:
+            if not t.HasField("raw_data"):  # float_data: external data is written from raw bytes
+                t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t), t.name))
+            external_data_helper.set_external_data(t, location=KERNELS_LOCATION)
+            t.ClearField("raw_data")
+    return out.SerializeToString()
 
 
 def static_with_akps(
@@ -281,14 +226,33 @@ class SwapResult:
     version: int
     changed: list[str]  # AKPs fed
     kernels_s: float  # generating the kernels
-    rewrite_s: float  # the new kernels written into a copy of the serialized file
-    session_s: float  # creating the new session
+    session_s: float  # creating the new session from the kept graph and the new kernels
     verify_s: float  # probe run and comparison
     total_s: float
     check: dict[str, Any] = field(default_factory=dict)  # compare_outputs against the graph fed the kernels
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _stored_kernels(static: onnx.ModelProto, generator: KernelGenerator) -> dict[str, np.ndarray]:
+    """The static file's ACL kernels, after checking they are the live file's (same model)."""
+    names = generator.weight_names
+    stored = {t.name: t for t in static.graph.initializer}
+    missing = [n for n in names if n not in stored]
+    if missing:
+        raise ValueError(f"the static file has no initializers {missing}: not the static file of this live file")
+    not_float = [n for n in names if stored[n].data_type != onnx.TensorProto.FLOAT]
+    if not_float:
+        raise ValueError(f"the static file's ACL kernels {not_float} are not float32: expected the fp32 static file")
+    kernels = {n: numpy_helper.to_array(stored[n]).astype(np.float32) for n in names}
+    generated = generator()
+    worst = max(float(np.max(np.abs(generated[n] - kernels[n]))) for n in names)
+    if worst > 1e-4:
+        raise ValueError(
+            f"the static file's ACL kernels differ from the live file's by up to {worst:.3g}: not the same model"
+        )
+    return kernels
 
 
 class HotSwapSession:
@@ -318,56 +282,32 @@ class HotSwapSession:
         verify: bool = True,
         probe: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        import onnxruntime as ort
-
-        self._ort = ort
-        self._providers = list(providers)
-        self._threads = threads
-        self._optimization = optimization if optimization is not None else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        live_model = _load(live)
+        self._session_args = {"providers": list(providers), "threads": threads}
+        if optimization is not None:
+            self._session_args["optimization"] = optimization
         static_model = _load(static)
-        self.generator = KernelGenerator(live_model)
+        self.generator = KernelGenerator(_load(live))
         self._akps = dict(self.generator.defaults)
-        names = self.generator.weight_names
-        stored = {t.name: t for t in static_model.graph.initializer}
-        missing = [n for n in names if n not in stored]
-        if missing:
-            raise ValueError(f"the static file has no initializers {missing}: not the static file of this live file")
-        generated = self.generator()
-        worst = max(
-            float(np.max(np.abs(generated[n] - onnx.numpy_helper.to_array(stored[n]).astype(np.float32))))
-            for n in names
-        )
-        if worst > 1e-4:
-            raise ValueError(
-                f"the static file's ACL kernels differ from the live file's by up to {worst:.3g}: not the same model"
-            )
-        self._bytes = static_model.SerializeToString()
-        self._offsets = _raw_data_offsets(self._bytes, names)
+        self._kernels = _stored_kernels(static_model, self.generator)
+        # Serialized once: the graph without the kernels, which every new session gets in memory.
+        self._graph = _kernels_external(static_model, self.generator.weight_names)
         self._lock = threading.Lock()
         self._swap_lock = threading.Lock()
-        self._session = self._new_session(self._bytes)
+        self._session = self._new_session(self._kernels)
         self.version = 1
         self._verify = verify
         self._reference = None
         self._probe = None
         if verify:
-            self._reference = self._new_session(_weights_as_inputs(static_model, names).SerializeToString())
+            weights_in = _weights_as_inputs(static_model, self.generator.weight_names)
+            self._reference = open_session(weights_in, **self._session_args)
             self._probe = dict(probe) if probe is not None else self._default_probe()
             # First runs and the comparator's first import are slow: done here, not at swap time.
-            first = self._reference.run(None, {**self._probe, **generated})[0]
+            first = self._reference.run(None, {**self._probe, **self._kernels})[0]
             compare_outputs(first, first, TOLERANCES["fp32"])
 
-    def _options(self) -> Any:
-        opts = self._ort.SessionOptions()
-        opts.graph_optimization_level = self._optimization
-        opts.log_severity_level = 3
-        if self._threads:
-            opts.intra_op_num_threads = int(self._threads)
-        return opts
-
-    def _new_session(self, data: bytes) -> Any:
-        return self._ort.InferenceSession(data, self._options(), providers=self._providers)
+    def _new_session(self, kernels: Mapping[str, np.ndarray]) -> Any:
+        return open_session(self._graph, external_initializers=kernels, **self._session_args)
 
     def _default_probe(self) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(20261201)
@@ -404,15 +344,23 @@ class HotSwapSession:
     def static_model(self) -> onnx.ModelProto:
         """The static file the current session runs (to save or to serve elsewhere)."""
         with self._lock:
-            data = self._bytes
-        return onnx.ModelProto.FromString(data)
-
-    def _rewrite(self, kernels: Mapping[str, np.ndarray]) -> bytes:
-        if self._offsets is not None:
-            return _patch_bytes(self._bytes, self._offsets, kernels)
-        model = onnx.ModelProto.FromString(self._bytes)
+            kernels = self._kernels
+        model = onnx.ModelProto.FromString(self._graph)
         _set_initializers(model, kernels)
-        return model.SerializeToString()
+        return model
+
+    def _checked(self, session: Any, kernels: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """``compare_outputs`` of ``session`` against the graph fed ``kernels``; ``HotSwapError`` outside fp32."""
+        got = session.run(None, self._probe)[0]
+        ref = self._reference.run(None, {**self._probe, **kernels})[0]
+        check = compare_outputs(ref, got, TOLERANCES["fp32"])
+        if not check.get("elementwise_passed"):
+            raise HotSwapError(
+                "the swapped session does not compute with the new kernels: max abs "
+                f"{check.get('max_abs_err')}, max rel {check.get('max_rel_err')} against the same graph fed "
+                f"the kernels as inputs ({check.get('error', 'outside fp32 tolerance')}); the old session stays"
+            )
+        return check
 
     def swap_akps(self, akps: Any, *, verify: bool | None = None) -> SwapResult:
         """Switch to a session whose kernels come from ``akps`` (a subset by ONNX name, or an ACL model).
@@ -430,29 +378,17 @@ class HotSwapSession:
             akps_now = {**self._akps, **new}
             kernels = self.generator(akps_now)
             t1 = time.perf_counter()
-            data = self._rewrite(kernels)
+            session = self._new_session(kernels)
             t2 = time.perf_counter()
-            session = self._new_session(data)
+            check = self._checked(session, kernels) if verify else {}
             t3 = time.perf_counter()
-            check: dict[str, Any] = {}
-            if verify:
-                got = session.run(None, self._probe)[0]
-                ref = self._reference.run(None, {**self._probe, **kernels})[0]
-                check = compare_outputs(ref, got, TOLERANCES["fp32"])
-                if not check.get("elementwise_passed"):
-                    raise HotSwapError(
-                        "the swapped session does not compute with the new kernels: max abs "
-                        f"{check.get('max_abs_err')}, max rel {check.get('max_rel_err')} against the same graph fed "
-                        f"the kernels as inputs ({check.get('error', 'outside fp32 tolerance')}); the old session stays"
-                    )
-            t4 = time.perf_counter()
             with self._lock:
                 self._session = session
-                self._bytes = data
+                self._kernels = kernels
                 self._akps = akps_now
                 self.version += 1
                 version = self.version
-            return SwapResult(version, sorted(new), t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0, check)
+            return SwapResult(version, sorted(new), t1 - t0, t2 - t1, t3 - t2, t3 - t0, check)
 
 
 def _weights_as_inputs(static: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:

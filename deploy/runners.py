@@ -141,14 +141,9 @@ class OrtRunner(BaseRunner):
         self.threads = threads or (os.cpu_count() or 1)
 
     def activate_impl(self) -> None:
-        import onnxruntime as ort
+        from export.sessions import open_session
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3  # a live file with AKP inputs warns that its AKPs cannot be folded: intended
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.sess = ort.InferenceSession(str(self.path), opts, providers=self.providers)
+        self.sess = open_session(self.path, providers=self.providers, threads=self.threads)
         self._required = [node.name for node in self.sess.get_inputs()]
         self._all = TensorMetadata()
         for node in [*self.sess.get_inputs(), *self.sess.get_overridable_initializers()]:

@@ -95,16 +95,13 @@ def akp_inputs(model: onnx.ModelProto) -> list[AkpInput]:
 def ort_session(model: str | Path | onnx.ModelProto, providers: Sequence[Any] = ("CPUExecutionProvider",)) -> Any:
     """An ONNX Runtime session whose load prints no warning per AKP input (module docstring).
 
-    The session logs at ERROR: what ONNX Runtime warns about when it loads this
-    project's files is what it cannot constant-fold (AKP inputs, by design; FP16
-    ``Cast`` nodes in an FP16 file on the CPU). Errors still raise.
+    ``export.sessions.open_session`` logs at ERROR by default: what ONNX Runtime
+    warns about when it loads this project's files is what it cannot constant-fold
+    (AKP inputs, by design; FP16 ``Cast`` nodes in an FP16 file on the CPU). Errors still raise.
     """
-    import onnxruntime as ort
+    from export.sessions import open_session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    return ort.InferenceSession(data, opts, providers=list(providers))
+    return open_session(model, providers=list(providers))
 
 
 def _refuse_kind(path: Path, kind: str) -> None:

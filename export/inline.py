@@ -28,6 +28,7 @@ from export.atomic import atomic_output
 from export.compare import TOLERANCES, compare_outputs
 from export.functions import DOMAIN
 from export.passes import META_MODE, metadata
+from export.sessions import open_session
 
 __all__ = ["InlineError", "inline", "inline_model"]
 
@@ -67,12 +68,7 @@ def _random_feed(session, seed: int) -> dict[str, np.ndarray]:
 
 
 def _check_same(source: onnx.ModelProto, inlined: onnx.ModelProto, seed: int = 0) -> dict:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    a = ort.InferenceSession(source.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    b = ort.InferenceSession(inlined.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    a, b = open_session(source), open_session(inlined)
     feed = _random_feed(a, seed)
     res = compare_outputs(a.run(None, feed)[0], b.run(None, feed)[0], TOLERANCES["fp32"])
     if not res.get("elementwise_passed"):

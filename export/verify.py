@@ -26,6 +26,7 @@ from torch import nn
 import acl
 from export import INPUT_NAME
 from export.compare import TOLERANCES, compare_outputs
+from export.sessions import open_session
 
 __all__ = ["ExportVerificationError", "akp_feed", "perturbed_akps", "verify_onnx"]
 
@@ -88,12 +89,8 @@ def verify_onnx(
     Raises:
         ExportVerificationError: a check outside the fp32 tolerance (or non-finite).
     """
-    import onnxruntime as ort
-
     proto = onnx_model if isinstance(onnx_model, onnx.ModelProto) else onnx.load(str(onnx_model))
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    session = open_session(proto)
     # AKP inputs have initializers: ONNX Runtime lists them as overridable initializers, not inputs.
     inputs = {i.name for i in proto.graph.input}
 

@@ -52,6 +52,9 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         path = os.path.join(args["model_repository"], args["model_version"], params.get("onnx_file") or "model.onnx")
+        # Not export.sessions.open_session: this file is copied alone into the model repository and runs in
+        # Triton's python backend, where this project is not installed. Same choices as open_session (all
+        # graph optimizations, errors-only log, CPU unless told), checked by tests/test_one_session_factory.py.
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = int(params.get("intra_op_threads") or 0)

@@ -4,7 +4,7 @@ Models have BatchNorm after every ACL and residual connections (ResNet-18 for
 32x32 images, and a small Conv-BN-residual net for the quick cases), with
 trained-looking BatchNorm statistics. References are the PyTorch models holding
 the new AKPs (``export.verify.perturbed_akps``); inputs are never the export
-example. Tests assert correctness only; ``benchmarks/bench_serving.py`` times swaps.
+example. Tests assert correctness only; ``benchmarks/bench_hotswap.py`` times swaps.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from deploy.hotswap import (
 from export.compare import TOLERANCES, compare_outputs
 from export.verify import akp_feed, perturbed_akps
 from tests.deploy.triton.nets import resnet18, small_resnet
+from tests.export.test_real_blocks import BasicBlock, InvertedResidual
 
 IMAGE = (3, 16, 16)
 
@@ -54,6 +55,30 @@ def small():
 def small_files(small, tmp_path_factory):
     d = tmp_path_factory.mktemp("hotswap-small")
     return export.export_files(small, {"static": d / "s.static.onnx", "live": d / "s.live.onnx"}, (1, *IMAGE))
+
+
+def depthwise_residual_net(seed: int = 0) -> torch.nn.Module:
+    """Stem, a MobileNetV2 block (1x1 expand, 3x3 depthwise, 1x1 project, residual) and a strided ResNet block
+    with a 1x1 projection shortcut; BatchNorm after every Conv, every Conv an ACL of the default spec."""
+    from pipeline.archs import DEFAULT_SPEC, convert
+    from pipeline.archs.calibrate import trained_looking_bn
+
+    torch.manual_seed(seed)
+    plain = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, 1, 1, bias=False),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU6(),
+        InvertedResidual(8),
+        BasicBlock(8, 16, 2),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16, 10),
+    )
+    return trained_looking_bn(convert(plain, DEFAULT_SPEC, layers="all"), IMAGE, seed)
+
+
+def _max_diff(ref, got):
+    return float(np.abs(np.asarray(ref) - np.asarray(got)).max())
 
 
 @pytest.fixture()
@@ -85,6 +110,32 @@ def test_resnet18_swap_gives_the_new_models_outputs(tmp_path):
     for name, layer in layers.items():
         ref = layer.weight.detach().numpy()
         np.testing.assert_allclose(ours[f"{name}.weight"], ref, atol=1e-5, rtol=1e-4, err_msg=name)
+
+
+def test_swap_on_depthwise_residual_blocks_gives_the_new_models_outputs(tmp_path, x):
+    model = depthwise_residual_net(seed=23)
+    files = export.export_files(
+        model, {"static": tmp_path / "d.static.onnx", "live": tmp_path / "d.live.onnx"}, (1, *IMAGE)
+    )
+    hs = HotSwapSession(files["static"], files["live"])
+    tol = TOLERANCES["fp32"]
+    before = hs.run(None, {"input": x})[0]
+    assert np.allclose(before, _out(model, x), atol=tol.atol, rtol=tol.rtol), (
+        f"before: max diff {_max_diff(_out(model, x), before):.3g}"
+    )
+    moved, akps = perturbed_akps(model, seed=29)
+    hs.swap_akps(akps)
+    got, want = hs.run(None, {"input": x})[0], _out(moved, x)
+    assert np.allclose(got, want, atol=tol.atol, rtol=tol.rtol), (
+        f"after the swap, ONNX Runtime differs from PyTorch with the new AKPs by max abs {_max_diff(want, got):.3g} "
+        f"(the old model's outputs are {_max_diff(want, _out(model, x)):.3g} away)"
+    )
+    assert _max_diff(got, before) > 1e-2, "the swap did not change the outputs"
+    hs.swap_akps(model)
+    back = hs.run(None, {"input": x})[0]
+    assert np.allclose(back, before, atol=tol.atol, rtol=tol.rtol), (
+        f"swapping back: max diff {_max_diff(before, back):.3g}"
+    )
 
 
 def test_partial_swap_moves_only_the_given_akps(small, small_files, x):
@@ -123,12 +174,22 @@ def test_bad_akps_are_refused_and_the_session_stays(small, small_files, x):
 
 def test_a_swap_that_does_not_take_effect_is_caught(small, small_files, x, monkeypatch):
     """What ``add_initializer`` does at ORT_ENABLE_ALL (new values silently ignored) must not pass as a swap."""
+    import onnxruntime as ort
+
     import deploy.hotswap as hotswap
 
     hs = HotSwapSession(small_files["static"], small_files["live"])
     before = hs.run(None, {"input": x})[0]
     _, akps = perturbed_akps(small, seed=9)
-    monkeypatch.setattr(hotswap, "_patch_bytes", lambda buf, offsets, values: bytes(buf))  # new kernels ignored
+
+    def add_initializer_session(model, *, external_initializers, **kwargs):
+        opts = ort.SessionOptions()
+        values = {n: ort.OrtValue.ortvalue_from_numpy(v) for n, v in external_initializers.items()}
+        for name, value in values.items():
+            opts.add_initializer(name, value)  # accepted, then ignored for pre-packed Conv weights
+        return ort.InferenceSession(str(small_files["static"]), opts, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(hotswap, "open_session", add_initializer_session)
     with pytest.raises(HotSwapError, match="max abs"):
         hs.swap_akps(akps)
     assert hs.version == 1
@@ -224,18 +285,15 @@ def test_new_akps_become_a_new_triton_version(small, small_files, x, tmp_path):
     assert (made["acl_python"] / "model.py").is_file()
 
 
-def test_files_without_raw_data_take_the_slow_path(small, small_files, x):
-    """An initializer stored as float_data (not raw bytes) is rewritten through the proto instead."""
-    from deploy import hotswap
-
+def test_kernels_stored_as_float_data_swap_too(small, small_files, x):
+    """An initializer stored as float_data (not raw bytes) becomes external data like any other."""
     static = onnx.load(str(small_files["static"]))
     t = next(t for t in static.graph.initializer if t.name == "stem.0.weight")
     values = onnx.numpy_helper.to_array(t).ravel().tolist()
     t.ClearField("raw_data")
     t.float_data.extend(values)
     hs = HotSwapSession(static, small_files["live"])
-    assert hs._offsets is None
-    assert hotswap._raw_data_offsets(small_files["static"].read_bytes(), hs.generator.weight_names) is not None
+    _assert_close(_out(small, x), hs.run(None, {"input": x})[0], "before a swap")
     moved, akps = perturbed_akps(small, seed=19)
     hs.swap_akps(akps)
-    _assert_close(_out(moved, x), hs.run(None, {"input": x})[0], "after a swap through the proto")
+    _assert_close(_out(moved, x), hs.run(None, {"input": x})[0], "after the swap")
