@@ -36,13 +36,23 @@ PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 _PROJECT_NAME = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 
 
+def _version() -> str:
+    """The release (``2026.4.1``), not the build string ``ov.__version__`` carries."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("openvino")
+    except PackageNotFoundError:  # a source build
+        import openvino as ov
+
+        return ov.__version__
+
+
 def openvino_available() -> tuple[bool, str]:
     """``(available, reason)``, as ``deploy.backends.availability``."""
     if importlib.util.find_spec("openvino") is None:
         return False, "OpenVINO is not installed (pip install openvino; the project's 'test' extra has it)"
-    import openvino as ov
-
-    return True, f"OpenVINO {ov.__version__}"
+    return True, f"OpenVINO {_version()}"
 
 
 def bf16_available(device: str = "CPU") -> tuple[bool, str]:
@@ -60,9 +70,9 @@ def bf16_available(device: str = "CPU") -> tuple[bool, str]:
 
     caps = list(ov.Core().get_property(device, device_props.capabilities))
     if "BF16" in caps:
-        return True, f"OpenVINO {ov.__version__}: {device} computes bf16 natively"
+        return True, f"OpenVINO {_version()}: {device} computes bf16 natively"
     return False, (
-        f"this {device} has no native bf16 (OpenVINO {ov.__version__} lists its capabilities as "
+        f"this {device} has no native bf16 (OpenVINO {_version()} lists its capabilities as "
         f"{', '.join(caps)}; it would compute in f32)"
     )
 
