@@ -9,7 +9,10 @@ ort-cuda    ONNX Runtime, CUDA execution provider
 ort-trt     ONNX Runtime, TensorRT execution provider
 trt         TensorRT engines, FP32 (``deploy.tensorrt``)
 trt-fp16    TensorRT engines, FP16
-openvino    OpenVINO on the CPU (``deploy.openvino``; live files inlined)
+openvino    OpenVINO on the CPU (``deploy.openvino``; live files inlined),
+            in FP32 (asked for: a CPU with native bf16 would otherwise
+            compute in bf16), and in bf16 on the static file where the
+            CPU has native bf16 (``deploy.openvino.bf16_available``)
 ==========  ==========================================================
 """
 

@@ -15,13 +15,15 @@
       "verdict": {"passed", "checks", "failed": [keys], "not_available": [keys]},
       "compact_factor": {layer: {"spec", "value"}},   # eq. 25, per ACL layer
       "tolerances": [{"precision", "atol", "rtol", "min_top1"}],
-      "parity": {"<backend>:<mode>": {"precision", "max_abs_err", "max_rel_err", "mean_abs_err",
-                 "top1_agreement", "atol", "rtol", "min_top1", "passed"}
-                 | {"available": false, "reason"}},
+      "parity": {"<backend>:<mode>": {"precision", "runtime_precision" (where the runtime reports it),
+                 "max_abs_err", "max_rel_err", "mean_abs_err", "top1_agreement", "atol", "rtol", "min_top1",
+                 "passed"} | {"available": false, "reason"}},
       "latency": {"<backend>:<mode>": {"<batch>": {"p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms",
                  "min_ms", "max_ms", "iterations", "throughput", "speedup_vs_torch", "outliers",
                  "outlier_share", "load_avg", "cores", "loaded"}}
                  | {"available": false, "reason"}},
+      "fastest": {"<batch>": {"row", "precision", "p50_ms", "loaded", "runner_up", "runner_up_p50_ms"}},
+                 # among rows that passed parity (pipeline.fastest)
       "fp16_range": {"layers": [{"name", "kind", "weight_max_abs", "weight_subnormal_share",
                      "activation_max_abs", "fp16_rel_error", "flags"}], "flagged": {layer: [flags]},
                      "applies_to": [files]},
@@ -61,7 +63,7 @@ from typing import Any
 import numpy as np
 
 from deploy.timing import LOADED_OUTLIER_SHARE
-from pipeline import interpretability
+from pipeline import fastest, interpretability
 from pipeline.figures import FAMILY_COLOURS, FAMILY_NAMES, plot_mosaic
 
 __all__ = ["SCHEMA", "plot_latency", "plot_mosaic", "write_json", "write_markdown"]
@@ -442,6 +444,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
     lines += _latency_table(report["latency"])
     if report["files"].get("latency_chart"):
         lines += ["", f"![latency]({report['files']['latency_chart']})"]
+    lines += fastest.section(report)
     missing = not_available(report)
     trt_listed = any(b.startswith("trt") for backends in missing.values() for b in backends)
     lines += _tensorrt_section(report.get("tensorrt"), trt_listed) + _fp16_section(report.get("fp16_range"))

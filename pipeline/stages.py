@@ -77,6 +77,7 @@ def _versions() -> dict[str, str]:
         "scikit-learn",
         "safetensors",
         "tensorrt",
+        "openvino",
     ):
         try:
             out[pkg] = _md.version(pkg)
@@ -384,6 +385,7 @@ def _export_validate_report(
     from pipeline import archs, serving
     from pipeline import checkpoint as ckpt
     from pipeline import report as rep
+    from pipeline.fastest import fastest_passing
     from pipeline.validate import (
         FP16_FILE,
         INLINED_FILE,
@@ -556,6 +558,7 @@ def _export_validate_report(
         "tolerances": tolerance_table(),
         "parity": parity,
         "latency": latency,
+        "fastest": fastest_passing(parity, latency),
         "fp16_range": fp16,
         "interpretability": inside,
         "tensorrt": tensorrt_report,

@@ -5,7 +5,11 @@ Tolerances and the comparator: ``export.compare`` (one table for the whole proje
 A *row* is one backend and export mode (``backend_rows``): ``torch:eager`` (the
 reference), ``torch:baked``, ``ort-<ep>:<static|live|live-akp|static-fp16>``,
 ``<...>:live-akp(fed)`` (new AKPs fed, compared with the PyTorch model holding
-them), ``trt[-fp16]:<static|live|live-akp|refit>``. ``run_parity`` and
+them), ``trt[-fp16]:<static|live|live-akp|refit>``, ``openvino:<static|live>``
+(FP32, asked for explicitly) and ``openvino:static-bf16`` (where the CPU has
+native bf16). A runner that reports the precision it computed in
+(``inference_precision``) has it recorded as ``runtime_precision``, and fails
+its row when that is not the row's precision. ``run_parity`` and
 ``run_latency`` run them one at a time; an unavailable row carries its reason, a
 row whose engine failed to build carries the error and fails.
 """
@@ -13,6 +17,7 @@ row whose engine failed to build carries the error and fails.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,6 +43,7 @@ __all__ = [
 
 FP16_FILE = "model.static-fp16.onnx"
 INLINED_FILE = "model.live.inlined.onnx"  # the live file for tools that cannot read model-local functions
+OPENVINO_BF16 = "static-bf16"  # the bf16 mode: the static file, OpenVINO computing in bfloat16
 ORT_PROVIDER = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}  # backend -> deploy.runners.ort_providers
 
 
@@ -77,7 +83,7 @@ def backend_rows(model, moved, data, paths, backends, threads, staging, batch_si
             continue
         modes = [*paths, "static-fp16"] if backend.startswith("ort") else [*paths, "refit"]
         if backend == "openvino":
-            modes = [m for m in paths if m != "live-akp"]
+            modes = [*(m for m in paths if m != "live-akp"), OPENVINO_BF16]
         if backend.startswith("trt"):
             modes = [m for m in modes if backend == "trt" or m in ("static", "live")]
         if not ok:
@@ -123,14 +129,22 @@ def backend_rows(model, moved, data, paths, backends, threads, staging, batch_si
 
 
 def _openvino_rows(paths, staging, threads) -> list[_Row]:
-    """OpenVINO on the static file, and on the live file with its ``ai.acl`` functions inlined (what it can read)."""
-    from deploy.openvino import OpenVinoRunner
+    """OpenVINO in FP32 on the static file and on the live file with its ``ai.acl`` functions
+    inlined (what it can read); in bf16 on the static file where the CPU computes bf16 natively.
+
+    The live file gets no bf16 row: inlined, its AKPs are constants to OpenVINO,
+    so it computes what the static file does.
+    """
+    from deploy.openvino import OpenVinoRunner, bf16_available
     from export.inline import inline
 
     rows = [_Row("openvino:static", lambda: OpenVinoRunner(paths["static"], threads=threads))]
     if "live" in paths:
         inlined = inline(paths["live"], staging / INLINED_FILE)
         rows.append(_Row("openvino:live", lambda: OpenVinoRunner(inlined, threads=threads)))
+    ok, reason = bf16_available()
+    bf16 = partial(OpenVinoRunner, paths["static"], threads=threads, precision="bf16")
+    rows.append(_Row(f"openvino:{OPENVINO_BF16}", bf16 if ok else None, "bf16", reason=None if ok else reason))
     return rows
 
 
@@ -225,11 +239,21 @@ def run_parity(model, moved_model, rows: list[_Row], x_test: np.ndarray) -> dict
             continue
         with row.make() as r:
             got = r.infer({export.INPUT_NAME: x_test, **row.extra})[export.OUTPUT_NAME].copy()
-        out[row.key] = {
-            "precision": row.precision,
-            **compare_outputs(refs[row.reference], got, TOLERANCES[row.precision]),
-        }
+            ran = getattr(r, "inference_precision", None)
+        out[row.key] = _judged(row.precision, ran, compare_outputs(refs[row.reference], got, TOLERANCES[row.precision]))
     return {**out, **unavailable}
+
+
+def _judged(precision: str, ran: str | None, result: dict[str, Any]) -> dict[str, Any]:
+    """A parity entry; a runtime that computed at another precision than the row's fails it.
+
+    Judged at the row's tolerance, a bf16 row that ran in f32 would pass while
+    timing f32, and an fp32 row that ran in bf16 is not an FP32 result.
+    """
+    entry = {"precision": precision, **({"runtime_precision": ran} if ran else {}), **result}
+    if ran is not None and ran != precision:
+        entry.update(passed=False, error=f"the runtime computed in {ran}, not {precision} as this row requires")
+    return entry
 
 
 def run_latency(rows: list[_Row], x_test: np.ndarray, batch_sizes, seconds: float) -> dict[str, Any]:

@@ -87,12 +87,19 @@ def test_default_job_outputs(run_dir):
             row = r["latency"][key][b]
             assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] and row["throughput"] > 0
     assert r["latency"]["torch:eager"]["1"]["speedup_vs_torch"] == 1.0
+    openvino = _openvino_rows_that_run()  # FP32 rows, in FP32 even where the CPU has native bf16
+    for key in openvino:
+        p = r["parity"][key]
+        assert p["passed"] and p["runtime_precision"] == p["precision"], (key, p)
     assert r["verdict"] == {
         "passed": True,
-        "checks": 6,
+        "checks": 6 + len(openvino),
         "failed": [],
-        "not_available": [k for k in r["parity"] if "cuda" in k or "trt" in k or "openvino" in k],
+        "not_available": [
+            k for k in r["parity"] if ("cuda" in k or "trt" in k or "openvino" in k) and k not in openvino
+        ],
     }
+    assert set(r["fastest"]) == {"1", "4"} and all(f["row"] in r["latency"] for f in r["fastest"].values())
     env = r["environment"]
     assert env["cores"] >= 1 and env["versions"]["onnxruntime"] != "not installed"
     assert env["kernel_generator_cpu"] == "torch, eager autograd (acl.kernels)"
@@ -102,6 +109,14 @@ def test_default_job_outputs(run_dir):
     assert (
         "## Inside the ACLs" in text and "| `conv1` | ![](mosaic-conv1-initial.png) | ![](mosaic-conv1.png) |" in text
     )
+
+
+def _openvino_rows_that_run() -> list[str]:
+    from deploy.backends import availability
+    from deploy.openvino import bf16_available
+
+    fp32 = ["openvino:static", "openvino:live"] if availability("openvino")[0] else []
+    return fp32 + (["openvino:static-bf16"] if bf16_available()[0] else [])
 
 
 def test_exported_files_run_on_new_inputs(run_dir):

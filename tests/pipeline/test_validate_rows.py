@@ -1,10 +1,17 @@
-"""Row construction for every backend, without TensorRT: availability and builds simulated."""
+"""Row construction for every backend: TensorRT availability and builds simulated; OpenVINO real where installed."""
+
+import importlib.util
 
 import numpy as np
 import pytest
+import torch
 
 import deploy.tensorrt.build as trt_build
+from deploy.backends import availability
+from export.compare import TOLERANCES
+from pipeline.archs import DEFAULT_SPEC, build
 from pipeline.validate import backend_rows, perturbed_akps, run_parity
+from tests.deploy.triton.nets import small_resnet
 
 
 class FakeData:
@@ -67,3 +74,70 @@ def test_failed_builds_fail_parity_and_unavailable_rows_do_not(rows_with_failed_
 
     v = _verdict(parity)
     assert not v["passed"] and "trt:static" in v["failed"] and "ort-cuda:static" in v["not_available"]
+
+
+HAVE_OPENVINO = importlib.util.find_spec("openvino") is not None
+
+
+def _default_job_model():
+    """The default job's architecture and spec (AnaNN-LeNet), untrained."""
+    torch.manual_seed(3)
+    return build("lenet", DEFAULT_SPEC).eval()
+
+
+def _openvino_parity(model, image, tmp_path, backends=None):
+    import export
+
+    paths = export.export_files(model, {k: tmp_path / f"m.{k}.onnx" for k in ("static", "live")}, (1, *image))
+    x = np.random.default_rng(29).standard_normal((16, *image)).astype(np.float32)  # not the export inputs
+    backends = backends or {"torch": (True, ""), "openvino": availability("openvino")}
+    moved = perturbed_akps(model, 0)
+    rows = backend_rows(model, moved, FakeData(x), paths, backends, 1, tmp_path, (1,), lambda m: None)
+    return rows, run_parity(model, moved[0], rows, x)
+
+
+@pytest.mark.skipif(not HAVE_OPENVINO, reason="OpenVINO is not installed here (pip install openvino)")
+@pytest.mark.parametrize("which", ["anann-lenet", "small-resnet"])
+def test_openvino_fp32_rows_compute_in_fp32_and_bf16_has_its_own_row(which, tmp_path):
+    """Left to itself, OpenVINO computes in bf16 on a CPU with native bf16 and fails FP32 parity."""
+    from deploy.openvino import bf16_available
+
+    model, image = (_default_job_model(), (1, 32, 32)) if which == "anann-lenet" else (small_resnet(4), (3, 16, 16))
+    _, parity = _openvino_parity(model, image, tmp_path)
+    for key in ("openvino:static", "openvino:live"):
+        p = parity[key]
+        assert p["passed"] and p["atol"] == TOLERANCES["fp32"].atol, (key, p)
+        assert p["precision"] == "fp32" and p["runtime_precision"] == "fp32", (key, p)
+    bf16, (native, reason) = parity["openvino:static-bf16"], bf16_available()
+    if native:
+        assert bf16["passed"] and bf16["runtime_precision"] == "bf16" and bf16["atol"] == TOLERANCES["bf16"].atol, bf16
+        assert bf16["max_abs_err"] > 0, "computed in bf16, so not bit-identical to FP32"
+    else:
+        assert bf16 == {"available": False, "reason": reason} and "has no native bf16" in reason
+
+
+@pytest.mark.skipif(not HAVE_OPENVINO, reason="OpenVINO is not installed here (pip install openvino)")
+def test_a_bf16_row_that_ran_in_another_precision_fails(tmp_path, monkeypatch):
+    """A CPU without native bf16 computes in f32 when asked for bf16: the row must not pass as bf16."""
+    import deploy.openvino as dov
+
+    if dov.bf16_available()[0]:
+        pytest.skip("this CPU computes bf16 natively: OpenVINO honours the bf16 request here")
+    monkeypatch.setattr(dov, "bf16_available", lambda device="CPU": (True, "claimed for the test"))
+    _, parity = _openvino_parity(small_resnet(5), (3, 16, 16), tmp_path)
+    p = parity["openvino:static-bf16"]
+    assert p["precision"] == "bf16" and p["runtime_precision"] == "fp32" and not p["passed"], p
+    assert p["error"] == "the runtime computed in fp32, not bf16 as this row requires"
+    from pipeline.stages import _verdict
+
+    assert "openvino:static-bf16" in _verdict(parity)["failed"]
+
+
+def test_openvino_rows_when_openvino_is_missing(anann, exported, tmp_path):
+    backends = {"torch": (True, ""), "openvino": (False, "OpenVINO is not installed (simulated)")}
+    x = np.random.default_rng(1).standard_normal((3, 1, 12, 12)).astype(np.float32)
+    paths = {m: exported[m] for m in ("static", "live", "live-akp")}
+    rows = backend_rows(anann, perturbed_akps(anann, 0), FakeData(x), paths, backends, 1, tmp_path, (1,), print)
+    ov = {r.key: r for r in rows if r.key.startswith("openvino")}
+    assert set(ov) == {"openvino:static", "openvino:live", "openvino:static-bf16"}
+    assert all(r.make is None and r.reason == "OpenVINO is not installed (simulated)" for r in ov.values())
