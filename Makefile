@@ -30,7 +30,7 @@ bench: install
 lint: install
 	$(PYTHON) -m ruff check .
 
-# Serving tests (marker `serve`: a real Triton server, tritonclient, OpenVINO) in their
+# Serving tests (marker `serve`: a real Triton server, tritonclient) in their
 # own environment, because nvidia-pytriton pins numpy<2. `make test` stays the main suite.
 SERVE_VENV ?= .venv-serve
 SERVE_PY := $(SERVE_VENV)/bin/python
