@@ -3,8 +3,8 @@
 With no arguments: trains AnaNN-LeNet (both convolutions ACLs with exp3's ratio
 spec) on scikit-learn's handwritten digits and writes everything to
 ``runs/default``. A thin layer over ``pipeline.stages.run``; nothing heavy is
-imported before the arguments are parsed, so ``--help`` works without
-onnxruntime or TensorRT.
+imported before the arguments are checked (``pipeline.early_checks``), so
+``--help`` works without onnxruntime or TensorRT and a typo is reported at once.
 """
 
 from __future__ import annotations
@@ -17,22 +17,12 @@ import threading
 from pathlib import Path
 from typing import NoReturn
 
-EXIT_USER_ERROR = 2
+from deploy.backends import ALL_BACKENDS  # torch-free, like everything imported before the arguments are checked
+from deploy.cli import HelpFormatter
+from pipeline import early_checks
+from pipeline.early_checks import ARCH_NAMES, MAX_TRAIN_BATCH
 
-ARCH_NAMES = (
-    "lenet",
-    "cnn4",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet18_cifar",
-    "resnet34_cifar",
-    "mobilenet_v2",
-    "vgg11_bn",
-    "densenet121",
-    "densenet_cifar",
-)
-"""``pipeline.archs.ARCHS``'s keys, spelled out so that ``--help`` needs no torch (a test keeps them equal)."""
+EXIT_USER_ERROR = 2
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -52,8 +42,6 @@ def _name_list(text: str) -> tuple[str, ...]:
 
 
 MAX_EPOCHS = 10_000
-MAX_TRAIN_BATCH = 65_536
-"""Equal to ``pipeline.train.MAX_BATCH_SIZE`` (spelled out so that ``--help`` needs no torch; a test keeps them equal)."""
 MAX_LATENCY_BATCH = 4096
 """Latency inputs are tiled to the batch size: 4096 images of 3x224x224 are 2.4 GB of float32."""
 MAX_LATENCY_BATCHES = 16
@@ -106,7 +94,7 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m pipeline.export",
         description=__doc__.split("\n\n")[0].split(": ", 1)[1],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "--out", type=Path, default=Path("runs/default"), help="output folder (must be new or empty, or use --force)"
@@ -196,7 +184,8 @@ def parser() -> argparse.ArgumentParser:
         "--backends",
         type=_name_list,
         default=None,
-        help="comma-separated subset of torch,ort-cpu,ort-cuda,ort-trt,trt,trt-fp16 (default: all; unavailable ones are reported as such)",
+        help=f"comma-separated subset of {','.join(ALL_BACKENDS)}; torch, the reference, always runs "
+        "(default: all; unavailable ones are reported as such)",
     )
     p.add_argument("--force", action="store_true", help="replace a previous run's outputs in --out")
     p.add_argument("--seed", type=int, default=0, help=f"training seed, 0 to {MAX_SEED}")
@@ -212,7 +201,9 @@ def parser() -> argparse.ArgumentParser:
         default=1.0,
         help=f"minimum timed seconds per backend and batch size, 0 to {MAX_LATENCY_SECONDS:g} (the timer's own cap)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (the per-epoch lines are printed either way)"
+    )
     p.add_argument(
         "--triton-repo",
         type=Path,
@@ -282,7 +273,7 @@ def _interrupted_message(signum: int, out: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
-    problem = check_args(args)
+    problem = check_args(args) or early_checks.problem(args)
     if problem:
         p.error(problem)
     from export.verify import ExportVerificationError

@@ -263,7 +263,7 @@ def _triton_section(triton: dict[str, Any] | None) -> list[str]:
         "## Triton repository",
         "",
         f"- Written to {where}",
-        f"- Configs: {'checked with ' + triton['validation'] if triton['validated'] else triton['validation']}",
+        f"- Configs: {_configs_checked(triton)}",
         f"- Batching: `max_batch_size` {b['max_batch_size']}, preferred batch sizes "
         f"{', '.join(map(str, b['preferred'])) or 'none'} (from {triton['batching_from']}; {b['rule']})",
         "",
@@ -276,6 +276,14 @@ def _triton_section(triton: dict[str, Any] | None) -> list[str]:
         lines.append(f"| `{name}` | {m['backend']} | {kinds} | {m['source']} | {served} |")
     lines += ["", f"Unverified here: {triton['unverified']}."]
     return lines
+
+
+def _configs_checked(triton: dict[str, Any]) -> str:
+    """One statement on the configs, from whether the protobuf check ran in this run (not from fixed prose)."""
+    if triton["validated"]:
+        return f"parsed with {triton['validation']} and checked against the ONNX file"
+    why = triton["validation"].removeprefix("not validated: ")
+    return f"not validated, neither parsed with Triton's protobuf nor checked against the ONNX file: {why}"
 
 
 def _serving_section(serving: dict[str, Any] | None, triton: dict[str, Any] | None) -> list[str]:

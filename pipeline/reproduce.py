@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
+from deploy.cli import HelpFormatter
 from pipeline.experiments.grid import ARCHS, FULL, QUICK, Grid, build_grid
 
 __all__ = ["GRID_FILE", "main", "parser", "prepare_out", "reproduce"]
@@ -54,6 +55,10 @@ def _settings(s) -> str:
     return f"{s.seeds} seeds, {s.epochs['lenet']} epochs for LeNet cells and {s.epochs['cnn4']} for the 4-layer CNN's"
 
 
+def _epochs(s) -> str:
+    return " and ".join(f"{arch} {n}" for arch, n in s.epochs.items())
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m pipeline.reproduce",
@@ -65,7 +70,7 @@ def parser() -> argparse.ArgumentParser:
             "cell is trained from several seeds (mean and std); the paper's numbers stand beside ours. "
             "Resumable: run the same command again after a kill."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "--data", default="digits", help="digits (scikit-learn's 8x8 digits at 32x32), mnist:DIR or cifar10:DIR"
@@ -80,8 +85,18 @@ def parser() -> argparse.ArgumentParser:
         f"from scratch (12 cells, 36 runs; under 10 minutes on 2 cores with digits). Without it: {_settings(FULL)}, "
         "with Table 3's exp9-14 and exp16-19 trained from scratch too (22 cells, 110 runs)",
     )
-    p.add_argument("--seeds", type=int, default=None, help="seeds per cell, at least 3 (default: the grid's)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs for every cell (default: the grid's, per arch)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help=f"seeds per cell, at least 3 (default: {QUICK.seeds} with --quick, else {FULL.seeds})",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"epochs for every cell (default: per arch: {_epochs(QUICK)} with --quick, {_epochs(FULL)} without)",
+    )
     p.add_argument(
         "--sweep-arch", choices=ARCHS, default="lenet", help="the model of Tables 1-3 (every convolution an ACL)"
     )
@@ -196,33 +211,56 @@ def reproduce(
         folder.unlock()
 
 
+def _checked_grid(args: argparse.Namespace) -> Grid:
+    """The grid the options describe, checked before torch is imported (a typo is reported at once).
+
+    Raises:
+        UserError: an option out of range, or a ``--data`` no loader takes.
+    """
+    from pipeline.early_checks import data_problem
+    from pipeline.errors import UserError
+
+    if args.jobs is not None and not 1 <= args.jobs <= MAX_JOBS:
+        raise UserError(f"--jobs {args.jobs} is out of range, expected 1 to {MAX_JOBS}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size} is not usable, expected a positive integer")
+    if not (args.lr > 0 and args.lr < float("inf")):
+        raise UserError(f"--lr {args.lr} is not usable, expected a positive finite number")
+    problem = data_problem(args.data)
+    if problem:
+        raise UserError(problem)
+    try:
+        return build_grid(
+            args.data,
+            quick=args.quick,
+            seeds=args.seeds,
+            epochs=args.epochs,
+            sweep_arch=args.sweep_arch,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            finetune=args.finetune,
+        )
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from pipeline.errors import UserError
-    from pipeline.experiments.runner import default_jobs, load_data
-    from pipeline.export import Terminated, _signals_raise
 
     began = time.perf_counter()
     try:
+        grid = _checked_grid(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    from pipeline.experiments.runner import default_jobs, load_data
+    from pipeline.export import Terminated, _signals_raise
+
+    try:
         jobs = default_jobs() if args.jobs is None else args.jobs
-        if not 1 <= jobs <= MAX_JOBS:
-            raise UserError(f"--jobs {jobs} is out of range, expected 1 to {MAX_JOBS}")
-        if args.batch_size < 1:
-            raise UserError(f"--batch-size {args.batch_size} is not usable, expected a positive integer")
-        if not (args.lr > 0 and args.lr < float("inf")):
-            raise UserError(f"--lr {args.lr} is not usable, expected a positive finite number")
         try:
-            grid = build_grid(
-                args.data,
-                quick=args.quick,
-                seeds=args.seeds,
-                epochs=args.epochs,
-                sweep_arch=args.sweep_arch,
-                limit=args.limit,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                finetune=args.finetune,
-            )
             data = load_data(grid.data, grid.limit)  # bad data is reported now, not in a worker
         except ValueError as e:
             raise UserError(str(e)) from None

@@ -303,8 +303,8 @@ def train(
         batch_size: per process.
         lr: learning rate; None: ``DEFAULT_LR[optimizer]``.
         seed: shuffling and augmentation seed (model initialisation is the caller's).
-        progress: a tqdm bar on rank 0 when stderr is a terminal; otherwise a log
-            line per epoch (if ``log``).
+        progress: a tqdm bar on rank 0 when stderr is a terminal. Only the bar: the
+            line per epoch (if ``log``) is written either way, above the bar when there is one.
         optimizer: ``adam`` or ``sgd`` (module docstring).
         workers: DataLoader workers; None: ``default_workers(data)``.
         amp: ``auto``, ``off``, ``bf16`` or ``fp16``.
@@ -379,7 +379,6 @@ def train(
         file=sys.stderr,
         dynamic_ncols=True,
     )
-    per_epoch_lines = progress and bar.disable
     autocast = (
         (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None else contextlib.nullcontext
     )
@@ -425,8 +424,8 @@ def train(
             _diverged(epoch, epochs, f"{bad} became NaN or infinite", lr, resume if ctx.is_main else None)
         history.append(float(sums[0] / sums[1]))
         seen += int(sums[1])
-        if per_epoch_lines:
-            rate = int(sums[1]) / (time.perf_counter() - t0)
+        rate = int(sums[1]) / (time.perf_counter() - t0)
+        with _above(bar):
             say(f"      epoch {epoch + 1}/{epochs}: loss {history[-1]:.4f}, {rate:.0f} images/s")
         if resume is not None and ctx.is_main:
             resume.save(*_capture(model, opt, sched, scaler, epoch + 1, history))
@@ -441,6 +440,11 @@ def train(
     result.images_per_second = seen / result.seconds if seen and result.seconds > 0 else 0.0
     result.loss_history = history
     return result
+
+
+def _above(bar):
+    """Lines printed inside this context go above a shown bar instead of through it."""
+    return contextlib.nullcontext() if bar.disable else bar.external_write_mode(file=sys.stderr)
 
 
 def _non_finite(model: nn.Module) -> str | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploy.tensorrt.support import check_onnx
 from deploy.tensorrt.versions import BuildPlan, available, build_plan, parse_version, profile_shapes, trt_version
 
 __all__ = [
@@ -33,7 +32,8 @@ __all__ = [
     "trt_version",
 ]
 
-_LAZY = {
+_LAZY = {  # onnx and TensorRT load on first use: `python -m deploy.tensorrt` checks its arguments first
+    "check_onnx": "deploy.tensorrt.support",
     "EngineInfo": "deploy.tensorrt.build",
     "TensorRTUnavailable": "deploy.tensorrt.build",
     "build_engine": "deploy.tensorrt.build",

@@ -9,18 +9,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from deploy.cli import EXIT_USER_ERROR, ArgumentParser
+from deploy.cli import EXIT_USER_ERROR, ArgumentParser, HelpFormatter
 
 MAX_ONNX_BYTES = 2 << 30
 """Protobuf's own limit for one ONNX file; larger models keep weights in external data."""
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(prog="python -m deploy.tensorrt", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("check", help="check ONNX files against TensorRT's ONNX parser support")
-    c.add_argument("files", nargs="+", type=Path)
-    args = p.parse_args(argv)
+    args = parser().parse_args(argv)
 
     from deploy.tensorrt.support import check_onnx
 
@@ -39,6 +35,27 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"{path}: ok for TensorRT's ONNX parser")
     return status
+
+
+def parser() -> ArgumentParser:
+    """Built from the standard library and ``deploy.cli`` only: a bad argument is refused before onnx loads."""
+    p = ArgumentParser(
+        prog="python -m deploy.tensorrt",
+        description="TensorRT parser problems of ONNX files, found without TensorRT.",
+        epilog="exit codes: 0 no problems, 1 problems found (listed one per line), 2 bad usage or an unreadable file",
+        formatter_class=HelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    c = sub.add_parser(
+        "check",
+        help="check ONNX files against TensorRT's ONNX parser support",
+        description="Check ONNX files against TensorRT 10's ONNX parser: IR version and opset, every operator "
+        "(ai.acl functions expanded) with its data types and restrictions, custom-domain nodes, tensor types, "
+        "inputs that also have an initializer.",
+        formatter_class=HelpFormatter,
+    )
+    c.add_argument("files", nargs="+", type=Path, metavar="FILE.onnx", help="ONNX files (external data is not read)")
+    return p
 
 
 def _load(path: Path):

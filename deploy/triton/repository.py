@@ -16,17 +16,18 @@ Layout written by ``write_repository(out_dir, files, name="acl")``::
         config.pbtxt                  platform tensorrt_plan, KIND_GPU
         1/model.plan
 
-Every config is generated from the ONNX file's inputs and outputs, then parsed
-with Triton's ``model_config.proto`` and checked against that file
-(``check_repository``) before the repository is moved into place. New AKPs reach
+Every config is generated from the ONNX file's inputs and outputs, then, where
+``tritonclient`` is installed, parsed with Triton's ``model_config.proto`` and
+checked against that file (``check_repository``) before the repository is moved
+into place; ``RepositoryInfo.validated`` says whether that ran. New AKPs reach
 a running server as a new version directory (``add_version``; ``deploy.hotswap``
 computes the new file), which Triton loads beside the old one and switches to
 without downtime (``model-control-mode=explicit`` + a load request, or ``poll``).
 
 What runs here and what does not: the python-backend model is served by a real
 Triton 2.51 server in the tests (``tests/deploy/triton``, serve environment).
-The ``onnxruntime`` and ``tensorrt_plan`` models are generated and checked with
-Triton's protobuf and against the ONNX file, but no machine of this project has
+The ``onnxruntime`` and ``tensorrt_plan`` models are generated (and checked as
+above where ``tritonclient`` is installed), but no machine of this project has
 Triton's C++ onnxruntime or TensorRT backends (nvidia-pytriton ships only the
 python backend) or a GPU, so they have never been loaded by a server here.
 """
@@ -71,9 +72,11 @@ MARKER = ".acl-deploy-triton.json"
 SCHEMA = "acl-deploy/triton-repository/1"
 PYTHON_MODEL = Path(__file__).with_name("python_model.py")
 UNVERIFIED = (
-    "onnxruntime and tensorrt_plan models: configs parsed with Triton's protobuf and checked against the ONNX "
-    "file, never loaded by a server here (nvidia-pytriton's Triton has only the python backend; no GPU, no TensorRT)"
+    "onnxruntime and tensorrt_plan models: never loaded by a server here (nvidia-pytriton's Triton has only the "
+    "python backend; no GPU, no TensorRT)"
 )
+"""What no run here can check. Whether the configs were parsed with Triton's protobuf is
+``RepositoryInfo.validated`` (with ``validation``), not part of this sentence: it depends on the run."""
 
 
 @dataclass

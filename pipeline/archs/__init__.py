@@ -38,6 +38,7 @@ from pipeline.archs.densenet import densenet121, densenet_cifar
 from pipeline.archs.mobilenet import mobilenet_v2
 from pipeline.archs.resnet import resnet18, resnet18_cifar, resnet34, resnet34_cifar, resnet50
 from pipeline.archs.vgg import vgg11_bn
+from pipeline.early_checks import check_spec  # torch-free: the CLI checks a spec before importing torch
 
 __all__ = [
     "ARCHS",
@@ -237,30 +238,6 @@ def parse_layers(layers: Layers) -> str | tuple[str, ...]:
             f"--layers {layers!r} selects nothing; expected 'first', 'all' or comma-separated module names"
         )
     return names
-
-
-def check_spec(spec: str | None) -> None:
-    """Check a spec's syntax before any model exists (so a typo is reported before slow data loading).
-
-    A ratio spec fits every layer and is checked fully; a count spec, or one with a
-    ``(CixCo)`` prefix, can only be checked against its layers, so ``build`` does that.
-
-    Raises:
-        ValueError: malformed spec (as ``acl.parse_spec``).
-    """
-    if spec is None or spec == "none":
-        return
-    m = re.match(r"\s*\(\s*(\d+)\s*[xX×]\s*(\d+)\s*\)", spec)
-    if m:
-        acl.parse_spec(spec, int(m.group(1)), int(m.group(2)))
-        return
-    try:
-        acl.parse_spec(spec, 1, 1 << 20)
-    except ValueError as e:
-        if "counts sum to" in str(e):  # a well-formed count form: its total depends on the layer
-            return
-        # The synthetic layer's kernel total would only mislead.
-        raise ValueError(re.sub(r" \(expected kernels in total: \d+\)$", "", str(e))) from None
 
 
 def build(

@@ -350,9 +350,9 @@ CASES = [
         "ONNX",
         tool="trt",
     ),
-    Case("trt-no-files", arg("check"), 2, "the following arguments are required: files", tool="trt"),
+    Case("trt-no-files", arg("check"), 2, "the following arguments are required: FILE.onnx", tool="trt"),
     Case("trt-unknown-command", lambda t, g: ["verify", str(g / "model.static.onnx")], 2, "invalid choice", tool="trt"),
-    Case("trt-no-command", arg(), 2, "required: command", tool="trt", subprocess=True),
+    Case("trt-no-command", arg(), 2, "required: COMMAND", tool="trt", subprocess=True),
 ]
 
 

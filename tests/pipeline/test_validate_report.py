@@ -226,3 +226,56 @@ def test_mosaic_frames_are_coloured_by_family(tmp_path):
 
     assert count(rep.FAMILY_COLOURS["G"]) > 50 and count(rep.FAMILY_COLOURS["P"]) > 50
     assert count(rep.FAMILY_COLOURS["Tf"]) == 0
+
+
+def _triton(validated: bool) -> dict:
+    from deploy.triton.repository import UNVERIFIED
+
+    return {
+        "path": "runs/x/triton",
+        "kept": True,
+        "models": {
+            "acl_onnxruntime": {
+                "backend": "onnxruntime",
+                "configs": {"config.pbtxt": "KIND_GPU"},
+                "source": "static",
+                "served_by_a_server_here": False,
+            },
+            "acl_python": {
+                "backend": "python",
+                "configs": {"config.pbtxt": "KIND_CPU"},
+                "source": "static",
+                "served_by_a_server_here": True,
+            },
+        },
+        "batching": {"max_batch_size": 8, "preferred": [4], "rule": "a rule"},
+        "batching_from": "ort-cpu:static",
+        "validated": validated,
+        "validation": "Triton's model_config.proto (tritonclient.grpc.model_config_pb2)"
+        if validated
+        else "not validated: checking Triton configs needs Triton's model_config.proto from the tritonclient "
+        "package: pip install tritonclient (or the project's 'serve' extra)",
+        "unverified": UNVERIFIED,
+    }
+
+
+@pytest.mark.parametrize("validated", [True, False])
+def test_triton_section_says_one_true_thing_about_the_configs(tmp_path, validated):
+    r = _report()
+    r["triton"] = _triton(validated)
+    text = rep.write_markdown(r, tmp_path / "r.md").read_text()
+    section = text.split("## Triton repository")[1].split("\n## ")[0]
+    claims_parsed = [c for c in ("- Configs: parsed with", "configs parsed with") if c in section]
+    says_not = "not validated" in section
+    assert bool(claims_parsed) != says_not, section  # one statement: never both, never neither
+    if validated:
+        assert "- Configs: parsed with Triton's model_config.proto" in section, section
+        assert "and checked against the ONNX file" in section
+    else:
+        assert not claims_parsed, section
+        assert (
+            "- Configs: not validated, neither parsed with Triton's protobuf nor checked against the ONNX file: "
+            in (section)
+        )
+        assert "pip install tritonclient" in section
+    assert "Unverified here: onnxruntime and tensorrt_plan models: never loaded by a server here" in section

@@ -83,6 +83,14 @@ def test_repository_layout_and_marker(small_files, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["repo"]  # no temporary folder left
 
 
+def test_an_unvalidated_repository_claims_no_protobuf_check(small_files, tmp_path):
+    info = write_repository(tmp_path / "repo", small_files, latency=CURVE, validate=False)
+    meta = json.loads((tmp_path / "repo" / MARKER).read_text())
+    for text in (info.unverified, meta["unverified"]):
+        assert "protobuf" not in text and "parsed" not in text, text  # whether it ran is `validated`, per run
+        assert "never loaded by a server here" in text
+
+
 def test_existing_folders_are_never_replaced_silently(small_files, tmp_path):
     foreign = tmp_path / "foreign"
     foreign.mkdir()

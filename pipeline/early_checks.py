@@ -1,0 +1,191 @@
+"""Option values of ``python -m pipeline.export`` checked before torch is imported.
+
+Importing torch, ONNX and the model zoo takes 6-14 s on a busy machine; a typo in
+``--arch``, ``--backends``, ``--data``, ``--spec``, ``--model``, a checkpoint path
+or a training option is reported here, in well under a second, with the message the
+job itself would give. The job keeps its own checks (``pipeline.stages`` is also an
+API); tests keep the two messages equal. Only what needs no model, no torch and no
+reading of data is checked here: layer names and folder contents wait for the job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import re
+from pathlib import Path
+
+__all__ = ["ARCH_NAMES", "DATA_HELP", "MAX_TRAIN_BATCH", "check_spec", "data_problem", "problem"]
+
+ARCH_NAMES = (
+    "lenet",
+    "cnn4",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet18_cifar",
+    "resnet34_cifar",
+    "mobilenet_v2",
+    "vgg11_bn",
+    "densenet121",
+    "densenet_cifar",
+)
+"""``pipeline.archs.ARCHS``'s keys, spelled out so that nothing here needs torch (a test keeps them equal)."""
+TORCHVISION_PREFIX = "torchvision:"
+DATA_HELP = "'digits', 'mnist:DIR', 'cifar10:DIR' or 'folder:DIR[:SIZE]'"
+"""Equal to ``pipeline.datasets.DATA_HELP`` (a test keeps them equal)."""
+DATA_KINDS = ("mnist", "cifar10", "folder")
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
+MAX_TRAIN_BATCH = 65_536
+"""Equal to ``pipeline.train.MAX_BATCH_SIZE`` (a test keeps them equal)."""
+MAX_TRAIN_WORKERS = 64
+"""Equal to ``pipeline.train.MAX_WORKERS`` (a test keeps them equal)."""
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+_ARCH_EXPECTED = (
+    f"one of {', '.join(ARCH_NAMES)}, 'torchvision:<name>', or your own 'package.module:factory' "
+    "(a callable returning an nn.Module)"
+)
+
+
+def problem(args: argparse.Namespace) -> str | None:
+    """The first option value that is wrong, as ``<what>, expected <what>``; None when none is (as far as seen here)."""
+    for found in (
+        _backends(args.backends),
+        _arch(args.arch),
+        _model(args.model),
+        _spec(args.spec),
+        _layers(args.layers),
+        data_problem(args.data),
+        _one_source(args.checkpoint, args.init_from),
+        _path("", args.checkpoint),
+        _path("--init-from: ", args.init_from),
+        _training(args.batch_size, args.lr, args.workers),
+    ):
+        if found:
+            return found
+    return None
+
+
+def check_spec(spec: str | None) -> None:
+    """Check a spec's syntax before any model exists (so a typo is reported before slow data loading).
+
+    A ratio spec fits every layer and is checked fully; a count spec, or one with a
+    ``(CixCo)`` prefix, can only be checked against its layers, so ``pipeline.archs.build`` does that.
+
+    Raises:
+        ValueError: malformed spec (as ``acl.parse_spec``).
+    """
+    from acl.spec import parse_spec  # torch-free
+
+    if spec is None or spec == "none":
+        return
+    m = re.match(r"\s*\(\s*(\d+)\s*[xX×]\s*(\d+)\s*\)", spec)
+    if m:
+        parse_spec(spec, int(m.group(1)), int(m.group(2)))
+        return
+    try:
+        parse_spec(spec, 1, 1 << 20)
+    except ValueError as e:
+        if "counts sum to" in str(e):  # a well-formed count form: its total depends on the layer
+            return
+        # The synthetic layer's kernel total would only mislead.
+        raise ValueError(re.sub(r" \(expected kernels in total: \d+\)$", "", str(e))) from None
+
+
+def _backends(names: tuple[str, ...] | None) -> str | None:
+    from deploy.backends import ALL_BACKENDS  # torch-free
+
+    unknown = [b for b in names or () if b not in ALL_BACKENDS]
+    if unknown:
+        return f"unknown backend(s) {', '.join(unknown)}; expected some of {', '.join(ALL_BACKENDS)}"
+    return None
+
+
+def _arch(arch: str | None) -> str | None:
+    if arch is None or arch in ARCH_NAMES:
+        return None
+    if arch.startswith(TORCHVISION_PREFIX):
+        if not arch[len(TORCHVISION_PREFIX) :].isidentifier():
+            return f"--arch {arch!r}: expected 'torchvision:<name>' such as 'torchvision:resnet18'"
+        return None  # the name is checked against torchvision's list, which needs torchvision
+    if ":" in arch:
+        return f"--arch {arch} names your own code; pass it as --model {arch} (which imports and runs it)"
+    return f"unknown --arch {arch!r}; expected {_ARCH_EXPECTED}"
+
+
+def _model(target: str | None) -> str | None:
+    if target is None:
+        return None
+    if ":" not in target or target.startswith(TORCHVISION_PREFIX):
+        return (
+            f"--model {target!r} is not 'package.module:factory'; expected your own factory, "
+            "or a built-in name or torchvision:<name> as --arch"
+        )
+    module_name, _, attr = target.partition(":")
+    if not _DOTTED.fullmatch(module_name) or not _DOTTED.fullmatch(attr):
+        return f"model {target!r} is malformed; expected 'package.module:factory' such as 'mynets.small:build'"
+    top = module_name.split(".")[0]
+    # Only the top-level name: finding a submodule would import (run) its package, which the job does later.
+    if importlib.util.find_spec(top) is None:
+        return (
+            f"model {target!r}: cannot import module {module_name!r} (No module named {top!r}); expected a module "
+            "on the Python path (the working folder, or an installed package)"
+        )
+    return None
+
+
+def _spec(spec: str | None) -> str | None:
+    try:
+        check_spec(spec)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def _layers(layers: str | None) -> str | None:
+    if layers is None or layers.strip() in ("first", "all") or any(n.strip() for n in layers.split(",")):
+        return None
+    return f"--layers {layers!r} selects nothing; expected 'first', 'all' or comma-separated module names"
+
+
+def data_problem(name: str) -> str | None:
+    """A ``--data`` value that no loader of ``pipeline.datasets`` takes (its form only: folders are read later)."""
+    kind, sep, rest = name.partition(":")
+    if name == "digits" or (sep and rest and kind in DATA_KINDS):
+        return None
+    return f"unknown --data {name!r}; expected {DATA_HELP}"
+
+
+def _one_source(checkpoint: Path | None, init_from: Path | None) -> str | None:
+    if checkpoint is not None and init_from is not None:
+        return (
+            "--init-from (start training from a plain checkpoint) and --checkpoint (skip training) were both given, "
+            "expected one of them"
+        )
+    return None
+
+
+def _path(prefix: str, path: Path | None) -> str | None:
+    if path is None:
+        return None
+    if not path.exists():
+        return f"{prefix}checkpoint not found: {path}, expected an existing .safetensors or .pt file"
+    if not path.is_file():
+        return f"{prefix}checkpoint {path} is not a file, expected a .safetensors or .pt file"
+    if path.suffix not in CHECKPOINT_SUFFIXES:
+        return f"{prefix}checkpoint {path} has suffix {path.suffix!r}, expected .safetensors, .pt or .pth"
+    return None
+
+
+def _training(batch_size: int, lr: float | None, workers: int | None) -> str | None:
+    """As ``pipeline.train.check_options`` (the optimizer and AMP mode are argparse choices)."""
+    if batch_size < 1:
+        return f"--batch-size {batch_size} is not usable, expected a positive integer"
+    if batch_size > MAX_TRAIN_BATCH:
+        return f"--batch-size {batch_size} is out of range, expected 1 to {MAX_TRAIN_BATCH}"
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        return f"--lr {lr} is not usable, expected a positive finite number"
+    if workers is not None and not 0 <= workers <= MAX_TRAIN_WORKERS:
+        return f"--workers {workers} is out of range, expected 0 to {MAX_TRAIN_WORKERS}"
+    return None
