@@ -94,8 +94,19 @@ def check_repo_dir(path: Path, out: Path, force: bool) -> None:
     probe = path.resolve().parent
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
-        raise UserError(f"--triton-repo {path}: cannot write in {probe}, expected a writable folder")
+    if not probe.is_dir() or not _can_create_in(probe):
+        raise UserError(f"--triton-repo {path}: cannot create a folder in {probe}, expected a writable folder")
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Try it: ``os.access`` says yes for root in /proc and on read-only mounts, where mkdir then fails."""
+    import tempfile
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".acl-deploy-probe-", dir=folder))
+    except OSError:
+        return False
+    return True
 
 
 def _curve(latency: Mapping[str, Any]) -> dict[int, float] | None:

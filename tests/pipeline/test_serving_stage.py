@@ -189,6 +189,8 @@ def test_triton_repo_follows_the_rules_of_out(run, tmp_path, capsys):
         (run["repo"], [], "pass --force to replace a repository written earlier"),
         (tmp_path / "o", [], "is --out itself, expected a folder of its own"),
         (tmp_path, [], "holds --out"),
+        # Root may "write" to /proc by os.access, yet cannot create a folder there.
+        (Path("/proc/acl-deploy-no-such"), [], "cannot create a folder in /proc, expected a writable folder"),
     ]
     before = sha256(run["repo"] / "acl_python" / "config.pbtxt")
     for repo, extra, message in cases:
