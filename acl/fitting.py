@@ -279,37 +279,13 @@ def _fit_family(symbol, targets, gain, starts, random_starts, steps, time_limit,
         best = torch.empty(n, p, dtype=torch.float64)
         done_steps, timed_out = 0, False
     else:
-        grid = _grid(symbol, h, w)
-        kg = kernels(grid)  # [C, hw]
-        kt = t @ kg.T  # [N, C]
-        kk = (kg * kg).sum(1)
-        # Error up to the constant ||t||^2: with a free gain, -<k,t>^2/<k,k>; without, <k,k> - 2<k,t>
-        score = -(kt * kt) / kk.clamp_min(1e-30) if gain else kk - 2 * kt
-        top = score.topk(min(starts, grid.shape[0]), dim=1, largest=False).indices  # [N, S]
-        init = [grid[top]]  # [N, S, p]
-        if random_starts > 0:
-            gen = torch.Generator().manual_seed(seed)
-            init.append(_random(symbol, n * random_starts, h, w, gen).reshape(n, random_starts, p))
-        a0 = torch.cat(init, 1)  # [N, S', p]
-        per = a0.shape[1]
-        a = a0.reshape(n * per, p)
-        tr = t.repeat_interleave(per, 0)
-        a, done_steps, timed_out = _levenberg_marquardt(kernels, a, tr, gain, steps, time_limit, begin)
+        a0 = _start_points(symbol, kernels, t, (h, w), gain, starts, random_starts, seed)  # [N, S, p]
+        a, done_steps, timed_out = _levenberg_marquardt(
+            kernels, a0.reshape(-1, p), t.repeat_interleave(a0.shape[1], 0), gain, steps, time_limit, begin
+        )
         if symbol == "Tf":
             a = _off_the_edge(a, h, w).reshape(-1, p)  # 4 candidates per start, start-major
-            per *= 4
-            tr = t.repeat_interleave(per, 0)
-        # Judged in float32 too: a kernel the layer's float32 arithmetic would change is no fit
-        loss = torch.maximum(_loss(kernels(a), tr, gain), _loss(kernels(a.float()).double(), tr, gain))
-        pick = loss.reshape(n, per).argmin(1)
-        best = a.reshape(n, per, p)[torch.arange(n), pick]
-        if gain and symbol in ("G", "Tf"):
-            # -k is a member of these families (psi or theta plus a half turn): prefer a positive gain
-            k = kernels(best)
-            negative = (k * t).sum(1) < 0
-            col = (fam.akp_names or ()).index("psi" if symbol == "G" else "theta")
-            best[negative, col] += math.pi
-        best = canonical(symbol, best)
+        best = _best_candidate(symbol, kernels, a, t, gain)
     # The errors of the kernels the layer computes: AKPs and arithmetic in the targets' dtype
     k = kernels(best.to(targets.dtype)).double() if n else t.new_zeros(0, h * w)
     rel, g, shape = _errors(k, t)
@@ -324,6 +300,41 @@ def _fit_family(symbol, targets, gain, starts, random_starts, steps, time_limit,
         done_steps,
         timed_out,
     )
+
+
+def _start_points(symbol, kernels, t: Tensor, size, gain: bool, starts: int, random_starts: int, seed) -> Tensor:
+    """AKPs ``[N, S, p]`` to start each target's fit from: the best-scoring grid points, then random ones."""
+    n, (h, w) = t.shape[0], size
+    grid = _grid(symbol, h, w)
+    kg = kernels(grid)  # [C, hw]
+    kt = t @ kg.T  # [N, C]
+    kk = (kg * kg).sum(1)
+    # Error up to the constant ||t||^2: with a free gain, -<k,t>^2/<k,k>; without, <k,k> - 2<k,t>
+    score = -(kt * kt) / kk.clamp_min(1e-30) if gain else kk - 2 * kt
+    top = score.topk(min(starts, grid.shape[0]), dim=1, largest=False).indices  # [N, S]
+    init = [grid[top]]  # [N, S, p]
+    if random_starts > 0:
+        gen = torch.Generator().manual_seed(seed)
+        init.append(_random(symbol, n * random_starts, h, w, gen).reshape(n, random_starts, grid.shape[1]))
+    return torch.cat(init, 1)
+
+
+def _best_candidate(symbol: str, kernels, a: Tensor, t: Tensor, gain: bool) -> Tensor:
+    """Per target, the fitted candidate (``a`` is ``[N * per, p]``, target-major) with the lowest error."""
+    n, p = t.shape[0], a.shape[1]
+    per = a.shape[0] // n
+    tr = t.repeat_interleave(per, 0)
+    # Judged in float32 too: a kernel the layer's float32 arithmetic would change is no fit
+    loss = torch.maximum(_loss(kernels(a), tr, gain), _loss(kernels(a.float()).double(), tr, gain))
+    pick = loss.reshape(n, per).argmin(1)
+    best = a.reshape(n, per, p)[torch.arange(n), pick]
+    if gain and symbol in ("G", "Tf"):
+        # -k is a member of these families (psi or theta plus a half turn): prefer a positive gain
+        k = kernels(best)
+        negative = (k * t).sum(1) < 0
+        col = (family(symbol).akp_names or ()).index("psi" if symbol == "G" else "theta")
+        best[negative, col] += math.pi
+    return canonical(symbol, best)
 
 
 def _off_the_edge(a: Tensor, h: int, w: int) -> Tensor:

@@ -196,24 +196,43 @@ def parse_spec(text: str | Spec, in_channels: int, out_channels: int, *, groups:
         ...
         ValueError: bad arrangement spec 'G30Lg15Lt15Tf36P95': counts sum to 191 (expected kernels in total: 192)
     """
+    total = _kernel_total(in_channels, out_channels, groups)
+    if isinstance(text, Spec):
+        return _checked_against_layer(text, in_channels, out_channels, groups)
+    if not isinstance(text, str):
+        raise TypeError(f"spec must be a string or Spec, got {type(text).__name__}")
+
+    body, offset = _split_prefix(text, in_channels, out_channels, total)
+    tokens = _tokens(text, body, offset, total)
+    if _is_ratio_form(text, tokens, total):
+        counts = _largest_remainder(_ratios(text, tokens, total), total)
+    else:
+        counts = _counts(text, tokens, total)
+    segments = tuple((sym, n) for (sym, _), n in zip(tokens, counts) if n > 0)
+    return Spec(segments, in_channels, out_channels, groups)
+
+
+def _kernel_total(in_channels: int, out_channels: int, groups: int) -> int:
+    """``Ci/groups * Co``, the number of kernels the spec must cover; refuses impossible layers."""
     for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if in_channels % groups:
         raise ValueError(f"in_channels ({in_channels}) must be divisible by groups ({groups})")
-    total = in_channels // groups * out_channels
+    return in_channels // groups * out_channels
 
-    if isinstance(text, Spec):
-        if (text.in_channels, text.out_channels, text.groups) != (in_channels, out_channels, groups):
-            raise ValueError(
-                f"spec {text} was parsed for ({text.in_channels}x{text.out_channels}, groups={text.groups}), "
-                f"not for this layer ({in_channels}x{out_channels}, groups={groups})"
-            )
-        return text
-    if not isinstance(text, str):
-        raise TypeError(f"spec must be a string or Spec, got {type(text).__name__}")
 
-    body, offset = text, 0
+def _checked_against_layer(spec: Spec, in_channels: int, out_channels: int, groups: int) -> Spec:
+    if (spec.in_channels, spec.out_channels, spec.groups) != (in_channels, out_channels, groups):
+        raise ValueError(
+            f"spec {spec} was parsed for ({spec.in_channels}x{spec.out_channels}, groups={spec.groups}), "
+            f"not for this layer ({in_channels}x{out_channels}, groups={groups})"
+        )
+    return spec
+
+
+def _split_prefix(text: str, in_channels: int, out_channels: int, total: int) -> tuple[str, int]:
+    """The spec without its ``(CixCo)`` prefix, and where that rest starts in ``text`` (for error positions)."""
     m = _PREFIX.match(text)
     if m:
         ci, co = int(m.group(1)), int(m.group(2))
@@ -223,11 +242,14 @@ def parse_spec(text: str | Spec, in_channels: int, out_channels: int, *, groups:
                 f"prefix {m.group(0).strip()!r} disagrees with the layer: expected ({in_channels}x{out_channels})",
                 total,
             )
-        body, offset = text[m.end() :], m.end()
-    elif text.lstrip().startswith("("):
+        return text[m.end() :], m.end()
+    if text.lstrip().startswith("("):
         raise _fail(text, "malformed prefix, expected '(CixCo)' such as '(3x64)'", total)
+    return text, 0
 
-    tokens = _tokens(text, body, offset, total)
+
+def _is_ratio_form(text: str, tokens: list[tuple[str, str]], total: int) -> bool:
+    """True for ratio form, False for count form; mixing the two is refused."""
     is_ratio = [any(c in num for c in ".eE") for _, num in tokens]
     if any(is_ratio) and not all(is_ratio):
         sym, num = tokens[is_ratio.index(not is_ratio[0])]
@@ -237,40 +259,40 @@ def parse_spec(text: str | Spec, in_channels: int, out_channels: int, *, groups:
             "(P96) or every number as a ratio (P0.5)",
             total,
         )
+    return all(is_ratio)
 
-    if all(is_ratio):
-        ratios: list[Fraction] = []
-        for sym, num in tokens:
-            exp = _EXPONENT.search(num)
-            if exp and int(exp.group(1)) > MAX_EXPONENT:
-                raise _fail(
-                    text, f"token {sym}{num} has an exponent beyond {MAX_EXPONENT}, expected a ratio 0..1", total
-                )
-            try:
-                r = Fraction(num)
-            except (ValueError, ZeroDivisionError):
-                raise _fail(
-                    text, f"token {sym}{num} has a malformed ratio, expected a number such as 0.25", total
-                ) from None
-            if r < 0:
-                raise _fail(text, f"token {sym}{num} has a negative ratio, expected a ratio 0..1", total)
-            ratios.append(r)
-        s = sum(ratios)
-        if abs(float(s) - 1) > RATIO_SUM_TOLERANCE:
-            raise _fail(text, f"ratios sum to {float(s):g}, expected 1 (within {RATIO_SUM_TOLERANCE:g})", total)
-        counts = _largest_remainder(ratios, total)
-    else:
-        counts = []
-        for sym, num in tokens:
-            if not re.fullmatch(r"[+]?\d+", num):
-                raise _fail(text, f"token {sym}{num} has a negative or malformed count, expected a whole number", total)
-            counts.append(int(num))
-        if sum(counts) != total:
-            hint = "; write ratios with a decimal point, e.g. P1.0" if sum(counts) == 1 else ""
-            raise _fail(text, f"counts sum to {sum(counts)}{hint}", total)
 
-    segments = tuple((sym, n) for (sym, _), n in zip(tokens, counts) if n > 0)
-    return Spec(segments, in_channels, out_channels, groups)
+def _ratios(text: str, tokens: list[tuple[str, str]], total: int) -> list[Fraction]:
+    ratios = [_ratio(text, sym, num, total) for sym, num in tokens]
+    s = sum(ratios)
+    if abs(float(s) - 1) > RATIO_SUM_TOLERANCE:
+        raise _fail(text, f"ratios sum to {float(s):g}, expected 1 (within {RATIO_SUM_TOLERANCE:g})", total)
+    return ratios
+
+
+def _ratio(text: str, sym: str, num: str, total: int) -> Fraction:
+    exp = _EXPONENT.search(num)
+    if exp and int(exp.group(1)) > MAX_EXPONENT:
+        raise _fail(text, f"token {sym}{num} has an exponent beyond {MAX_EXPONENT}, expected a ratio 0..1", total)
+    try:
+        r = Fraction(num)
+    except (ValueError, ZeroDivisionError):
+        raise _fail(text, f"token {sym}{num} has a malformed ratio, expected a number such as 0.25", total) from None
+    if r < 0:
+        raise _fail(text, f"token {sym}{num} has a negative ratio, expected a ratio 0..1", total)
+    return r
+
+
+def _counts(text: str, tokens: list[tuple[str, str]], total: int) -> list[int]:
+    counts = []
+    for sym, num in tokens:
+        if not re.fullmatch(r"[+]?\d+", num):
+            raise _fail(text, f"token {sym}{num} has a negative or malformed count, expected a whole number", total)
+        counts.append(int(num))
+    if sum(counts) != total:
+        hint = "; write ratios with a decimal point, e.g. P1.0" if sum(counts) == 1 else ""
+        raise _fail(text, f"counts sum to {sum(counts)}{hint}", total)
+    return counts
 
 
 def compact_factor(

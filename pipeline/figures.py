@@ -73,50 +73,17 @@ def plot_fit(
     t, f = _array(targets), _array(fitted)
     if t.shape != f.shape:
         raise ValueError(f"targets {list(t.shape)} and fitted {list(f.shape)} differ in shape")
-    co, ci, h, w = t.shape
+    _, ci, h, w = t.shape
     rgb = ci == 3 if rgb is None else rgb
     if rgb and ci != 3:
         raise ValueError(f"rgb needs 3 input channels, got {ci}")
     err = None if errors is None else np.asarray(torch.as_tensor(errors).detach().cpu(), float).reshape(-1)
-    if rgb:
-        rows_t, rows_f = t.transpose(0, 2, 3, 1), f.transpose(0, 2, 3, 1)  # [Co, h, w, 3]
-        labels = [f"out {i}" for i in range(co)]
-        if err is not None:  # one error per image: the norm of the three kernels' errors together
-            err = np.sqrt(
-                (err.reshape(co, 3) ** 2 * (t.reshape(co, 3, -1) ** 2).sum(-1)).sum(1) / (t**2).reshape(co, -1).sum(1)
-            )
-        kind_of = [None] * co
-    else:
-        rows_t, rows_f = t.reshape(-1, h, w), f.reshape(-1, h, w)
-        labels = [f"#{i}" for i in range(len(rows_t))]
-        kind_of = list(kinds) if kinds is not None else [None] * len(rows_t)
+    rows_t, rows_f, labels, kind_of, err = _fit_rows(t, f, kinds, err, rgb)
     n = min(len(rows_t), max_rows)
     fig, axes = plt.subplots(n, 3, figsize=(5.2, 1.55 * n + 0.7), squeeze=False)
     for r in range(n):
-        tk, fk = rows_t[r], rows_f[r]
-        tiles = (tk, fk, tk - fk)
-        if rgb:
-            lo, hi = float(tk.min()), float(tk.max())
-            span = hi - lo if hi > lo else 1.0
-            for c, tile in enumerate(tiles):
-                shifted = tile - lo if c < 2 else tile + (hi - lo) / 2  # residual centred on mid-grey
-                axes[r, c].imshow(np.clip(shifted / span, 0, 1), interpolation="nearest")
-        else:
-            vmax = float(np.abs(tk).max()) or 1.0
-            for c, tile in enumerate(tiles):
-                axes[r, c].imshow(tile, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
-        kind = kind_of[r]
-        label = labels[r] + (f" {FAMILIES[kind].name}" if kind in FAMILIES else "")
-        if err is not None:
-            label += f"\nrel err {err[r]:.3f}"
-        axes[r, 0].set_ylabel(label, fontsize=7)
-        for c in range(3):
-            axes[r, c].set_xticks([])
-            axes[r, c].set_yticks([])
-        if kind in FAMILIES:
-            for side in axes[r, 1].spines.values():
-                side.set_edgecolor(FAMILIES[kind].colour)
-                side.set_linewidth(2)
+        _draw_fit_tiles(axes[r], rows_t[r], rows_f[r], rgb)
+        _label_fit_row(axes[r], labels[r], kind_of[r], None if err is None else err[r])
     for c, name in enumerate(("target", "analytic model", "residual")):
         axes[0, c].set_title(name, fontsize=8)
     what = "output channels" if rgb else "kernels"
@@ -127,6 +94,53 @@ def plot_fit(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _fit_rows(t: np.ndarray, f: np.ndarray, kinds, err: np.ndarray | None, rgb: bool):
+    """Per row: target, fit (``[h, w]``, or ``[h, w, 3]`` with ``rgb``), label, family, relative error."""
+    co, _, h, w = t.shape
+    if rgb:
+        rows_t, rows_f = t.transpose(0, 2, 3, 1), f.transpose(0, 2, 3, 1)  # [Co, h, w, 3]
+        labels = [f"out {i}" for i in range(co)]
+        if err is not None:  # one error per image: the norm of the three kernels' errors together
+            err = np.sqrt(
+                (err.reshape(co, 3) ** 2 * (t.reshape(co, 3, -1) ** 2).sum(-1)).sum(1) / (t**2).reshape(co, -1).sum(1)
+            )
+        return rows_t, rows_f, labels, [None] * co, err
+    rows_t, rows_f = t.reshape(-1, h, w), f.reshape(-1, h, w)
+    labels = [f"#{i}" for i in range(len(rows_t))]
+    kind_of = list(kinds) if kinds is not None else [None] * len(rows_t)
+    return rows_t, rows_f, labels, kind_of, err
+
+
+def _draw_fit_tiles(axes_row, tk: np.ndarray, fk: np.ndarray, rgb: bool) -> None:
+    """Target, model and residual on one colour scale, the target's (see ``plot_fit``)."""
+    tiles = (tk, fk, tk - fk)
+    if rgb:
+        lo, hi = float(tk.min()), float(tk.max())
+        span = hi - lo if hi > lo else 1.0
+        for c, tile in enumerate(tiles):
+            shifted = tile - lo if c < 2 else tile + (hi - lo) / 2  # residual centred on mid-grey
+            axes_row[c].imshow(np.clip(shifted / span, 0, 1), interpolation="nearest")
+    else:
+        vmax = float(np.abs(tk).max()) or 1.0
+        for c, tile in enumerate(tiles):
+            axes_row[c].imshow(tile, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+
+
+def _label_fit_row(axes_row, label: str, kind: str | None, err: float | None) -> None:
+    """The row's label (family, relative error), no ticks, and the model tile framed in its family's colour."""
+    label += f" {FAMILIES[kind].name}" if kind in FAMILIES else ""
+    if err is not None:
+        label += f"\nrel err {err:.3f}"
+    axes_row[0].set_ylabel(label, fontsize=7)
+    for c in range(3):
+        axes_row[c].set_xticks([])
+        axes_row[c].set_yticks([])
+    if kind in FAMILIES:
+        for side in axes_row[1].spines.values():
+            side.set_edgecolor(FAMILIES[kind].colour)
+            side.set_linewidth(2)
 
 
 def plot_mosaic(layer_name: str, weight: np.ndarray, kinds: list[str], spec: str, path: Path) -> Path:

@@ -100,58 +100,20 @@ def build_engine(
     plan = build_plan(version, precision)
     engine_path = Path(engine_path)
     engine_path.parent.mkdir(parents=True, exist_ok=True)
-    src = Path(onnx_path)
-    if plan.fp16_onnx:
-        from deploy.fp16 import to_fp16_onnx
-
-        fp16_src = engine_path.with_suffix(".fp16.onnx")
-        to_fp16_onnx(src, fp16_src)
-        src = fp16_src
-    model = onnx.load(str(src))
-    problems = check_onnx(model)
-    if problems:
-        raise ValueError(f"{src} cannot be built by TensorRT: " + "; ".join(problems))
+    src, model = _onnx_for_parser(Path(onnx_path), engine_path, plan)
     name, rest = _input_meta(model)
     mn, opt, mx = profile_shapes(rest, list(batch_sizes))
 
-    import tensorrt as trt
-    from polygraphy.backend.trt import (
-        CreateConfig,
-        EngineBytesFromNetwork,
-        NetworkFromOnnxPath,
-        PostprocessConfig,
-        Profile,
-    )
-    from polygraphy.logger import G_LOGGER
+    from polygraphy.backend.trt import NetworkFromOnnxPath
 
     from export.atomic import atomic_output
 
     log_path = engine_path.with_suffix(engine_path.suffix + ".log")
-    G_LOGGER.log_file = str(log_path)
     network = NetworkFromOnnxPath(str(src), strongly_typed=plan.strongly_typed)
-    config = CreateConfig(
-        fp16=plan.fp16_flag,
-        profiles=[Profile().add(name, min=mn, opt=opt, max=mx)],
-        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(workspace_bytes)},
-        load_timing_cache=str(timing_cache) if timing_cache and Path(timing_cache).exists() else None,
-        refittable=refittable and not strip_weights,
-        strip_plan=strip_weights,
-    )
-    if strip_weights:
-        # A stripped plan is refilled with the very weights it was built from.
-        config = PostprocessConfig(
-            config, lambda _builder, _network, cfg: cfg.set_flag(trt.BuilderFlag.REFIT_IDENTICAL)
-        )
-    start = time.perf_counter()
-    try:
-        engine_bytes = EngineBytesFromNetwork(
-            network, config=config, save_timing_cache=str(timing_cache) if timing_cache else None
-        )()
-    finally:
-        G_LOGGER.log_file = None
-    seconds = time.perf_counter() - start
+    config = _builder_config(plan, name, (mn, opt, mx), workspace_bytes, timing_cache, refittable, strip_weights)
+    engine_bytes, seconds = _build_logged(network, config, timing_cache, log_path)
     with atomic_output(engine_path) as tmp:
-        tmp.write_bytes(bytes(engine_bytes))
+        tmp.write_bytes(engine_bytes)
     info = EngineInfo(
         engine=str(engine_path),
         onnx=str(src),
@@ -169,3 +131,56 @@ def build_engine(
     )
     engine_path.with_suffix(engine_path.suffix + ".json").write_text(json.dumps(info.to_dict(), indent=2) + "\n")
     return info
+
+
+def _onnx_for_parser(src: Path, engine_path: Path, plan) -> tuple[Path, onnx.ModelProto]:
+    """The file TensorRT's parser reads (an FP16 copy beside the engine when the plan needs one), checked."""
+    if plan.fp16_onnx:
+        from deploy.fp16 import to_fp16_onnx
+
+        fp16_src = engine_path.with_suffix(".fp16.onnx")
+        to_fp16_onnx(src, fp16_src)
+        src = fp16_src
+    model = onnx.load(str(src))
+    problems = check_onnx(model)
+    if problems:
+        raise ValueError(f"{src} cannot be built by TensorRT: " + "; ".join(problems))
+    return src, model
+
+
+def _builder_config(plan, name: str, shapes, workspace_bytes: int, timing_cache, refittable: bool, strip_weights: bool):
+    """Polygraphy's builder config: precision flag, one profile over ``shapes`` (min, opt, max), refit options."""
+    import tensorrt as trt
+    from polygraphy.backend.trt import CreateConfig, PostprocessConfig, Profile
+
+    mn, opt, mx = shapes
+    config = CreateConfig(
+        fp16=plan.fp16_flag,
+        profiles=[Profile().add(name, min=mn, opt=opt, max=mx)],
+        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(workspace_bytes)},
+        load_timing_cache=str(timing_cache) if timing_cache and Path(timing_cache).exists() else None,
+        refittable=refittable and not strip_weights,
+        strip_plan=strip_weights,
+    )
+    if strip_weights:
+        # A stripped plan is refilled with the very weights it was built from.
+        config = PostprocessConfig(
+            config, lambda _builder, _network, cfg: cfg.set_flag(trt.BuilderFlag.REFIT_IDENTICAL)
+        )
+    return config
+
+
+def _build_logged(network, config, timing_cache, log_path: Path) -> tuple[bytes, float]:
+    """The serialized plan and the seconds the build took; TensorRT's log goes to ``log_path``."""
+    from polygraphy.backend.trt import EngineBytesFromNetwork
+    from polygraphy.logger import G_LOGGER
+
+    G_LOGGER.log_file = str(log_path)
+    start = time.perf_counter()
+    try:
+        engine_bytes = EngineBytesFromNetwork(
+            network, config=config, save_timing_cache=str(timing_cache) if timing_cache else None
+        )()
+    finally:
+        G_LOGGER.log_file = None
+    return bytes(engine_bytes), time.perf_counter() - start

@@ -284,7 +284,18 @@ def check_onnx(model_or_path: str | Path | onnx.ModelProto, *, opset_range: tupl
         ["node 1 'det' (Det): op Det is not supported by TensorRT's ONNX parser"]
     """
     model = model_or_path if isinstance(model_or_path, onnx.ModelProto) else onnx.load(str(model_or_path))
-    problems: list[str] = []
+    expanded = _expanded(model)
+    return [
+        *_version_problems(model, opset_range),
+        *_custom_domain_problems(model),
+        *_graph_io_problems(model),
+        *_node_problems(expanded),
+        *_tensor_type_problems(expanded),
+    ]
+
+
+def _version_problems(model: onnx.ModelProto, opset_range: tuple[int, int]) -> list[str]:
+    problems = []
     if model.ir_version > PARSER_MAX_IR:
         problems.append(
             f"IR version {model.ir_version} is newer than {PARSER_MAX_IR}, the newest TensorRT 10's parser reads"
@@ -294,30 +305,39 @@ def check_onnx(model_or_path: str | Path | onnx.ModelProto, *, opset_range: tupl
     default = opsets.get("", opsets.get("ai.onnx"))
     if default is None or not lo <= default <= hi:
         problems.append(f"default-domain opset {default} is outside {lo}-{hi}, the range TensorRT 10's parser supports")
+    return problems
 
+
+def _custom_domain_problems(model: onnx.ModelProto) -> list[str]:
     functions = {(f.domain, f.name) for f in model.functions}
-    for i, node in enumerate(model.graph.node):
-        if node.domain not in ("", "ai.onnx") and (node.domain, node.op_type) not in functions:
-            if node.op_type not in KNOWN_PLUGINS.get(node.domain, set()):
-                problems.append(
-                    f"node {i} {node.name!r} ({node.domain}.{node.op_type}): custom-domain op with neither a "
-                    "model-local function nor a known TensorRT plugin"
-                )
+    return [
+        f"node {i} {node.name!r} ({node.domain}.{node.op_type}): custom-domain op with neither a "
+        "model-local function nor a known TensorRT plugin"
+        for i, node in enumerate(model.graph.node)
+        if node.domain not in ("", "ai.onnx")
+        and (node.domain, node.op_type) not in functions
+        and node.op_type not in KNOWN_PLUGINS.get(node.domain, set())
+    ]
 
+
+def _graph_io_problems(model: onnx.ModelProto) -> list[str]:
     inits = {t.name for t in model.graph.initializer}
-    for inp in model.graph.input:
-        if inp.name in inits:
-            problems.append(
-                f"graph input {inp.name!r} also has an initializer: TensorRT's parser imports it as a constant "
-                "weight, so values fed at run time would be ignored (make it a required input, without initializer)"
-            )
-    for vi in [*model.graph.input, *model.graph.output]:
-        if not vi.type.HasField("tensor_type"):
-            problems.append(
-                f"graph input/output {vi.name!r} is not a tensor (sequences, maps and optionals are unsupported)"
-            )
+    problems = [
+        f"graph input {inp.name!r} also has an initializer: TensorRT's parser imports it as a constant "
+        "weight, so values fed at run time would be ignored (make it a required input, without initializer)"
+        for inp in model.graph.input
+        if inp.name in inits
+    ]
+    problems += [
+        f"graph input/output {vi.name!r} is not a tensor (sequences, maps and optionals are unsupported)"
+        for vi in [*model.graph.input, *model.graph.output]
+        if not vi.type.HasField("tensor_type")
+    ]
+    return problems
 
-    expanded = _expanded(model)
+
+def _node_problems(expanded: onnx.ModelProto) -> list[str]:
+    """Every default-domain node of the expanded graph against ``SUPPORTED_OPS`` and the parser's restrictions."""
     types = {
         vi.name: vi.type.tensor_type.elem_type
         for vi in [*expanded.graph.value_info, *expanded.graph.input, *expanded.graph.output]
@@ -326,46 +346,71 @@ def check_onnx(model_or_path: str | Path | onnx.ModelProto, *, opset_range: tupl
     constants = {t.name for t in expanded.graph.initializer} | {
         o for n in expanded.graph.node if n.op_type == "Constant" for o in n.output
     }
+    problems = []
     for i, node in enumerate(expanded.graph.node):
         where = f"node {i} {node.name!r} ({node.op_type})"
         if node.domain not in ("", "ai.onnx"):
-            continue  # reported above (a function that could not be inlined, or a plugin)
+            continue  # reported by _custom_domain_problems (a function that could not be inlined, or a plugin)
         if node.op_type not in SUPPORTED_OPS:
             problems.append(f"{where}: op {node.op_type} is not supported by TensorRT's ONNX parser")
             continue
-        allowed = set(SUPPORTED_OPS[node.op_type]) | _ALWAYS_ALLOWED
-        for name in node.input:
-            if name and name in types and types[name]:
-                t = _type_name(types[name])
-                if t not in allowed and node.op_type not in ("Shape", "Size"):
-                    problems.append(
-                        f"{where}: input {name!r} has type {t}; TensorRT supports {', '.join(SUPPORTED_OPS[node.op_type])} here"
-                    )
-        if node.op_type in CONSTANT_INPUTS:
-            idx, label = CONSTANT_INPUTS[node.op_type]
-            if len(node.input) > idx and node.input[idx] and node.input[idx] not in constants:
-                problems.append(f"{where}: input {label!r} ({node.input[idx]!r}) must be a build-time constant")
-        if node.op_type in ("MaxPool", "AveragePool", "LpPool", "Conv", "ConvTranspose"):
-            rank = _pool_rank(node)
-            if rank is not None and rank not in (2, 3) and node.op_type != "Conv":
-                problems.append(f"{where}: {rank}D pooling; TensorRT supports 2D or 3D only")
-            dil = _attr(node, "dilations")
-            if node.op_type in ("MaxPool", "AveragePool", "LpPool") and dil and any(d != 1 for d in dil):
-                problems.append(f"{where}: dilations {list(dil)}; TensorRT needs empty or all ones")
-        if node.op_type == "MaxPool" and len([o for o in node.output if o]) > 1:
-            problems.append(f"{where}: the Indices output is unsupported")
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name in ("sparse_value", "value_string", "value_strings"):
-                    problems.append(f"{where}: attribute {a.name} is unsupported")
-        if node.op_type == "Resize":
-            mode = _attr(node, "mode")
-            if mode and mode.decode() not in ("nearest", "linear"):
-                problems.append(f"{where}: resize mode {mode.decode()!r}; TensorRT supports nearest and linear")
-            if _attr(node, "antialias"):
-                problems.append(f"{where}: antialiasing is unsupported")
-        if node.op_type == "TopK" and _attr(node, "sorted") == 0:
-            problems.append(f"{where}: sorted=0 is unsupported")
+        problems += _input_type_problems(node, where, types)
+        problems += _constant_input_problems(node, where, constants)
+        problems += _attribute_problems(node, where)
+    return problems
+
+
+def _input_type_problems(node: onnx.NodeProto, where: str, types: dict[str, int]) -> list[str]:
+    allowed = set(SUPPORTED_OPS[node.op_type]) | _ALWAYS_ALLOWED
+    problems = []
+    for name in node.input:
+        if name and name in types and types[name]:
+            t = _type_name(types[name])
+            if t not in allowed and node.op_type not in ("Shape", "Size"):
+                problems.append(
+                    f"{where}: input {name!r} has type {t}; TensorRT supports {', '.join(SUPPORTED_OPS[node.op_type])} here"
+                )
+    return problems
+
+
+def _constant_input_problems(node: onnx.NodeProto, where: str, constants: set[str]) -> list[str]:
+    if node.op_type not in CONSTANT_INPUTS:
+        return []
+    idx, label = CONSTANT_INPUTS[node.op_type]
+    if len(node.input) > idx and node.input[idx] and node.input[idx] not in constants:
+        return [f"{where}: input {label!r} ({node.input[idx]!r}) must be a build-time constant"]
+    return []
+
+
+def _attribute_problems(node: onnx.NodeProto, where: str) -> list[str]:
+    """Attribute values the parser refuses for an op it otherwise supports."""
+    problems = []
+    if node.op_type in ("MaxPool", "AveragePool", "LpPool", "Conv", "ConvTranspose"):
+        rank = _pool_rank(node)
+        if rank is not None and rank not in (2, 3) and node.op_type != "Conv":
+            problems.append(f"{where}: {rank}D pooling; TensorRT supports 2D or 3D only")
+        dil = _attr(node, "dilations")
+        if node.op_type in ("MaxPool", "AveragePool", "LpPool") and dil and any(d != 1 for d in dil):
+            problems.append(f"{where}: dilations {list(dil)}; TensorRT needs empty or all ones")
+    if node.op_type == "MaxPool" and len([o for o in node.output if o]) > 1:
+        problems.append(f"{where}: the Indices output is unsupported")
+    if node.op_type == "Constant":
+        for a in node.attribute:
+            if a.name in ("sparse_value", "value_string", "value_strings"):
+                problems.append(f"{where}: attribute {a.name} is unsupported")
+    if node.op_type == "Resize":
+        mode = _attr(node, "mode")
+        if mode and mode.decode() not in ("nearest", "linear"):
+            problems.append(f"{where}: resize mode {mode.decode()!r}; TensorRT supports nearest and linear")
+        if _attr(node, "antialias"):
+            problems.append(f"{where}: antialiasing is unsupported")
+    if node.op_type == "TopK" and _attr(node, "sorted") == 0:
+        problems.append(f"{where}: sorted=0 is unsupported")
+    return problems
+
+
+def _tensor_type_problems(expanded: onnx.ModelProto) -> list[str]:
+    problems = []
     for vi in expanded.graph.value_info:
         if vi.type.HasField("tensor_type"):
             t = _type_name(vi.type.tensor_type.elem_type)

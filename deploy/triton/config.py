@@ -354,35 +354,61 @@ def check_config(config: Any, io: OnnxIO | None, *, model_dir: str | Path | None
     if mbs < 0:
         problems.append(f"{where}: max_batch_size {mbs} < 0")
     if io is not None:
-        if mbs > 0 and not io.batching:
-            problems.append(f"{where}: max_batch_size {mbs} > 0 but the ONNX file has no dynamic batch dimension")
-        for kind, declared, actual in (("input", config.input, io.inputs), ("output", config.output, io.outputs)):
-            want = {t.name: t for t in actual}
-            got = {t.name: t for t in declared}
-            for name in sorted(set(want) - set(got)):
-                problems.append(f"{where}: ONNX {kind} {name!r} is missing from the config")
-            for name in sorted(set(got) - set(want)):
-                extra = " (an initializer: not servable)" if name in io.optional_inputs else ""
-                problems.append(f"{where}: config {kind} {name!r} is not an ONNX {kind}{extra}")
-            for name in sorted(set(got) & set(want)):
-                g, w = got[name], want[name]
-                dtype = _dtype_name(pb2, g.data_type)
-                if dtype != w.data_type:
-                    problems.append(
-                        f"{where}: {kind} {name!r} is {dtype} in the config, {w.data_type} in the ONNX file"
-                    )
-                dims = tuple(g.dims)
-                ok = len(dims) == len(w.dims) and all(wd == -1 or gd == wd for gd, wd in zip(dims, w.dims))
-                if not ok:
-                    problems.append(
-                        f"{where}: {kind} {name!r} dims {list(dims)} in the config, {list(w.dims)} in the ONNX file"
-                    )
+        problems += _io_problems(config, io, pb2, where)
     if config.HasField("dynamic_batching"):
         if mbs == 0:
             problems.append(f"{where}: dynamic_batching needs max_batch_size > 0")
         bad = [b for b in config.dynamic_batching.preferred_batch_size if not 1 <= b <= mbs]
         if bad:
             problems.append(f"{where}: preferred_batch_size {bad} outside 1..max_batch_size ({mbs})")
+    problems += _warmup_problems(config, where)
+    kinds = {pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group}
+    if backend == "tensorrt" and kinds - {"KIND_GPU"}:
+        problems.append(f"{where}: TensorRT instances must be KIND_GPU, got {sorted(kinds)}")
+    if model_dir is not None:
+        problems += _check_versions(config, backend, Path(model_dir), where)
+    return problems
+
+
+def _io_problems(config: Any, io: OnnxIO, pb2: Any, where: str) -> list[str]:
+    """The config's batching, inputs and outputs against the ONNX file's, both ways."""
+    problems = []
+    mbs = config.max_batch_size
+    if mbs > 0 and not io.batching:
+        problems.append(f"{where}: max_batch_size {mbs} > 0 but the ONNX file has no dynamic batch dimension")
+    for kind, declared, actual in (("input", config.input, io.inputs), ("output", config.output, io.outputs)):
+        want = {t.name: t for t in actual}
+        got = {t.name: t for t in declared}
+        for name in sorted(set(want) - set(got)):
+            problems.append(f"{where}: ONNX {kind} {name!r} is missing from the config")
+        for name in sorted(set(got) - set(want)):
+            extra = " (an initializer: not servable)" if name in io.optional_inputs else ""
+            problems.append(f"{where}: config {kind} {name!r} is not an ONNX {kind}{extra}")
+        for name in sorted(set(got) & set(want)):
+            problems += _tensor_problems(got[name], want[name], kind, pb2, where)
+    return problems
+
+
+def _tensor_problems(declared: Any, actual: TensorSpec, kind: str, pb2: Any, where: str) -> list[str]:
+    problems = []
+    dtype = _dtype_name(pb2, declared.data_type)
+    if dtype != actual.data_type:
+        problems.append(
+            f"{where}: {kind} {declared.name!r} is {dtype} in the config, {actual.data_type} in the ONNX file"
+        )
+    dims = tuple(declared.dims)
+    ok = len(dims) == len(actual.dims) and all(wd == -1 or gd == wd for gd, wd in zip(dims, actual.dims))
+    if not ok:
+        problems.append(
+            f"{where}: {kind} {declared.name!r} dims {list(dims)} in the config, {list(actual.dims)} in the ONNX file"
+        )
+    return problems
+
+
+def _warmup_problems(config: Any, where: str) -> list[str]:
+    """Each warmup request against the batch limit and the declared inputs."""
+    problems = []
+    mbs = config.max_batch_size
     inputs = {t.name: t for t in config.input}
     for w in config.model_warmup:
         if mbs > 0 and not 1 <= w.batch_size <= mbs:
@@ -395,11 +421,6 @@ def check_config(config: Any, io: OnnxIO | None, *, model_dir: str | Path | None
         missing = sorted(set(inputs) - set(w.inputs))
         if missing:
             problems.append(f"{where}: warmup {w.name!r} does not feed {missing}")
-    kinds = {pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in config.instance_group}
-    if backend == "tensorrt" and kinds - {"KIND_GPU"}:
-        problems.append(f"{where}: TensorRT instances must be KIND_GPU, got {sorted(kinds)}")
-    if model_dir is not None:
-        problems += _check_versions(config, backend, Path(model_dir), where)
     return problems
 
 

@@ -263,89 +263,25 @@ def write_repository(
         raise ValueError(f"python_source must be 'static' or 'live', got {python_source!r}")
     if out.exists():
         _check_replaceable(out, overwrite)
-    can, how = _can_validate()
-    if validate and not can:
-        raise ImportError(how.removeprefix("not validated: "))
-    do_validate = can if validate is None else bool(validate)
+    do_validate, validation = _validation_choice(validate)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         paths = _resolve_files(files, tmp, input_shape)
         if python_source == "live" and "live" not in paths:
             raise ValueError("python_source='live' needs files['live']")
-        static = onnx.load(str(paths["static"]), load_external_data=False)
-        io = onnx_io(static)
+        io = onnx_io(onnx.load(str(paths["static"]), load_external_data=False))
         plan = batching_plan(
             latency,
             max_batch_size=max_batch_size,
             latency_budget_ms=latency_budget_ms,
             max_queue_delay_us=max_queue_delay_us,
         )
-        models: dict[str, dict[str, Any]] = {}
-        kinds = ("KIND_GPU", "KIND_CPU") if gpu_default else ("KIND_CPU", "KIND_GPU")
-        ort_name = f"{name}_onnxruntime"
-        d = tmp / ort_name
         common = {"count": instances, "warmup": warmup}
-        _write_config(d, _config(ort_name, io, plan, backend="onnxruntime", kind=kinds[0], **common))
-        alt = "cpu" if gpu_default else "gpu"
-        _write_config(
-            d, _config(ort_name, io, plan, backend="onnxruntime", kind=kinds[1], **common), f"configs/{alt}.pbtxt"
-        )
-        (d / "1").mkdir()
-        shutil.copyfile(paths["static"], d / "1" / "model.onnx")
-        models[ort_name] = {
-            "backend": "onnxruntime",
-            "instance_kind": kinds[0],
-            "configs": {"config.pbtxt": kinds[0], f"configs/{alt}.pbtxt": kinds[1]},
-            "source": "static",
-            "served_by_a_server_here": False,
-        }
-
-        py_name = f"{name}_python"
-        d = tmp / py_name
-        params = {"onnx_file": "model.onnx", "intra_op_threads": str(intra_op_threads)}
-        _write_config(d, _config(py_name, io, plan, backend="python", kind="KIND_CPU", parameters=params, **common))
-        (d / "1").mkdir()
-        shutil.copyfile(PYTHON_MODEL, d / "1" / "model.py")
-        shutil.copyfile(paths[python_source], d / "1" / "model.onnx")
-        models[py_name] = {
-            "backend": "python",
-            "instance_kind": "KIND_CPU",
-            "configs": {"config.pbtxt": "KIND_CPU"},
-            "source": python_source,
-            "served_by_a_server_here": True,
-        }
-
-        if engine is not None:
-            trt_name = f"{name}_tensorrt"
-            d = tmp / trt_name
-            trt_plan = _engine_plan(Path(engine), plan)
-            _write_config(d, _config(trt_name, io, trt_plan, platform="tensorrt_plan", kind="KIND_GPU", **common))
-            (d / "1").mkdir()
-            shutil.copyfile(engine, d / "1" / "model.plan")
-            models[trt_name] = {
-                "backend": "tensorrt",
-                "instance_kind": "KIND_GPU",
-                "configs": {"config.pbtxt": "KIND_GPU"},
-                "source": str(Path(engine).name),
-                "io_from": f"{ort_name}/1/model.onnx",
-                "served_by_a_server_here": False,
-            }
+        models = _write_models(tmp, name, paths, io, plan, python_source, engine, gpu_default, intra_op_threads, common)
         shutil.rmtree(tmp / ".export", ignore_errors=True)
-        model_files = {
-            str(p.relative_to(tmp)): _sha256(p)
-            for p in sorted(tmp.rglob("*"))
-            if p.is_file() and p.suffix in (".onnx", ".plan")
-        }
-        marker = {
-            "schema": SCHEMA,
-            "models": models,
-            "io": io.to_dict(),
-            "batching": plan.to_dict(),
-            "files": model_files,
-            "unverified": UNVERIFIED,
-        }
-        (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        model_files = _model_file_hashes(tmp)
+        _write_marker(tmp, models, io, plan, model_files)
         if do_validate:
             validate_repository(tmp, names=list(models))
         _place(tmp, out)
@@ -358,9 +294,121 @@ def write_repository(
         io=io,
         batching=plan,
         validated=do_validate,
-        validation=how if do_validate else ("not validated: validate=False" if can else how),
+        validation=validation,
         files=model_files,
     )
+
+
+def _validation_choice(validate: bool | None) -> tuple[bool, str]:
+    """Whether to check the configs with Triton's protobuf, and what ``RepositoryInfo.validation`` says about it."""
+    can, how = _can_validate()
+    if validate and not can:
+        raise ImportError(how.removeprefix("not validated: "))
+    do_validate = can if validate is None else bool(validate)
+    return do_validate, how if do_validate else ("not validated: validate=False" if can else how)
+
+
+def _write_models(
+    tmp: Path,
+    name: str,
+    paths: dict[str, Path],
+    io: OnnxIO,
+    plan: BatchingPlan,
+    python_source: str,
+    engine: str | Path | None,
+    gpu_default: bool,
+    threads: int,
+    common: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """Every model folder of the repository in ``tmp``: ``{model name: what the marker records of it}``."""
+    ort_name, py_name = f"{name}_onnxruntime", f"{name}_python"
+    models = {
+        ort_name: _write_onnxruntime_model(tmp / ort_name, paths["static"], io, plan, gpu_default, common),
+        py_name: _write_python_model(tmp / py_name, paths[python_source], python_source, io, plan, threads, common),
+    }
+    if engine is not None:
+        io_from = f"{ort_name}/1/model.onnx"
+        models[f"{name}_tensorrt"] = _write_tensorrt_model(
+            tmp / f"{name}_tensorrt", Path(engine), io_from, io, plan, common
+        )
+    return models
+
+
+def _write_onnxruntime_model(
+    d: Path, static: Path, io: OnnxIO, plan: BatchingPlan, gpu_default: bool, common: dict[str, Any]
+) -> dict[str, Any]:
+    """The C++ onnxruntime-backend model: a GPU and a CPU config (one of them under ``configs/``), the static file."""
+    kinds = ("KIND_GPU", "KIND_CPU") if gpu_default else ("KIND_CPU", "KIND_GPU")
+    alt = "cpu" if gpu_default else "gpu"
+    _write_config(d, _config(d.name, io, plan, backend="onnxruntime", kind=kinds[0], **common))
+    _write_config(d, _config(d.name, io, plan, backend="onnxruntime", kind=kinds[1], **common), f"configs/{alt}.pbtxt")
+    (d / "1").mkdir()
+    shutil.copyfile(static, d / "1" / "model.onnx")
+    return {
+        "backend": "onnxruntime",
+        "instance_kind": kinds[0],
+        "configs": {"config.pbtxt": kinds[0], f"configs/{alt}.pbtxt": kinds[1]},
+        "source": "static",
+        "served_by_a_server_here": False,
+    }
+
+
+def _write_python_model(
+    d: Path, onnx_file: Path, source: str, io: OnnxIO, plan: BatchingPlan, threads: int, common: dict[str, Any]
+) -> dict[str, Any]:
+    """The python-backend model: ``python_model.py`` hosting ONNX Runtime on ``onnx_file``, on the CPU."""
+    params = {"onnx_file": "model.onnx", "intra_op_threads": str(threads)}
+    _write_config(d, _config(d.name, io, plan, backend="python", kind="KIND_CPU", parameters=params, **common))
+    (d / "1").mkdir()
+    shutil.copyfile(PYTHON_MODEL, d / "1" / "model.py")
+    shutil.copyfile(onnx_file, d / "1" / "model.onnx")
+    return {
+        "backend": "python",
+        "instance_kind": "KIND_CPU",
+        "configs": {"config.pbtxt": "KIND_CPU"},
+        "source": source,
+        "served_by_a_server_here": True,
+    }
+
+
+def _write_tensorrt_model(
+    d: Path, engine: Path, io_from: str, io: OnnxIO, plan: BatchingPlan, common: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``tensorrt_plan`` model; its inputs and outputs are checked against ``io_from``, the ONNX it was built from."""
+    trt_plan = _engine_plan(engine, plan)
+    _write_config(d, _config(d.name, io, trt_plan, platform="tensorrt_plan", kind="KIND_GPU", **common))
+    (d / "1").mkdir()
+    shutil.copyfile(engine, d / "1" / "model.plan")
+    return {
+        "backend": "tensorrt",
+        "instance_kind": "KIND_GPU",
+        "configs": {"config.pbtxt": "KIND_GPU"},
+        "source": str(engine.name),
+        "io_from": io_from,
+        "served_by_a_server_here": False,
+    }
+
+
+def _model_file_hashes(tmp: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(tmp)): _sha256(p)
+        for p in sorted(tmp.rglob("*"))
+        if p.is_file() and p.suffix in (".onnx", ".plan")
+    }
+
+
+def _write_marker(
+    tmp: Path, models: dict[str, Any], io: OnnxIO, plan: BatchingPlan, model_files: dict[str, str]
+) -> None:
+    marker = {
+        "schema": SCHEMA,
+        "models": models,
+        "io": io.to_dict(),
+        "batching": plan.to_dict(),
+        "files": model_files,
+        "unverified": UNVERIFIED,
+    }
+    (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
 
 
 def _engine_plan(engine: Path, plan: BatchingPlan) -> BatchingPlan:

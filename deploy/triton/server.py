@@ -217,56 +217,88 @@ def start_server(
     repositories = [r.resolve() for r in repositories]
     last = ""
     for _ in range(max(1, attempts)):
-        workdir = Path(tempfile.mkdtemp(prefix="acl-triton-"))
-        backends = workdir / "backends"
-        shutil.copytree(dist.python_backend, backends / "python", ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copy(dist.stub, backends / "python" / "triton_python_backend_stub")
-        http_port, grpc_port, metrics_port = free_ports(3)
+        workdir = _workdir_with_backends(dist)
+        ports = free_ports(3)
         log_path = workdir / "tritonserver.log"
-        cmd = [
-            str(dist.binary),
-            *(f"--model-repository={r}" for r in repositories),
-            f"--backend-directory={backends}",
-            f"--model-control-mode={model_control}",
-            f"--http-address={HOST}",
-            f"--http-port={http_port}",
-            f"--grpc-address={HOST}",
-            f"--grpc-port={grpc_port}",
-            f"--metrics-address={HOST}",
-            f"--metrics-port={metrics_port}",
-            "--allow-metrics=true",
-            "--allow-gpu-metrics=false",
-            "--allow-cpu-metrics=false",
-            "--strict-readiness=true",
-            "--exit-timeout-secs=10",
-            "--log-info=true",
-            *(f"--load-model={m}" for m in (load_models if model_control == "explicit" else ())),
-            *([f"--model-config-name={model_config_name}"] if model_config_name else []),
-            *extra_args,
-        ]
-        start = time.perf_counter()
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=_environment(dist),
-                cwd=workdir,
-                start_new_session=True,
-            )
-        server = TritonServer(
-            repositories[0], http_port, grpc_port, metrics_port, proc, log_path, 0.0, workdir, dist, cmd
+        cmd = _command(
+            dist, repositories, workdir / "backends", ports, model_control, load_models, model_config_name, extra_args
         )
-        deadline = start + timeout
-        while time.perf_counter() < deadline and proc.poll() is None:
-            if _ready(http_port):
-                server.start_seconds = time.perf_counter() - start
-                return server
-            time.sleep(0.05)
+        start = time.perf_counter()
+        proc = _launch(cmd, log_path, dist, workdir)
+        server = TritonServer(repositories[0], *ports, proc, log_path, 0.0, workdir, dist, cmd)
+        if _wait_ready(proc, ports[0], start + timeout):
+            server.start_seconds = time.perf_counter() - start
+            return server
         last = server.log()
         server.stop()
+        # A port taken between choosing and binding: try again on new ones
         if proc.returncode is not None and "address already in use" in last.lower():
             continue
         break
     raise ServerUnavailable(f"tritonserver did not become ready within {timeout:g} s; its log:\n{last[-6000:]}")
+
+
+def _workdir_with_backends(dist: TritonDist) -> Path:
+    """A fresh folder holding the python backend and its stub, as ``--backend-directory`` expects them."""
+    workdir = Path(tempfile.mkdtemp(prefix="acl-triton-"))
+    backends = workdir / "backends"
+    shutil.copytree(dist.python_backend, backends / "python", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(dist.stub, backends / "python" / "triton_python_backend_stub")
+    return workdir
+
+
+def _command(
+    dist: TritonDist,
+    repositories: Sequence[Path],
+    backends: Path,
+    ports: Sequence[int],
+    model_control: str,
+    load_models: Sequence[str],
+    model_config_name: str | None,
+    extra_args: Sequence[str],
+) -> list[str]:
+    http_port, grpc_port, metrics_port = ports
+    return [
+        str(dist.binary),
+        *(f"--model-repository={r}" for r in repositories),
+        f"--backend-directory={backends}",
+        f"--model-control-mode={model_control}",
+        f"--http-address={HOST}",
+        f"--http-port={http_port}",
+        f"--grpc-address={HOST}",
+        f"--grpc-port={grpc_port}",
+        f"--metrics-address={HOST}",
+        f"--metrics-port={metrics_port}",
+        "--allow-metrics=true",
+        "--allow-gpu-metrics=false",
+        "--allow-cpu-metrics=false",
+        "--strict-readiness=true",
+        "--exit-timeout-secs=10",
+        "--log-info=true",
+        *(f"--load-model={m}" for m in (load_models if model_control == "explicit" else ())),
+        *([f"--model-config-name={model_config_name}"] if model_config_name else []),
+        *extra_args,
+    ]
+
+
+def _launch(cmd: list[str], log_path: Path, dist: TritonDist, workdir: Path) -> subprocess.Popen:
+    # Its own session, so stop() can kill the server and the python-backend stubs it starts together
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=_environment(dist),
+            cwd=workdir,
+            start_new_session=True,
+        )
+
+
+def _wait_ready(proc: subprocess.Popen, http_port: int, deadline: float) -> bool:
+    """True once the server reports ready; False when it exits or ``deadline`` (``perf_counter``) passes."""
+    while time.perf_counter() < deadline and proc.poll() is None:
+        if _ready(http_port):
+            return True
+        time.sleep(0.05)
+    return False

@@ -321,23 +321,10 @@ def run_grid(
 
     runs_dir = Path(out) / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    done: dict[tuple[str, int], dict] = {}
-    todo: list[tuple[Cell, int]] = []
-    for cell, seed in grid.runs():
-        rec = read_run(runs_dir / f"{run_id(cell, seed)}.json", run_key(grid, cell, seed))
-        if rec is not None:
-            done[(cell.id, seed)] = rec
-        else:
-            todo.append((cell, seed))
+    done, todo = _recorded_and_pending(grid, runs_dir)
     if done:
         log(f"resume: {len(done)} of {len(done) + len(todo)} runs already recorded in {runs_dir}")
-    fine = len(ABLATIONS) * grid.finetune  # fine-tuning epochs of an ablating run
-
-    def cost(cs: tuple[Cell, int]) -> float:
-        cell = cs[0]
-        return (cell.epochs + (fine if cell.ablate else 0)) * _EPOCH_COST.get(cell.arch, 1.0)
-
-    todo.sort(key=lambda cs: -cost(cs))  # stable: grid order otherwise
+    todo = _longest_first(grid, todo)
     if max_runs is not None:
         todo = todo[:max_runs]
     total = len(grid.runs())
@@ -358,24 +345,55 @@ def run_grid(
             for cell, seed in todo:
                 finished(run_one(doc, cell.id, seed, str(runs_dir)))
         else:
-            ctx = get_context("spawn")  # no fork of a process whose torch thread pools already exist
-            with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx, initializer=_init_worker) as ex:
-                pending = {ex.submit(run_one, doc, c.id, s, str(runs_dir)) for c, s in todo}
-                try:
-                    while pending:
-                        complete, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for f in complete:
-                            finished(f.result())
-                except BaseException:
-                    # A kill or a failed run: stop the workers now (a run cut short resumes from its last
-                    # epoch's state), rather than waiting for their runs to finish on the way out.
-                    ex.shutdown(wait=False, cancel_futures=True)
-                    for proc in list((getattr(ex, "_processes", None) or {}).values()):
-                        proc.terminate()
-                    raise
+            _run_in_workers(doc, todo, runs_dir, jobs, finished)
     finally:
         bar.close()
     return done
+
+
+def _recorded_and_pending(grid: Grid, runs_dir: Path) -> tuple[dict[tuple[str, int], dict], list[tuple[Cell, int]]]:
+    """The runs of ``grid`` already recorded in ``runs_dir`` (``{(cell id, seed): record}``), and the others."""
+    done: dict[tuple[str, int], dict] = {}
+    todo: list[tuple[Cell, int]] = []
+    for cell, seed in grid.runs():
+        rec = read_run(runs_dir / f"{run_id(cell, seed)}.json", run_key(grid, cell, seed))
+        if rec is not None:
+            done[(cell.id, seed)] = rec
+        else:
+            todo.append((cell, seed))
+    return done, todo
+
+
+def _longest_first(grid: Grid, todo: list[tuple[Cell, int]]) -> list[tuple[Cell, int]]:
+    """``todo`` by estimated cost, longest first (stable: grid order otherwise), so workers finish together."""
+    fine = len(ABLATIONS) * grid.finetune  # fine-tuning epochs of an ablating run
+
+    def cost(cs: tuple[Cell, int]) -> float:
+        cell = cs[0]
+        return (cell.epochs + (fine if cell.ablate else 0)) * _EPOCH_COST.get(cell.arch, 1.0)
+
+    return sorted(todo, key=lambda cs: -cost(cs))
+
+
+def _run_in_workers(
+    doc: dict, todo: list[tuple[Cell, int]], runs_dir: Path, jobs: int, finished: Callable[[dict], None]
+) -> None:
+    """``run_one`` for each of ``todo`` in ``jobs`` spawned processes; ``finished`` gets each record as it comes."""
+    ctx = get_context("spawn")  # no fork of a process whose torch thread pools already exist
+    with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx, initializer=_init_worker) as ex:
+        pending = {ex.submit(run_one, doc, c.id, s, str(runs_dir)) for c, s in todo}
+        try:
+            while pending:
+                complete, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in complete:
+                    finished(f.result())
+        except BaseException:
+            # A kill or a failed run: stop the workers now (a run cut short resumes from its last
+            # epoch's state), rather than waiting for their runs to finish on the way out.
+            ex.shutdown(wait=False, cancel_futures=True)
+            for proc in list((getattr(ex, "_processes", None) or {}).values()):
+                proc.terminate()
+            raise
 
 
 def default_jobs() -> int:

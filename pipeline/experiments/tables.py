@@ -238,6 +238,19 @@ def _num(v: float | None, fmt: str = ".2f") -> str:
 
 def to_markdown(doc: dict[str, Any], *, wall_seconds: float | None = None) -> str:
     """The results as Markdown tables (ours: mean ± std over the seeds)."""
+    ft = doc["grid"].get("finetune") or 0
+    out = [
+        *_md_intro(doc, wall_seconds),
+        *_md_anann(doc),
+        *_md_tables_1_2(doc),
+        *_md_table3(doc, ft),
+        *_md_attribution(doc, ft),
+    ]
+    return "\n".join(out) + "\n"
+
+
+def _md_intro(doc: dict[str, Any], wall_seconds: float | None) -> list[str]:
+    """Title and how the numbers were made (data, seeds, epochs, optimizer)."""
     g = doc["grid"]
     epochs = ", ".join(sorted({f"{c['arch']} {c['epochs']}" for c in g["cells"]}))
     seeds = ", ".join(str(s) for s in g["seeds"])
@@ -257,7 +270,11 @@ def to_markdown(doc: dict[str, Any], *, wall_seconds: float | None = None) -> st
     ]
     if wall_seconds is not None:
         out += [f"Wall time of this invocation: {wall_seconds:.0f} s.", ""]
-    out += [
+    return out
+
+
+def _md_anann(doc: dict[str, Any]) -> list[str]:
+    out = [
         "## AnaNN tests (sec. 4.2, Fig. 5)",
         "",
         "| model | ACLs | top-1 % (ours) | compact factor | paper top-1 % (MNIST) |",
@@ -268,6 +285,11 @@ def to_markdown(doc: dict[str, Any], *, wall_seconds: float | None = None) -> st
             f"| {r['model']} | {_specs(r['specs'])} | {_pm(r['accuracy'])} | {_cf(r['compact_factor'])} "
             f"| {r['paper']['accuracy']:.2f} |"
         )
+    return out
+
+
+def _md_tables_1_2(doc: dict[str, Any]) -> list[str]:
+    out = []
     for title, key in (
         ("Table 1: compactness against accuracy", "table1"),
         ("Table 2: the order of ACKs", "table2"),
@@ -286,8 +308,13 @@ def to_markdown(doc: dict[str, Any], *, wall_seconds: float | None = None) -> st
                 f"| {r['exp']} | `{p['arrangement']}` | {_specs(r['specs'])} | {_pm(r['accuracy'])} "
                 f"| {_cf(r['compact_factor'])} | {p['accuracy']:.2f} | {p['compact_factor']:.4f} |"
             )
+    return out
+
+
+def _md_table3(doc: dict[str, Any], ft: int) -> list[str]:
+    """Table 3's rows (fine-tuned columns with ``--finetune``), then how they were made."""
     ft_head = f"| top-1 % fine-tuned {ft} ep (ours) | loss fine-tuned (ours) " if ft else ""
-    out += [
+    out = [
         "",
         "## Table 3: ablation by Mean kernels",
         "",
@@ -295,6 +322,32 @@ def to_markdown(doc: dict[str, Any], *, wall_seconds: float | None = None) -> st
         "| paper arrangement | paper top-1 % | paper loss |",
         "|---|---|---|---|---|" + ("---|---|" if ft else "") + "---|---|---|---|",
     ]
+    for r in doc["table3"]:
+        p = r["paper"]
+        out.append(
+            f"| {r['exp']} | {r['how']} | {_md_table3_ours(r, ft)} | `{p['arrangement']}` | {p['accuracy']:.2f} "
+            f"| {_num(p['loss'])} |"
+        )
+    return out + _md_table3_notes(doc["grid"], ft)
+
+
+def _md_table3_ours(r: dict[str, Any], ft: int) -> str:
+    """The cells of our numbers in a Table 3 row."""
+    if "not_available" in r:
+        return f"{r['not_available']} | — | — | —" + (" | — | —" if ft else "")
+    tuned_cols = ""
+    if ft:
+        tuned_cols = (
+            f" | {_pm(r['accuracy_finetuned'])} | {_pm(r['loss_finetuned'])}"
+            if "accuracy_finetuned" in r
+            else " | — | —"
+        )
+    return (
+        f"{_specs(r['specs'])} | {_pm(r['accuracy'])} | {_pm(r.get('loss'))}{tuned_cols} | {_cf(r['compact_factor'])}"
+    )
+
+
+def _md_table3_notes(g: dict[str, Any], ft: int) -> list[str]:
     notes = [
         "",
         "Ablated rows: exp3's trained models (each seed's) with those families' kernels replaced by Mean kernels "
@@ -310,63 +363,50 @@ def to_markdown(doc: dict[str, Any], *, wall_seconds: float | None = None) -> st
             "run's seed), then evaluated; its loss is against exp3's trained accuracy (exp3 itself not trained "
             "further).",
         ]
-    for r in doc["table3"]:
-        p = r["paper"]
-        if "not_available" in r:
-            ours = f"{r['not_available']} | — | — | —" + (" | — | —" if ft else "")
-        else:
-            tuned_cols = ""
-            if ft:
-                tuned_cols = (
-                    f" | {_pm(r['accuracy_finetuned'])} | {_pm(r['loss_finetuned'])}"
-                    if "accuracy_finetuned" in r
-                    else " | — | —"
-                )
-            ours = (
-                f"{_specs(r['specs'])} | {_pm(r['accuracy'])} | {_pm(r.get('loss'))}{tuned_cols} "
-                f"| {_cf(r['compact_factor'])}"
-            )
-        out.append(
-            f"| {r['exp']} | {r['how']} | {ours} | `{p['arrangement']}` | {p['accuracy']:.2f} | {_num(p['loss'])} |"
-        )
-    out += notes
+    return notes
+
+
+def _md_attribution(doc: dict[str, Any], ft: int) -> list[str]:
     a = doc["attribution"]
     t = doc.get("attribution_finetuned") if ft else None
     if t is not None and "not_available" in t:
         t = None  # unavailable for the same reason as the zero-shot attribution (the same runs)
-    out += ["", "### Attribution (Fig. 4b): accuracy loss per family, and what interactions explain", ""]
+    out = ["", "### Attribution (Fig. 4b): accuracy loss per family, and what interactions explain", ""]
     if "not_available" in a:
-        out.append(f"Not available: {a['not_available']}")
-    else:
-        t_head = f" loss fine-tuned {ft} ep | share fine-tuned |" if t else ""
-        out += [
-            f"| part | loss (ours, points) | share (ours) |{t_head} paper loss | paper share |",
-            "|---|---|---|---|---|" + ("---|---|" if t else ""),
-        ]
+        return [*out, f"Not available: {a['not_available']}"]
+    return out + _md_attribution_table(a, t, ft)
 
-        def part(doc_a: dict, k: str) -> dict:
-            return doc_a["interaction"] if k == "interaction" else doc_a["loss"][k]
 
-        for k in [*a["loss"], "interaction"]:
-            ploss = part(a["paper"], k)
-            t_cols = f" {_pm(part(t, k))} | {_pm(t['share'][k], 3)} |" if t else ""
-            out.append(
-                f"| {k} | {_pm(part(a, k))} | {_pm(a['share'][k], 3)} |{t_cols} {ploss:.2f} "
-                f"| {a['paper']['share'][k]:.3f} |"
-            )
-        t_total = f" {_pm(t['total'])} | 1 |" if t else ""
-        out.append(f"| all (exp15) | {_pm(a['total'])} | 1 |{t_total} {a['paper']['total']:.2f} | 1 |")
-        out += [
-            "",
-            "Shares divide by the exp15 loss (every kernel Mean); the interaction share is what the single-family "
-            "losses leave unexplained. The paper's shares follow its printed loss column (exp13: 5.09).",
-        ]
-        if t:
-            out.append(
-                "Fine-tuned columns: the same attribution on the fine-tuned accuracies (losses against exp3's "
-                "trained accuracy)."
-            )
-    return "\n".join(out) + "\n"
+def _md_attribution_table(a: dict[str, Any], t: dict[str, Any] | None, ft: int) -> list[str]:
+    """Loss and share per family and for the interaction, ours (and fine-tuned, ``t``) beside the paper's."""
+    t_head = f" loss fine-tuned {ft} ep | share fine-tuned |" if t else ""
+    out = [
+        f"| part | loss (ours, points) | share (ours) |{t_head} paper loss | paper share |",
+        "|---|---|---|---|---|" + ("---|---|" if t else ""),
+    ]
+
+    def part(doc_a: dict, k: str) -> dict:
+        return doc_a["interaction"] if k == "interaction" else doc_a["loss"][k]
+
+    for k in [*a["loss"], "interaction"]:
+        ploss = part(a["paper"], k)
+        t_cols = f" {_pm(part(t, k))} | {_pm(t['share'][k], 3)} |" if t else ""
+        out.append(
+            f"| {k} | {_pm(part(a, k))} | {_pm(a['share'][k], 3)} |{t_cols} {ploss:.2f} | {a['paper']['share'][k]:.3f} |"
+        )
+    t_total = f" {_pm(t['total'])} | 1 |" if t else ""
+    out.append(f"| all (exp15) | {_pm(a['total'])} | 1 |{t_total} {a['paper']['total']:.2f} | 1 |")
+    out += [
+        "",
+        "Shares divide by the exp15 loss (every kernel Mean); the interaction share is what the single-family "
+        "losses leave unexplained. The paper's shares follow its printed loss column (exp13: 5.09).",
+    ]
+    if t:
+        out.append(
+            "Fine-tuned columns: the same attribution on the fine-tuned accuracies (losses against exp3's "
+            "trained accuracy)."
+        )
+    return out
 
 
 def _plot_compact(doc: dict[str, Any], path: Path) -> None:
@@ -409,36 +449,46 @@ def _plot_ablation(doc: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in doc["table3"] if r["kind"] == "ablated"]
     fig, (ax, axs) = plt.subplots(1, 2, figsize=(12, 4.2))
-    labels = [f"{r['exp']}\n{'+'.join(ABLATIONS[r['exp']]) if len(ABLATIONS[r['exp']]) < 5 else 'all'}" for r in rows]
-    x = list(range(len(rows)))
     ft = doc["grid"].get("finetune") or 0
-    t = doc.get("attribution_finetuned") if ft else None
     # Bars per group: ours zero-shot, ours fine-tuned (with --finetune), the paper's.
     width = 0.27 if ft else 0.4
     offsets = (-width, 0.0, width) if ft else (-width / 2, None, width / 2)
+    _plot_ablation_losses(ax, doc, ft, width, offsets)
+    _plot_attribution_shares(axs, doc, ft, width, offsets)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
-    def mean(s: dict | None) -> float:
-        return s["mean"] if s and s.get("mean") is not None else float("nan")
 
-    def std(s: dict | None) -> float:
-        return (s.get("std") or 0) if s else 0
+def _mean(s: dict | None) -> float:
+    """A stat's mean for a bar; NaN (no bar) when there is none."""
+    return s["mean"] if s and s.get("mean") is not None else float("nan")
 
+
+def _std(s: dict | None) -> float:
+    return (s.get("std") or 0) if s else 0
+
+
+def _plot_ablation_losses(ax, doc: dict[str, Any], ft: int, width: float, offsets: tuple) -> None:
+    """Table 3's ablated rows: accuracy loss against exp3, ours (and fine-tuned) beside the paper's."""
+    rows = [r for r in doc["table3"] if r["kind"] == "ablated"]
+    labels = [f"{r['exp']}\n{'+'.join(ABLATIONS[r['exp']]) if len(ABLATIONS[r['exp']]) < 5 else 'all'}" for r in rows]
+    x = list(range(len(rows)))
     ax.bar(
         [i + offsets[0] for i in x],
-        [mean(r.get("loss")) for r in rows],
+        [_mean(r.get("loss")) for r in rows],
         width,
-        yerr=[std(r.get("loss")) for r in rows],
+        yerr=[_std(r.get("loss")) for r in rows],
         capsize=3,
         label="ours (no retraining)",
     )
     if ft:
         ax.bar(
             [i + offsets[1] for i in x],
-            [mean(r.get("loss_finetuned")) for r in rows],
+            [_mean(r.get("loss_finetuned")) for r in rows],
             width,
-            yerr=[std(r.get("loss_finetuned")) for r in rows],
+            yerr=[_std(r.get("loss_finetuned")) for r in rows],
             capsize=3,
             label=f"ours (fine-tuned {ft} ep)",
         )
@@ -448,40 +498,42 @@ def _plot_ablation(doc: dict[str, Any], path: Path) -> None:
     ax.set_title("Table 3: families replaced by Mean kernels", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
+
+
+def _plot_attribution_shares(axs, doc: dict[str, Any], ft: int, width: float, offsets: tuple) -> None:
+    """Fig. 4b: each family's and the interaction's share of the exp15 loss, ours (and fine-tuned) and the paper's."""
     a = doc["attribution"]
     if "not_available" in a:
         axs.text(0.5, 0.5, f"attribution {a['not_available']}", ha="center", va="center", wrap=True)
         axs.set_axis_off()
-    else:
-        keys = [*a["loss"], "interaction"]
-        xs = list(range(len(keys)))
+        return
+    t = doc.get("attribution_finetuned") if ft else None
+    keys = [*a["loss"], "interaction"]
+    xs = list(range(len(keys)))
+    axs.bar(
+        [i + offsets[0] for i in xs],
+        [_mean(a["share"][k]) for k in keys],
+        width,
+        yerr=[_std(a["share"][k]) for k in keys],
+        capsize=3,
+        label="ours (no retraining)",
+    )
+    if ft:
+        tuned = t if t and "not_available" not in t else None
         axs.bar(
-            [i + offsets[0] for i in xs],
-            [mean(a["share"][k]) for k in keys],
+            [i + offsets[1] for i in xs],
+            [_mean(tuned["share"][k]) if tuned else float("nan") for k in keys],
             width,
-            yerr=[std(a["share"][k]) for k in keys],
+            yerr=[_std(tuned["share"][k]) if tuned else 0 for k in keys],
             capsize=3,
-            label="ours (no retraining)",
+            label=f"ours (fine-tuned {ft} ep)",
         )
-        if ft:
-            tuned = t if t and "not_available" not in t else None
-            axs.bar(
-                [i + offsets[1] for i in xs],
-                [mean(tuned["share"][k]) if tuned else float("nan") for k in keys],
-                width,
-                yerr=[std(tuned["share"][k]) if tuned else 0 for k in keys],
-                capsize=3,
-                label=f"ours (fine-tuned {ft} ep)",
-            )
-        axs.bar([i + offsets[2] for i in xs], [a["paper"]["share"][k] for k in keys], width, label="paper")
-        axs.set_xticks(xs, keys)
-        axs.set_ylabel("share of the exp15 loss")
-        axs.set_title("Fig. 4b: contribution shares", fontsize=10)
-        axs.legend(fontsize=8)
-        axs.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    axs.bar([i + offsets[2] for i in xs], [a["paper"]["share"][k] for k in keys], width, label="paper")
+    axs.set_xticks(xs, keys)
+    axs.set_ylabel("share of the exp15 loss")
+    axs.set_title("Fig. 4b: contribution shares", fontsize=10)
+    axs.legend(fontsize=8)
+    axs.grid(axis="y", alpha=0.3)
 
 
 OUTPUTS = ("results.json", "results.md", "accuracy-vs-compact-factor.png", "ablation.png")
