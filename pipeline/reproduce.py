@@ -59,7 +59,7 @@ def _epochs(s) -> str:
     return " and ".join(f"{arch} {n}" for arch, n in s.epochs.items())
 
 
-def parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:  # long: one add_argument per option, read as a list
     p = _Parser(
         prog="python -m pipeline.reproduce",
         description=(
