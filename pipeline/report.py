@@ -12,21 +12,28 @@
       "data": {"name", "train", "test", "parity_images", "channels", "num_classes", "image_size",
                "mean": [per channel], "std": [per channel]},
       "accuracy": float,                        # source model, test split
-      "verdict": {"passed", "checks", "failed": [keys], "not_available": [keys]},
+      "verdict": {"passed", "checks", "failed": [keys], "not_available": [keys],
+                  "reasons": {"fp16-range:<form>": why it failed}, "warnings": [text]},
       "compact_factor": {layer: {"spec", "value"}},   # eq. 25, per ACL layer
       "tolerances": [{"precision", "atol", "rtol", "min_top1"}],
       "parity": {"<backend>:<mode>": {"precision", "runtime_precision" (where the runtime reports it),
                  "max_abs_err", "max_rel_err", "mean_abs_err", "top1_agreement", "atol", "rtol", "min_top1",
-                 "passed"} | {"available": false, "reason"}},
+                 "passed", "fp16_overflow" (an FP16 row failed by the FP16 range check: why)}
+                 | {"available": false, "reason"}},
       "latency": {"<backend>:<mode>": {"<batch>": {"p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms",
                  "min_ms", "max_ms", "iterations", "throughput", "speedup_vs_torch", "outliers",
                  "outlier_share", "load_avg", "cores", "loaded"}}
                  | {"available": false, "reason"}},
       "fastest": {"<batch>": {"row", "precision", "p50_ms", "loaded", "runner_up", "runner_up_p50_ms"}},
                  # among rows that passed parity (pipeline.fastest)
-      "fp16_range": {"layers": [{"name", "kind", "weight_max_abs", "weight_subnormal_share",
-                     "activation_max_abs", "fp16_rel_error", "flags"}], "flagged": {layer: [flags]},
-                     "applies_to": [files]},
+      "fp16_range": {"forms": {form: description}, "images", "emulated_images",
+                     "layers": [{"name", "kind", "node", "forms": {form: {"precision", "weight_max_abs",
+                                 "weight_subnormal_share", "activation_max_abs", "fp16_rel_error", "note",
+                                 "flags"}}}],
+                     "overflow": {form: {place: max_abs}}, "kept_fp32": {node: reason},
+                     "checks": {"fp16-range:<form>": null | reason}, "flagged": {layer: {form: [flags]}},
+                     "file", "applies_to": {form: [files]},
+                     "computed": {row: null | {"fp16": {op: n}, "fp32": {op: n}, "opaque": {op: n}}}},
       "tensorrt": {"available": bool, "reason", "check": {file: [problems]}},
       "replay": {"test_data": {"folder", "inputs", "outputs", "polygraphy_inputs",
                     "polygraphy_outputs", "trtexec_inputs", "reference"}, "images", "reference",
@@ -63,7 +70,7 @@ from typing import Any
 import numpy as np
 
 from deploy.timing import LOADED_OUTLIER_SHARE
-from pipeline import fastest, interpretability
+from pipeline import fastest, fp16_report, interpretability
 from pipeline.figures import FAMILY_COLOURS, FAMILY_NAMES, plot_mosaic
 
 __all__ = ["SCHEMA", "plot_latency", "plot_mosaic", "write_json", "write_markdown"]
@@ -123,7 +130,7 @@ def _verdict_line(v: dict[str, Any]) -> str:
     )
     if v["not_available"]:
         head += f"; {len(v['not_available'])} backend modes not available on this machine (see *Not available here*)"
-    return head
+    return "\n".join([head, *fp16_report.headline_lines(v)])  # FP16 range failures and warnings, named
 
 
 def _tensorrt_section(trt: dict[str, Any] | None, listed: bool) -> list[str]:
@@ -145,25 +152,7 @@ def _tensorrt_section(trt: dict[str, Any] | None, listed: bool) -> list[str]:
 
 
 def _fp16_section(fp16: dict[str, Any] | None) -> list[str]:
-    if not fp16:
-        return []
-    files = ", ".join(f"`{n}`" for n in fp16["applies_to"])
-    lines = [
-        "",
-        "## FP16 range",
-        "",
-        "Every Conv and Linear of the deploy form, run in FP16 on the CPU beside FP32 on the test images "
-        f"(applies to {files}: they hold the same kernels).",
-        "",
-        "| layer | max abs weight | weights below FP16 normal | max abs activation | FP16 rel. error | flags |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in fp16["layers"]:
-        lines.append(
-            f"| `{r['name']}` | {_fmt(r['weight_max_abs'])} | {r['weight_subnormal_share'] * 100:.2f} % | "
-            f"{_fmt(r['activation_max_abs'])} | {_fmt(r['fp16_rel_error'])} | {'; '.join(r['flags']) or 'none'} |"
-        )
-    return lines
+    return fp16_report.section(fp16, _fmt)
 
 
 def _cell(text: Any) -> str:

@@ -382,7 +382,7 @@ def _export_validate_report(
 ) -> dict[str, Any]:
     import export
     from deploy.runners import quiet_polygraphy
-    from pipeline import archs, serving
+    from pipeline import archs, fp16_verdict, serving
     from pipeline import checkpoint as ckpt
     from pipeline import report as rep
     from pipeline.fastest import fastest_passing
@@ -444,12 +444,13 @@ def _export_validate_report(
     if (staging / INLINED_FILE).exists():
         files["onnx:live-inlined"] = INLINED_FILE
     parity = run_parity(model, moved[0], rows, x_test)
-    for line in rep.parity_lines(parity):
+    fp16 = fp16_summary(paths, x_test, staging / FP16_FILE, parity, threads)
+    fp16_lines = fp16_verdict.console_lines(fp16, fp16_verdict.mark_rows(parity, fp16))
+    for line in [*rep.parity_lines(parity), *fp16_lines]:
         log(f"      {line}")
 
     log(f"[4/5] latency at batch sizes {list(cfg.batch_sizes)}")
     latency = run_latency(rows, x_test, cfg.batch_sizes, cfg.latency_seconds)
-    fp16 = fp16_summary(model, data.x_test, paths)
     log("[5/5] report")
     chart = rep.plot_latency(latency, staging / "latency.png")
     if chart:
@@ -545,7 +546,7 @@ def _export_validate_report(
             "std": data.std,
         },
         "accuracy": acc,
-        "verdict": _verdict(parity),
+        "verdict": _verdict(parity, fp16),
         "compact_factor": {
             name: {
                 "spec": str(layer.spec),
@@ -573,12 +574,15 @@ def _export_validate_report(
     return report
 
 
-def _verdict(parity: dict[str, Any]) -> dict[str, Any]:
+def _verdict(parity: dict[str, Any], fp16: dict[str, Any] | None = None) -> dict[str, Any]:
+    from pipeline.fp16_verdict import add_to_verdict
+
     checked = {k: v for k, v in parity.items() if v.get("available", True)}
     failed = [k for k, v in checked.items() if not v.get("passed")]
-    return {
+    verdict = {
         "passed": not failed,
         "checks": len(checked),
         "failed": failed,
         "not_available": [k for k, v in parity.items() if not v.get("available", True)],
     }
+    return add_to_verdict(verdict, fp16)  # the FP16 range checks, their reasons and warnings

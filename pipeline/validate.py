@@ -11,7 +11,9 @@ native bf16). A runner that reports the precision it computed in
 (``inference_precision``) has it recorded as ``runtime_precision``, and fails
 its row when that is not the row's precision. ``run_parity`` and
 ``run_latency`` run them one at a time; an unavailable row carries its reason, a
-row whose engine failed to build carries the error and fails.
+row whose engine failed to build carries the error and fails. The FP16 file
+(``write_fp16_file``) keeps FP32 whatever exceeds FP16 on the test images, and
+``fp16_summary`` analyses it and the TensorRT form (``pipeline.fp16_verdict``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = [
     "run_parity",
     "tolerance_table",
     "trt_check",
+    "write_fp16_file",
 ]
 
 FP16_FILE = "model.static-fp16.onnx"
@@ -97,10 +100,7 @@ def backend_rows(model, moved, data, paths, backends, threads, staging, batch_si
                 return lambda: OrtRunner(path, ort_providers(provider, cache_dir=cache, fp16=fp16), threads=threads)
 
             if fp16_path is None:
-                from deploy.fp16 import to_fp16_onnx
-
-                fp16_path = staging / FP16_FILE
-                to_fp16_onnx(paths["static"], fp16_path)
+                fp16_path = write_fp16_file(paths["static"], data.x_test, staging / FP16_FILE, threads)
             for mode, path in [*paths.items(), ("static-fp16", fp16_path)]:
                 precision = "fp16" if mode == "static-fp16" else "fp32"
                 if provider == "tensorrt" and mode == "static-fp16":
@@ -311,13 +311,60 @@ def trt_check(paths: dict[str, Path]) -> dict[str, Any]:
     return {"check": checks, "available": ok, "reason": reason}
 
 
-def fp16_summary(model, inputs, paths) -> dict[str, Any]:
-    """The FP16 range report of the deploy form, for the report."""
-    from deploy.fp16 import fp16_range_report
+def write_fp16_file(static: Path, x_test, dst: Path, threads: int | None = None) -> Path:
+    """The FP16 file: nodes whose weights or outputs on the test images exceed FP16 kept FP32, never clipped."""
+    from deploy.fp16 import to_fp16_onnx
+    from deploy.fp16_range import overflow_plan
 
-    layers = [r.to_dict() for r in fp16_range_report(model, inputs)]
-    return {
-        "layers": layers,
-        "flagged": {r["name"]: r["flags"] for r in layers if r["flags"]},
-        "applies_to": sorted(p.name for p in paths.values()),
+    to_fp16_onnx(static, dst, keep_fp32=overflow_plan(static, np.asarray(x_test), threads=threads))
+    return dst
+
+
+def fp16_summary(paths, inputs, fp16_file: Path | None, parity=None, threads: int | None = None) -> dict[str, Any]:
+    """The FP16 range report of the files as each runtime runs them, and what each FP16 row computed.
+
+    ``fp16_file``: the FP16 file made from ``paths["static"]`` (its kept-FP32 nodes
+    describe the FP16 form); when it was not written, the nodes it would keep.
+    """
+    from deploy.fp16_range import fp16_range_report
+    from pipeline.fp16_verdict import checks
+
+    x = np.asarray(inputs, dtype=np.float32)
+    written = fp16_file if fp16_file is not None and Path(fp16_file).exists() else None
+    out = fp16_range_report(paths["static"], x, fp16=written, threads=threads).to_dict()
+    out["file"] = written.name if written else None
+    out["applies_to"] = {
+        "onnx-fp16": [written.name] if written else [],
+        "tensorrt": sorted(p.name for m, p in paths.items() if m != "live-akp"),
     }
+    out["flagged"] = {
+        r["name"]: {form: f["flags"] for form, f in r["forms"].items() if f["flags"]}
+        for r in out["layers"]
+        if any(f["flags"] for f in r["forms"].values())
+    }
+    out["computed"] = _fp16_computed(parity or {}, written, x[:2], threads)
+    out["checks"] = checks(out)
+    return out
+
+
+def _fp16_computed(parity, fp16_file: Path | None, x: np.ndarray, threads) -> dict[str, Any]:
+    """Per FP16 row that ran: the kernels ONNX Runtime ran in FP16 and in FP32 (None: not visible here)."""
+    import export
+    from deploy.fp16_computed import computed_precision
+    from deploy.runners import ort_providers
+    from pipeline.fp16_verdict import form_of
+
+    out: dict[str, Any] = {}
+    for key, row in parity.items():
+        if form_of(key) is None or not row.get("available", True):
+            continue
+        backend = key.partition(":")[0]
+        out[key] = None  # TensorRT picks its kernels inside the engine; its profile is not read here
+        if backend in ("ort-cpu", "ort-cuda") and fp16_file is not None:
+            try:
+                out[key] = computed_precision(
+                    fp16_file, ort_providers(ORT_PROVIDER[backend]), {export.INPUT_NAME: x}, threads=threads
+                )
+            except Exception:  # a session that cannot be made: its parity row says why
+                pass
+    return out

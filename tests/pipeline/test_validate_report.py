@@ -279,3 +279,204 @@ def test_triton_section_says_one_true_thing_about_the_configs(tmp_path, validate
         )
         assert "pip install tritonclient" in section
     assert "Unverified here: onnxruntime and tensorrt_plan models: never loaded by a server here" in section
+
+
+# FP16 range in the verdict, the console and the headline (issue 18, item 2).
+
+QUICK = ["--batch-sizes", "2", "--latency-seconds", "0.01", "--backends", "ort-cpu", "--no-progress"]
+
+
+def _row(precision="fp32"):
+    one = np.eye(3, dtype=np.float32)
+    return {"precision": precision, **compare_outputs(one, one, TOLERANCES[precision])}
+
+
+def _form(precision, out=2.0, note=""):
+    return {
+        "precision": precision,
+        "weight_max_abs": 1.0,
+        "weight_subnormal_share": 0.0,
+        "activation_max_abs": out,
+        "fp16_rel_error": 1e-3 if precision == "fp16" else None,
+        "note": note,
+        "flags": [],
+    }
+
+
+def _fp16(trt_overflow):
+    from deploy.fp16_range import FORMS
+    from pipeline.fp16_verdict import checks
+
+    kept = {"node_Conv_7": "output `conv2d_7` reaches 2.56e+07 > 65504 on 4 images"}
+    f = {
+        "forms": dict(FORMS),
+        "images": 4,
+        "emulated_images": 4,
+        "layers": [
+            {
+                "name": "layer2.0.conv1",
+                "kind": "Conv",
+                "node": "node_Conv_7",
+                "forms": {"onnx-fp16": _form("fp32", 2.56e7, kept["node_Conv_7"]), "tensorrt": _form("fp16")},
+            },
+            {
+                "name": "layer4.1.conv2",
+                "kind": "Conv",
+                "node": "node_Conv_19",
+                "forms": {"onnx-fp16": _form("fp32", 2.7e15), "tensorrt": _form("fp16", 2.7e15)},
+            },
+        ],
+        "overflow": {"onnx-fp16": {}, "tensorrt": trt_overflow},
+        "kept_fp32": kept,
+        "file": "model.static-fp16.onnx",
+        "applies_to": {"onnx-fp16": ["model.static-fp16.onnx"], "tensorrt": ["model.static.onnx"]},
+        "flagged": {},
+        "computed": {
+            "ort-cpu:static-fp16": {"fp16": {"Max": 9}, "fp32": {"Conv": 40, "Gemm": 1}, "opaque": {}},
+            "trt-fp16:static": None,
+        },
+    }
+    f["checks"] = checks(f)
+    return f
+
+
+def test_a_predicted_fp16_overflow_fails_the_verdict_its_rows_and_reaches_the_headline(tmp_path):
+    from pipeline import fp16_verdict
+    from pipeline.stages import _verdict
+
+    fp16 = _fp16({"layer4.1.conv2": 2.7e15, "node_add_402 (Add)": 2.7e15})
+    parity = {
+        "ort-cpu:static": _row(),
+        "ort-cpu:static-fp16": _row("fp16"),
+        "trt-fp16:static": _row("fp16"),  # as if it had run and matched: the prediction still fails it
+        "ort-trt:static-fp16": {"available": False, "reason": "no CUDA device"},
+    }
+    marked = fp16_verdict.mark_rows(parity, fp16)
+    assert marked == ["trt-fp16:static"]
+    assert (
+        parity["trt-fp16:static"]["passed"] is False
+        and "`layer4.1.conv2`" in parity["trt-fp16:static"]["fp16_overflow"]
+    )
+    assert parity["ort-cpu:static-fp16"]["passed"], "the FP16 file's form is within range"
+    v = _verdict(parity, fp16)
+    assert v["passed"] is False and v["checks"] == 3 + 2
+    assert v["failed"] == ["trt-fp16:static", "fp16-range:tensorrt"]
+    assert "`layer4.1.conv2` (2.7e+15)" in v["reasons"]["fp16-range:tensorrt"]
+    assert len(v["warnings"]) == 1 and "`layer2.0.conv1` (output `conv2d_7` reaches 2.56e+07" in v["warnings"][0]
+    console = "\n".join(fp16_verdict.console_lines(fp16, marked))
+    assert "FP16 range, TensorRT FP16 (BatchNorm folded): FAIL" in console and "`layer4.1.conv2`" in console
+    assert "FP16 range, the FP16 file: within FP16" in console and "warning: FP16 file: 1 node(s)" in console
+    r = {**_report(), "parity": parity, "verdict": v, "fp16_range": fp16}
+    text = rep.write_markdown(r, tmp_path / "r.md").read_text()
+    headline = text.split("## Parity against")[0]
+    assert "Parity: FAILED 2 of 5 checks (trt-fp16:static, fp16-range:tensorrt)" in headline
+    assert "**fp16-range:tensorrt: FAILED**" in headline and "`layer4.1.conv2`" in headline
+    assert "**warning**: FP16 file: 1 node(s) kept in FP32" in headline and "`layer2.0.conv1`" in headline
+    section = text.split("## FP16 range")[1]
+    assert "- `layer2.0.conv1` (node `node_Conv_7`): output `conv2d_7` reaches 2.56e+07" in section
+    assert "`ort-cpu:static-fp16`: FP16: Max x9; FP32: Conv x40, Gemm x1. Where the FP16 file" in section
+    assert "it does not prove FP16 arithmetic" in section
+    assert "`trt-fp16:static`: not recorded: TensorRT picks its kernels inside the engine" in section
+
+
+def test_fp16_checks_that_pass_are_counted_and_change_nothing_else():
+    from pipeline.stages import _verdict
+
+    parity = {"ort-cpu:static": _row(), "ort-cpu:static-fp16": _row("fp16")}
+    fp16 = {**_fp16({}), "kept_fp32": {}}
+    v = _verdict(parity, fp16)
+    assert v == {
+        "passed": True,
+        "checks": 4,
+        "failed": [],
+        "not_available": [],
+        "reasons": {},
+        "warnings": [],
+    }
+
+
+def _run(tmp_path, *args):
+    import json
+
+    from pipeline.export import main
+
+    out = tmp_path / "run"
+    code = main(["--out", str(out), "--epochs", "0", *QUICK, *args])
+    return code, json.loads((out / "report.json").read_text()), (out / "report.md").read_text(), out
+
+
+@pytest.mark.slow
+def test_plain_model_whose_batchnorm_the_exporter_folds_gives_no_fp16_alarm(tmp_path, capsys):
+    code, r, text, _ = _run(tmp_path, "--model", "tests.fp16_models:overflow_net", "--spec", "none")
+    f = r["fp16_range"]
+    # The module's convolution reaches 7.9e5, but the files hold it folded with BatchNorm.
+    assert f["flagged"] == {}, f["flagged"]
+    assert f["kept_fp32"] == {} and f["overflow"] == {"onnx-fp16": {}, "tensorrt": {}}
+    assert code == 0 and r["verdict"]["passed"] and r["verdict"]["warnings"] == [] and r["verdict"]["reasons"] == {}
+    assert r["parity"]["ort-cpu:static-fp16"]["passed"]
+    assert r["fp16_range"]["computed"]["ort-cpu:static-fp16"]["fp32"]["Conv"] == 1
+    err = capsys.readouterr().err
+    assert "FP16 range, the FP16 file: within FP16" in err and "warning" not in err
+    assert "warning" not in text.split("## Parity against")[0] and "it does not prove FP16 arithmetic" in text
+
+
+@pytest.mark.slow
+def test_acl_whose_conv_overflows_before_batchnorm_keeps_it_fp32_and_says_so(tmp_path, capsys):
+    import onnx
+
+    from tests.fp16_models import WEIGHT_MAX
+
+    code, r, text, out = _run(tmp_path, "--model", "tests.fp16_models:overflow_net", "--spec", "G0.25Lg0.25P0.5")
+    weights = {
+        t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(out / "model.static-fp16.onnx")).graph.initializer
+    }
+    w = weights["0.weight"]
+    assert w.dtype == np.float32 and float(np.abs(w).max()) == pytest.approx(WEIGHT_MAX, rel=1e-6), "not clipped"
+    v = r["verdict"]
+    assert code == 0 and v["passed"], v
+    assert len(v["warnings"]) == 1 and "`0` (weight `0.weight` reaches 2.3e+05 > 65504; output" in v["warnings"][0]
+    err = capsys.readouterr().err
+    assert "warning: FP16 file: 1 node(s) kept in FP32, not clipped" in err and "`0` (weight" in err
+    headline = text.split("## Parity against")[0]
+    assert "**warning**: FP16 file: 1 node(s) kept in FP32" in headline and "`0` (weight" in headline
+    layer = {x["name"]: x for x in r["fp16_range"]["layers"]}["0"]
+    assert layer["forms"]["onnx-fp16"]["precision"] == "fp32"
+    assert layer["forms"]["tensorrt"]["note"].startswith("BatchNorm") and not r["fp16_range"]["overflow"]["tensorrt"]
+    assert r["parity"]["ort-cpu:static-fp16"]["passed"]
+
+
+@pytest.fixture()
+def rgb_folder(tmp_path):
+    """A tiny 3-channel image folder (2 classes of 16x16 PNGs, served at 32x32): 4 test images."""
+    root = tmp_path / "imgs"
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(("cats", "dogs")):
+        (root / name).mkdir(parents=True)
+        for i in range(10):
+            img = rng.integers(0, 60, (16, 16, 3), dtype=np.uint8)
+            img[:, :, c] += 150
+            Image.fromarray(img).save(root / name / f"{i}.png")
+    return f"folder:{root}:32"
+
+
+@pytest.mark.slow
+def test_resnet_predicted_to_overflow_fails_the_verdict_on_the_console_and_in_the_headline(
+    tmp_path, capsys, rgb_folder
+):
+    code, r, text, _ = _run(tmp_path, "--model", "tests.fp16_models:overflowing_resnet", "--data", rgb_folder)
+    v, f = r["verdict"], r["fp16_range"]
+    assert "layer4.1.conv2" in f["overflow"]["tensorrt"] and "layer4.1.conv2" in f["flagged"]
+    assert code == 1 and not v["passed"] and "fp16-range:tensorrt" in v["failed"]
+    assert "`layer4.1.conv2`" in v["reasons"]["fp16-range:tensorrt"]
+    assert "`layer2.0.conv1`" in v["warnings"][0]
+    err = capsys.readouterr().err
+    assert "FP16 range, TensorRT FP16 (BatchNorm folded): FAIL" in err and "`layer4.1.conv2`" in err
+    assert "warning: FP16 file:" in err and "`layer2.0.conv1`" in err
+    assert "checks FAILED for" in err and "fp16-range:tensorrt" in err.splitlines()[-1]
+    headline = text.split("## Parity against")[0]
+    assert "**fp16-range:tensorrt: FAILED**" in headline and "`layer4.1.conv2`" in headline
+    # The FP16 file keeps every overflowing node FP32, so the row that runs it is right to pass,
+    # and the layer BatchNorm brings back is within range once TensorRT folds it.
+    assert r["parity"]["ort-cpu:static-fp16"]["passed"], r["parity"]["ort-cpu:static-fp16"]
+    layer = {x["name"]: x for x in f["layers"]}["layer2.0.conv1"]
+    assert layer["forms"]["onnx-fp16"]["precision"] == "fp32" and "layer2.0.conv1" not in f["overflow"]["tensorrt"]
