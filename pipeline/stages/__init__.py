@@ -13,11 +13,9 @@ import contextlib
 import datetime as _dt
 import os
 import platform
-import sys
-from dataclasses import dataclass, field
 from importlib import metadata as _md
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -25,43 +23,14 @@ import acl
 from pipeline import interpretability
 from pipeline.errors import UserError
 from pipeline.output_folder import OutputFolder, signals_deferred
+from pipeline.stages.base import DEFAULT_BATCH_SIZES, JobConfig
 
-__all__ = ["JobConfig", "OutputFolder", "run"]
+__all__ = ["DEFAULT_BATCH_SIZES", "JobConfig", "OutputFolder", "run"]
 
-DEFAULT_BATCH_SIZES = (1, 8, 64)
 MAX_MOSAICS = 8
 """Mosaic charts per run: the first ACLs in module order (a DenseNet-121 has 120)."""
 MAX_MOSAIC_KERNELS = 4096
 """Larger layers get no chart: one tile per kernel, so a 512x512 layer would be a 30000-pixel-square image."""
-
-
-@dataclass
-class JobConfig:
-    out: Path = Path("runs/default")
-    checkpoint: Path | None = None
-    spec: str | None = None  # None: the checkpoint's, or archs.DEFAULT_SPEC when training
-    data: str = "digits"  # or "mnist:DIR", "cifar10:DIR", "folder:DIR[:SIZE]" (pipeline.datasets)
-    arch: str | None = None  # None: the checkpoint's, or "lenet" when training; or torchvision:<name>
-    model: str | None = None  # instead of arch: your package.module:factory (imported and run)
-    layers: str | None = None  # None: the checkpoint's, or "all" when training; "first" or comma-separated names
-    init_from: Path | None = None  # a trained plain checkpoint of the same arch, loaded before conversion
-    epochs: int = 15
-    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
-    backends: tuple[str, ...] | None = None  # None: every backend of deploy.backends
-    force: bool = False
-    seed: int = 0
-    threads: int | None = None
-    progress: bool = True
-    latency_seconds: float = 1.0  # minimum timed seconds per backend and batch size
-    batch_size: int = 64  # training batch size, per process
-    lr: float | None = None  # None: pipeline.train.DEFAULT_LR[optimizer]
-    optimizer: str = "adam"  # or "sgd": Nesterov momentum, weight decay, cosine schedule (ResNets on CIFAR)
-    workers: int | None = None  # DataLoader workers; None: 0 for in-memory data, min(4, cores) for image folders
-    amp: str = "auto"  # auto (bf16 on a CUDA device that has it, else off), off, bf16, fp16
-    resume: bool = True  # continue an interrupted run with the same configuration (False: --no-resume)
-    triton_repo: Path | None = None  # also write a Triton model repository there (pipeline.serving)
-    serve_test: bool = False  # serve it with a real Triton server: parity and a load test (serve environment)
-    log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
 def _versions() -> dict[str, str]:
