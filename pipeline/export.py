@@ -331,9 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if report is None:  # a non-zero DDP rank: rank 0 writes the outputs
         return 0
-    failed = [k for k, v in report["parity"].items() if v.get("available", True) and not v.get("passed")]
-    if failed:
-        print(f"parity FAILED for {', '.join(failed)} (see {args.out}/report.md)", file=sys.stderr)
+    if not report["verdict"]["passed"]:
+        print(f"parity FAILED for {', '.join(report['verdict']['failed'])} (see {args.out}/report.md)", file=sys.stderr)
         return 1
     return 0
 

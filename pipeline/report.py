@@ -13,6 +13,7 @@
                "mean": [per channel], "std": [per channel]},
       "accuracy": float,                        # source model, test split
       "verdict": {"passed", "checks", "failed": [keys], "not_available": [keys]},
+      "stages": {stage: {"status": "ok" | "failed" | "not-available", "reason", "seconds"}},
       "compact_factor": {layer: {"spec", "value"}},   # eq. 25, per ACL layer
       "tolerances": [{"precision", "atol", "rtol", "min_top1"}],
       "parity": {"<backend>:<mode>": {"precision", "max_abs_err", "max_rel_err", "mean_abs_err",
@@ -50,6 +51,12 @@ p50 at the same batch size divided by the row's p50; ``loaded`` marks a
 measurement taken on a busy machine (``deploy.timing.LatencyStats.loaded``).
 Backends that cannot run here appear in ``report.md`` once, in one *Not
 available here* list, not in the parity and latency tables.
+
+Keys appear in the order of the stages that fill them (``pipeline.stages``), then
+``verdict``, ``stages``, ``files`` and ``environment``; ``stages`` lists every stage
+that ran before the report was written. ``report.md`` is put together by
+``pipeline.stages.write_markdown``: each stage's section, in the stages' order, from
+the section functions here.
 """
 
 from __future__ import annotations
@@ -89,7 +96,6 @@ __all__ = [
     "verdict_line",
     "write_json",
     "write_lines",
-    "write_markdown",
 ]
 
 SCHEMA = "acl-deploy/report/1"
@@ -406,9 +412,9 @@ def not_available_section(missing: dict[str, dict[str, list[str]]]) -> list[str]
 
 
 def title_lines(report: dict[str, Any]) -> list[str]:
-    m = report["model"]
+    m = report.get("model")
     return [
-        f"# acl-deploy report: {m['arch']} with `{m['spec']}`",
+        f"# acl-deploy report: {m['arch']} with `{m['spec']}`" if m else "# acl-deploy report",
         "",
         f"Created {report['created']}. Schema `{report['schema']}` in `report.json`.",
     ]
@@ -527,17 +533,6 @@ def tensorrt_listed(report: dict[str, Any]) -> bool:
 def write_lines(lines: list[str], path: Path) -> Path:
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def write_markdown(report: dict[str, Any], path: Path) -> Path:
-    lines = title_lines(report) + model_section(report) + parity_section(report) + latency_section(report)
-    lines += tensorrt_section(report.get("tensorrt"), tensorrt_listed(report)) + fp16_section(report.get("fp16_range"))
-    lines += replay_section(report.get("replay"))
-    lines += triton_section(report.get("triton"))
-    lines += serving_section(report.get("serving"), report.get("triton"))
-    lines += not_available_section(not_available(report))
-    lines += mosaics_section(report) + environment_section(report) + files_section(report)
-    return write_lines(lines, path)
 
 
 def plot_latency(latency: dict[str, Any], path: Path) -> Path | None:
