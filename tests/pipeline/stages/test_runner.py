@@ -190,3 +190,24 @@ def test_the_real_plan_is_well_formed_and_each_report_key_has_one_stage():
     names = [m.NAME for m in STAGES if hasattr(m, "run")]
     assert names[0] == "preflight" and names[-1] == "report"
     assert all(callable(m.markdown) for m in STAGES if not hasattr(m, "run")), "a module without run() is a section"
+
+
+def test_the_stage_of_docs_design_is_one_module_added_to_a_plan(tmp_path):
+    import re
+    import types
+
+    text = (Path(__file__).resolve().parents[3] / "docs" / "design.md").read_text()
+    (source,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    int8 = types.ModuleType("int8")
+    exec(compile(source, "docs/design.md", "exec"), int8.__dict__)
+
+    def export(ctx):
+        (ctx.staging / "model.static.onnx").write_bytes(b"an ONNX file")
+        ctx.onnx = {"static": ctx.staging / "model.static.onnx"}
+        return StageResult(files={"onnx:static": "model.static.onnx"})
+
+    report = run(config(tmp_path / "run"), (stage("export", export), int8, report_stage))
+    assert report["int8"] == {"file": "model.static-int8.onnx"}
+    assert report["files"]["onnx:static-int8"] == "model.static-int8.onnx"
+    assert report["verdict"] == {"passed": True, "checks": 1, "failed": [], "not_available": []}
+    assert "## INT8" in (tmp_path / "run" / "report.md").read_text()
