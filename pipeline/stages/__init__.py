@@ -1,7 +1,7 @@
 """The main job as a Python API: ``run(JobConfig) -> report dict``, one module per stage.
 
-``runner.STAGES`` lists them in order: preflight -> model (load or train, evaluate)
--> checkpoint -> ONNX export -> parity -> latency -> TensorRT parser check -> FP16
+``runner.STAGES`` lists them in order: preflight -> inputs (data; checkpoint or
+architecture) -> model (train, evaluate) -> checkpoint -> ONNX export -> parity -> latency -> TensorRT parser check -> FP16
 range -> replay data -> Triton -> kernel mosaics -> report. Each module's
 ``run(ctx)`` returns a ``StageResult`` (``base``): status, report sections, files and
 verdict checks; ``report.md`` is built from the modules' ``markdown``. Everything is
@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline.output_folder import OutputFolder
 from pipeline.stages.base import DEFAULT_BATCH_SIZES, JobConfig, RunContext, StageResult
-from pipeline.stages.model import check_io
+from pipeline.stages.inputs import check_io
 from pipeline.stages.runner import STAGES, run, write_markdown
 
 __all__ = [

@@ -20,6 +20,7 @@ from pipeline.stages import (
     checkpoint,
     export_onnx,
     fp16,
+    inputs,
     latency,
     model,
     mosaics,
@@ -35,6 +36,7 @@ from pipeline.stages.base import JobConfig, RunContext, StageResult
 
 STAGES = (
     preflight,
+    inputs,
     model,
     checkpoint,
     export_onnx,
