@@ -16,6 +16,7 @@ from pipeline.stages.base import JobConfig, RunContext, StageResult
 NAME = "triton"
 TITLE = "Triton repository and serving"
 SERVER_ROW = "triton-python:static"
+NOT_REQUESTED = "not requested (--triton-repo DIR, --serve-test)"
 
 
 def check(cfg: JobConfig) -> None:
@@ -30,9 +31,8 @@ def run(ctx: RunContext) -> StageResult:
 
     cfg = ctx.cfg
     if cfg.triton_repo is None and not cfg.serve_test:
-        return StageResult(
-            "not-available", "not requested (--triton-repo, --serve-test)", sections={"triton": None, "serving": None}
-        )
+        ctx.log(f"      {NOT_REQUESTED}")
+        return StageResult("not-available", NOT_REQUESTED, sections={"triton": None, "serving": None})
     info, where, triton = serving.write_triton(
         cfg.triton_repo, out=cfg.out, staging=ctx.staging, paths=ctx.onnx, latency=ctx.latency, force=cfg.force, log=ctx.log
     )
