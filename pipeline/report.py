@@ -13,7 +13,8 @@
                "mean": [per channel], "std": [per channel]},
       "accuracy": float,                        # source model, test split
       "verdict": {"passed", "checks", "failed": [keys], "not_available": [keys],
-                  "reasons": {"fp16-range:<form>": why it failed}, "warnings": [text]},
+                  "reasons": {check: why it failed}, "warnings": [text]},
+      "stages": {stage: {"status": "ok" | "failed" | "not-available", "reason", "seconds"}},
       "compact_factor": {layer: {"spec", "value"}},   # eq. 25, per ACL layer
       "tolerances": [{"precision", "atol", "rtol", "min_top1"}],
       "parity": {"<backend>:<mode>": {"precision", "runtime_precision" (where the runtime reports it),
@@ -59,6 +60,12 @@ p50 at the same batch size divided by the row's p50; ``loaded`` marks a
 measurement taken on a busy machine (``deploy.timing.LatencyStats.loaded``).
 Backends that cannot run here appear in ``report.md`` once, in one *Not
 available here* list, not in the parity and latency tables.
+
+Keys appear in the order of the stages that fill them (``pipeline.stages``), then
+``verdict``, ``stages``, ``files`` and ``environment``; ``stages`` lists every stage
+that ran before the report was written. ``report.md`` is put together by
+``pipeline.stages.write_markdown``: each stage's section, in the stages' order, from
+the section functions here.
 """
 
 from __future__ import annotations
@@ -73,7 +80,32 @@ from deploy.timing import LOADED_OUTLIER_SHARE
 from pipeline import fastest, fp16_report, interpretability
 from pipeline.figures import FAMILY_COLOURS, FAMILY_NAMES, plot_mosaic
 
-__all__ = ["SCHEMA", "plot_latency", "plot_mosaic", "write_json", "write_markdown"]
+__all__ = [
+    "SCHEMA",
+    "backend_modes",
+    "environment_section",
+    "files_section",
+    "fp16_section",
+    "latency_section",
+    "latency_table",
+    "model_section",
+    "mosaics_section",
+    "not_available",
+    "not_available_section",
+    "parity_lines",
+    "parity_section",
+    "plot_latency",
+    "plot_mosaic",
+    "replay_section",
+    "serving_section",
+    "tensorrt_listed",
+    "tensorrt_section",
+    "title_lines",
+    "triton_section",
+    "verdict_line",
+    "write_json",
+    "write_lines",
+]
 
 SCHEMA = "acl-deploy/report/1"
 
@@ -122,7 +154,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
-def _verdict_line(v: dict[str, Any]) -> str:
+def verdict_line(v: dict[str, Any]) -> str:
     head = (
         f"- **Parity: all {v['checks']} checks passed**"
         if v["passed"]
@@ -133,7 +165,7 @@ def _verdict_line(v: dict[str, Any]) -> str:
     return "\n".join([head, *fp16_report.headline_lines(v)])  # FP16 range failures and warnings, named
 
 
-def _tensorrt_section(trt: dict[str, Any] | None, listed: bool) -> list[str]:
+def tensorrt_section(trt: dict[str, Any] | None, listed: bool) -> list[str]:
     """``listed``: the TensorRT backends are in the *Not available here* list, which gives the reason."""
     if not trt:
         return []
@@ -151,7 +183,7 @@ def _tensorrt_section(trt: dict[str, Any] | None, listed: bool) -> list[str]:
     return lines
 
 
-def _fp16_section(fp16: dict[str, Any] | None) -> list[str]:
+def fp16_section(fp16: dict[str, Any] | None) -> list[str]:
     return fp16_report.section(fp16, _fmt)
 
 
@@ -177,7 +209,7 @@ def _load_note(r: dict[str, Any]) -> str:
     return "loaded: " + "; ".join(parts)
 
 
-def _latency_table(latency: dict[str, Any]) -> list[str]:
+def latency_table(latency: dict[str, Any]) -> list[str]:
     rows = {k: v for k, v in latency.items() if v.get("available", True)}
     if not rows:
         return ["No backend could be timed here."]
@@ -210,7 +242,7 @@ def _latency_table(latency: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _replay_section(repro: dict[str, Any] | None) -> list[str]:
+def replay_section(repro: dict[str, Any] | None) -> list[str]:
     if not repro:
         return []
     td = repro["test_data"]
@@ -242,7 +274,7 @@ def _replay_section(repro: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def _triton_section(triton: dict[str, Any] | None) -> list[str]:
+def triton_section(triton: dict[str, Any] | None) -> list[str]:
     if not triton:
         return []
     b = triton["batching"]
@@ -275,7 +307,7 @@ def _configs_checked(triton: dict[str, Any]) -> str:
     return f"not validated, neither parsed with Triton's protobuf nor checked against the ONNX file: {why}"
 
 
-def _serving_section(serving: dict[str, Any] | None, triton: dict[str, Any] | None) -> list[str]:
+def serving_section(serving: dict[str, Any] | None, triton: dict[str, Any] | None) -> list[str]:
     head = ["", "## Serving with Triton", ""]
     if serving is None:
         if not triton:
@@ -369,7 +401,7 @@ def backend_modes(backends: dict[str, list[str]]) -> str:
     return ", ".join(f"{b} ({', '.join(modes)})" if modes else b for b, modes in backends.items())
 
 
-def _not_available_section(missing: dict[str, dict[str, list[str]]]) -> list[str]:
+def not_available_section(missing: dict[str, dict[str, list[str]]]) -> list[str]:
     if not missing:
         return []
     lines = ["", "## Not available here", "", "| backends | reason |", "|---|---|"]
@@ -378,12 +410,19 @@ def _not_available_section(missing: dict[str, dict[str, list[str]]]) -> list[str
     return lines
 
 
-def write_markdown(report: dict[str, Any], path: Path) -> Path:
-    m, d = report["model"], report["data"]
-    lines = [
-        f"# acl-deploy report: {m['arch']} with `{m['spec']}`",
+def title_lines(report: dict[str, Any]) -> list[str]:
+    m = report.get("model")
+    return [
+        f"# acl-deploy report: {m['arch']} with `{m['spec']}`" if m else "# acl-deploy report",
         "",
         f"Created {report['created']}. Schema `{report['schema']}` in `report.json`.",
+    ]
+
+
+def model_section(report: dict[str, Any]) -> list[str]:
+    """The source model, its accuracy, the verdict, and the compact factor per ACL."""
+    m, d = report["model"], report["data"]
+    lines = [
         "",
         "## Model",
         "",
@@ -398,7 +437,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
         ),
         f"- Data: {d['name']}, {d['train']} train / {d['test']} test images at {d['image_size']}x{d['image_size']}",
         f"- **Test accuracy of the source model: {report['accuracy'] * 100:.2f} %**",
-        _verdict_line(report["verdict"]),
+        verdict_line(report["verdict"]),
         f"- Parameters: {m['parameters']['total']} in total; convolution kernels learn "
         f"{m['parameters']['learnable_kernel']} values where plain convolutions would learn "
         f"{m['parameters']['conv_kernel_equivalent']}",
@@ -410,13 +449,18 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
     ]
     for name, cf in report["compact_factor"].items():
         lines.append(f"| `{name}` | `{cf['spec']}` | {cf['value']:.4f} |")
-    lines += ["", "## Parity against the source PyTorch model", "", "Tolerances per precision:", ""]
+    return lines
+
+
+def parity_section(report: dict[str, Any]) -> list[str]:
+    """Tolerances, then a row per backend mode that ran (unavailable ones go to *Not available here*)."""
+    lines = ["", "## Parity against the source PyTorch model", "", "Tolerances per precision:", ""]
     lines += ["| precision | atol | rtol | min top-1 agreement |", "|---|---|---|---|"]
     for t in report["tolerances"]:
         lines.append(f"| {t['precision']} | {t['atol']:g} | {t['rtol']:g} | {t['min_top1']:g} |")
     lines += [
         "",
-        f"On the {d['test']} test images (not used for training or export):",
+        f"On the {report['data']['test']} test images (not used for training or export):",
         "",
         "| backend:mode | precision | max abs err | max rel err | mean abs err | top-1 agreement | result |",
         "|---|---|---|---|---|---|---|",
@@ -431,25 +475,27 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
                 f"| {name} | {p['precision']} | {_fmt(p['max_abs_err'])} | {_fmt(p['max_rel_err'])} | "
                 f"{_fmt(p['mean_abs_err'])} | {p['top1_agreement'] * 100:.2f} % | {_fmt(p['passed'])} |"
             )
-    lines += [
+    return lines
+
+
+def latency_section(report: dict[str, Any]) -> list[str]:
+    lines = [
         "",
         "## Latency",
         "",
         "Host wall clock per `infer` call; speed-up over eager PyTorch at the same batch size.",
         "",
     ]
-    lines += _latency_table(report["latency"])
+    lines += latency_table(report["latency"])
     if report["files"].get("latency_chart"):
         lines += ["", f"![latency]({report['files']['latency_chart']})"]
     lines += fastest.section(report)
-    missing = not_available(report)
-    trt_listed = any(b.startswith("trt") for backends in missing.values() for b in backends)
-    lines += _tensorrt_section(report.get("tensorrt"), trt_listed) + _fp16_section(report.get("fp16_range"))
-    lines += _replay_section(report.get("replay"))
-    lines += _triton_section(report.get("triton"))
-    lines += _serving_section(report.get("serving"), report.get("triton"))
-    lines += _not_available_section(missing)
-    lines += [
+    return lines
+
+
+def mosaics_section(report: dict[str, Any]) -> list[str]:
+    """Kernel mosaics before and after training, then what the ACLs learned (``pipeline.interpretability``)."""
+    lines = [
         "",
         "## Kernel mosaics",
         "",
@@ -459,8 +505,12 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
     trained = {name.removeprefix("mosaic:"): rel for name, rel in report["files"].items() if name.startswith("mosaic:")}
     lines += interpretability.mosaic_lines(report.get("interpretability"), trained)
     lines += interpretability.markdown(report.get("interpretability"))
+    return lines
+
+
+def environment_section(report: dict[str, Any]) -> list[str]:
     env = report["environment"]
-    lines += [
+    return [
         "",
         "## Environment",
         "",
@@ -468,11 +518,19 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
         f"- threads: PyTorch {env['torch_threads']}, ONNX Runtime {env['ort_threads']}",
         f"- ACL kernels on CPU: {env.get('kernel_generator_cpu', 'not recorded')}",
         "- " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
-        "",
-        "## Files",
-        "",
     ]
-    lines += [f"- `{rel}`: {name}" for name, rel in report["files"].items()]
+
+
+def files_section(report: dict[str, Any]) -> list[str]:
+    return ["", "## Files", "", *(f"- `{rel}`: {name}" for name, rel in report["files"].items())]
+
+
+def tensorrt_listed(report: dict[str, Any]) -> bool:
+    """Whether the TensorRT backends are in the *Not available here* list (which then gives the reason)."""
+    return any(b.startswith("trt") for backends in not_available(report).values() for b in backends)
+
+
+def write_lines(lines: list[str], path: Path) -> Path:
     path.write_text("\n".join(lines) + "\n")
     return path
 

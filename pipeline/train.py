@@ -278,7 +278,7 @@ def _restore(model, opt, sched, scaler, tensors, state) -> tuple[int, list[float
     return int(state["epoch"]), [float(v) for v in state["loss_history"]]
 
 
-def train(
+def train(  # long: a 16-line keyword argument list; the body is under 50 lines
     model: nn.Module,
     data: Dataset,
     *,
@@ -320,8 +320,7 @@ def train(
             epoch on every rank); the epoch is named, its state is never saved and
             the resume state is removed.
     """
-    from tqdm import tqdm
-
+    # Over 60 lines only by its argument list and their documentation: the steps are the functions below.
     lr = DEFAULT_LR[optimizer] if lr is None else lr
     check_options(batch_size=batch_size, lr=lr, optimizer=optimizer, workers=workers, amp=amp)
     ctx = distributed_context()
@@ -334,6 +333,7 @@ def train(
     loader, keyed = _train_loader(data, batch_size, seed, ctx, workers, pin=device.type == "cuda")
     opt, sched = _build_optimizer(model, optimizer, lr, epochs * len(loader))
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    loop = _Loop(model, data, ctx, device, loader, keyed, opt, sched, scaler, amp_dtype, epochs, lr, resume)
     result = TrainResult(
         epochs=epochs,
         world_size=ctx.world_size,
@@ -344,95 +344,22 @@ def train(
         workers=workers,
         device=str(device),
     )
-
-    start, history = 0, []
-    loaded = resume.load() if resume is not None else None
-    if loaded is not None:
-        try:
-            start, history = _restore(model, opt, sched, scaler, *loaded)
-            say(f"      resume: continuing after epoch {start} of {epochs} (state in {resume.folder})")
-        except ValueError as e:
-            say(f"      resume: ignoring the state in {resume.folder}: it does not fit this model ({e})")
-            torch.manual_seed(seed)
-            start, history = 0, []
-    if ctx.world_size > 1:
-        # Every rank read the same file; a rank that saw another epoch would deadlock later.
-        agree = torch.tensor([start, -start])
-        dist.all_reduce(agree, op=dist.ReduceOp.MAX)
-        if int(agree[0]) != -int(agree[1]):
-            raise RuntimeError(f"ranks disagree on the resume epoch (rank {ctx.rank}: {start})")
-        net: nn.Module = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.index is not None else None
-        )
-    else:
-        net = model
+    start, history = _start(loop, seed, say)
+    loop.net = _parallel(loop, start)
     result.resumed_from = start
     result.loss_history = list(history)
-    loss_fn = nn.CrossEntropyLoss()
-    per_epoch = len(keyed.inner.sampler if data.in_memory else keyed.inner) * ctx.world_size
-    bar = tqdm(
-        total=max(0, epochs - start) * per_epoch,
-        desc="train",
-        unit="img",
-        # None: tqdm turns itself off when stderr is not a terminal (CI logs).
-        disable=None if (progress and ctx.is_main) else True,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
-    autocast = (
-        (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None else contextlib.nullcontext
-    )
-    begin = time.perf_counter()
-    seen = 0
-    net.train()
+    bar = _progress_bar(loop, start, progress)
+    begin, seen = time.perf_counter(), 0
+    loop.net.train()
     for epoch in range(start, epochs):
-        keyed.set_epoch(epoch)
-        t0 = time.perf_counter()
-        total = torch.zeros((), dtype=torch.float64, device=device)
-        count = 0
-        for step, (xb, yb) in enumerate(loader):
-            xb = data.normalize(xb.to(device, non_blocking=True))
-            yb = yb.to(device, non_blocking=True)
-            opt.zero_grad(set_to_none=True)
-            with autocast():
-                loss = loss_fn(net(xb), yb)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            if sched is not None:
-                sched.step()
-            total += loss.detach().double() * len(xb)
-            count += len(xb)
-            # One process only: under DDP a rank that stopped alone would leave the others waiting in all_reduce.
-            if ctx.world_size == 1 and step % CHECK_EVERY == CHECK_EVERY - 1 and not torch.isfinite(total):
-                _diverged(epoch, epochs, f"the loss became {float(total)} by step {step + 1}", lr, resume)
-            bar.update(len(xb) * ctx.world_size)
-            if not bar.disable and (step % 10 == 0 or step == len(loader) - 1):
-                bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{float(total) / count:.4f}")
-        sums = torch.stack([total.cpu(), torch.tensor(float(count), dtype=torch.float64)])
-        if ctx.world_size > 1:
-            dist.all_reduce(sums)
-        # Losses are non-negative, so one non-finite step leaves the epoch's sum non-finite on every rank.
-        if not torch.isfinite(sums[0]):
-            _diverged(epoch, epochs, f"the loss became {float(sums[0])}", lr, resume if ctx.is_main else None)
-        bad = _non_finite(model)
-        if bad:
-            _diverged(epoch, epochs, f"{bad} became NaN or infinite", lr, resume if ctx.is_main else None)
-        history.append(float(sums[0] / sums[1]))
-        seen += int(sums[1])
-        rate = int(sums[1]) / (time.perf_counter() - t0)
-        with _above(bar):
-            say(f"      epoch {epoch + 1}/{epochs}: loss {history[-1]:.4f}, {rate:.0f} images/s")
+        seen += _epoch(loop, epoch, bar, history, say)
         if resume is not None and ctx.is_main:
             resume.save(*_capture(model, opt, sched, scaler, epoch + 1, history))
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1)
     bar.close()
-    del loader  # stops persistent workers now, not at garbage collection
+    del loader
+    loop.loader = None  # stops persistent workers now, not at garbage collection
     model.eval().cpu()
     if ctx.world_size > 1:
         dist.barrier()
@@ -440,6 +367,133 @@ def train(
     result.images_per_second = seen / result.seconds if seen and result.seconds > 0 else 0.0
     result.loss_history = history
     return result
+
+
+@dataclass
+class _Loop:
+    """What one call of ``train`` works with, shared by its steps."""
+
+    model: nn.Module
+    data: Dataset
+    ctx: DistributedContext
+    device: torch.device
+    loader: DataLoader | None
+    keyed: EpochKeys
+    opt: torch.optim.Optimizer
+    sched: Any
+    scaler: Any
+    amp_dtype: torch.dtype | None
+    epochs: int
+    lr: float
+    resume: ResumeStore | None
+    net: nn.Module | None = None  # the model, or its DistributedDataParallel wrapper
+    loss_fn: nn.Module = field(default_factory=nn.CrossEntropyLoss)
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+
+def _start(loop: _Loop, seed: int, say: Callable[[str], None]) -> tuple[int, list[float]]:
+    """The epoch to start from and the loss history so far: restored from the resume state when it fits."""
+    start, history = 0, []
+    loaded = loop.resume.load() if loop.resume is not None else None
+    if loaded is not None:
+        try:
+            start, history = _restore(loop.model, loop.opt, loop.sched, loop.scaler, *loaded)
+            say(f"      resume: continuing after epoch {start} of {loop.epochs} (state in {loop.resume.folder})")
+        except ValueError as e:
+            say(f"      resume: ignoring the state in {loop.resume.folder}: it does not fit this model ({e})")
+            torch.manual_seed(seed)
+            start, history = 0, []
+    return start, history
+
+
+def _parallel(loop: _Loop, start: int) -> nn.Module:
+    """The model under DistributedDataParallel when there are several processes, after they agree on ``start``."""
+    if loop.ctx.world_size <= 1:
+        return loop.model
+    # Every rank read the same file; a rank that saw another epoch would deadlock later.
+    agree = torch.tensor([start, -start])
+    dist.all_reduce(agree, op=dist.ReduceOp.MAX)
+    if int(agree[0]) != -int(agree[1]):
+        raise RuntimeError(f"ranks disagree on the resume epoch (rank {loop.ctx.rank}: {start})")
+    device = loop.device
+    return nn.parallel.DistributedDataParallel(loop.model, device_ids=[device.index] if device.index is not None else None)
+
+
+def _progress_bar(loop: _Loop, start: int, progress: bool):
+    from tqdm import tqdm
+
+    keyed, ctx = loop.keyed, loop.ctx
+    per_epoch = len(keyed.inner.sampler if loop.data.in_memory else keyed.inner) * ctx.world_size
+    return tqdm(
+        total=max(0, loop.epochs - start) * per_epoch,
+        desc="train",
+        unit="img",
+        # None: tqdm turns itself off when stderr is not a terminal (CI logs).
+        disable=None if (progress and ctx.is_main) else True,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+
+
+def _epoch(loop: _Loop, epoch: int, bar, history: list[float], say: Callable[[str], None]) -> int:
+    """One epoch on every rank; appends its mean loss to ``history``; returns the images all ranks saw."""
+    loop.keyed.set_epoch(epoch)
+    t0 = time.perf_counter()
+    total = torch.zeros((), dtype=torch.float64, device=loop.device)
+    count, world = 0, loop.ctx.world_size
+    for step, (xb, yb) in enumerate(loop.loader):
+        loss = _step(loop, xb, yb)
+        total += loss.detach().double() * len(xb)
+        count += len(xb)
+        # One process only: under DDP a rank that stopped alone would leave the others waiting in all_reduce.
+        if world == 1 and step % CHECK_EVERY == CHECK_EVERY - 1 and not torch.isfinite(total):
+            _diverged(epoch, loop.epochs, f"the loss became {float(total)} by step {step + 1}", loop.lr, loop.resume)
+        bar.update(len(xb) * world)
+        if not bar.disable and (step % 10 == 0 or step == len(loop.loader) - 1):
+            bar.set_postfix(epoch=f"{epoch + 1}/{loop.epochs}", loss=f"{float(total) / count:.4f}")
+    sums = torch.stack([total.cpu(), torch.tensor(float(count), dtype=torch.float64)])
+    if world > 1:
+        dist.all_reduce(sums)
+    _check_finite(loop, epoch, sums)
+    history.append(float(sums[0] / sums[1]))
+    rate = int(sums[1]) / (time.perf_counter() - t0)
+    with _above(bar):
+        say(f"      epoch {epoch + 1}/{loop.epochs}: loss {history[-1]:.4f}, {rate:.0f} images/s")
+    return int(sums[1])
+
+
+def _step(loop: _Loop, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    """One optimiser step on a batch; returns its mean loss."""
+    xb = loop.data.normalize(xb.to(loop.device, non_blocking=True))
+    yb = yb.to(loop.device, non_blocking=True)
+    loop.opt.zero_grad(set_to_none=True)
+    with loop.autocast():
+        loss = loop.loss_fn(loop.net(xb), yb)
+    if loop.scaler is not None:
+        loop.scaler.scale(loss).backward()
+        loop.scaler.step(loop.opt)
+        loop.scaler.update()
+    else:
+        loss.backward()
+        loop.opt.step()
+    if loop.sched is not None:
+        loop.sched.step()
+    return loss
+
+
+def _check_finite(loop: _Loop, epoch: int, sums: torch.Tensor) -> None:
+    """After an epoch, on every rank: the summed loss and every weight and buffer must be finite."""
+    resume = loop.resume if loop.ctx.is_main else None
+    # Losses are non-negative, so one non-finite step leaves the epoch's sum non-finite on every rank.
+    if not torch.isfinite(sums[0]):
+        _diverged(epoch, loop.epochs, f"the loss became {float(sums[0])}", loop.lr, resume)
+    bad = _non_finite(loop.model)
+    if bad:
+        _diverged(epoch, loop.epochs, f"{bad} became NaN or infinite", loop.lr, resume)
 
 
 def _above(bar):

@@ -78,10 +78,17 @@ def _commands(page: Path) -> list[tuple[int, list[str]]]:
     for lang, start, src, _ in blocks(page):
         if lang not in SHELL:
             continue
+        pending, first = "", 0
         for k, raw in enumerate(src.splitlines()):
             text = raw.split(" #", 1)[0].strip()
+            if not pending:
+                first = start + k
+            if text.endswith("\\"):  # a command continued on the next line
+                pending += text[:-1] + " "
+                continue
+            text, pending = pending + text, ""
             if text and not text.startswith("#"):
-                out.append((start + k, shlex.split(text)))
+                out.append((first, shlex.split(text)))
     return out
 
 

@@ -28,17 +28,10 @@ LONG_COMMENT = re.compile(r"#\s*long:(.*)$")
 # remove an entry as soon as its function is short (the test warns about entries that
 # no longer name an offender). "path:*" covers every function in the file.
 PENDING = {
-    "pipeline/stages.py:*",
-    "pipeline/train.py:train",
     "pipeline/export.py:parser",
-    "pipeline/report.py:write_markdown",
     "pipeline/validate.py:_trt_rows",
-    "pipeline/validate.py:backend_rows",
-    "pipeline/serving.py:serve_test",
-    "pipeline/serving.py:write_triton",
     "pipeline/checkpoint.py:load",
     "acl/analytic_conv.py:AnalyticConv2d.__init__",
-    "deploy/hotswap.py:*",
 }
 
 

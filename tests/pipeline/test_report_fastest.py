@@ -1,7 +1,7 @@
 """``pipeline.fastest``: the fastest runtime and precision per batch size, among rows that passed parity."""
 
-from pipeline import report as rep
 from pipeline.fastest import fastest_passing, section
+from pipeline.stages import write_markdown
 from tests.pipeline.test_validate_report import _report
 
 
@@ -69,6 +69,6 @@ def test_the_section_names_winners_precisions_and_what_was_left_out():
 def test_report_md_has_the_section(tmp_path):
     r = _report()
     r["fastest"] = fastest_passing(r["parity"], r["latency"])
-    text = rep.write_markdown(r, tmp_path / "r.md").read_text()
+    text = write_markdown(r, tmp_path / "r.md").read_text()
     assert "## Fastest passing runtime per batch size" in text
     assert "| 1 | ort-cpu:static | fp32 | 0.500 | torch:eager | 1.000 |  |" in text

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from pipeline import report as rep
+from pipeline.stages import write_markdown
 from pipeline.validate import TOLERANCES, compare_outputs
 
 
@@ -104,7 +105,7 @@ def _report():
 
 def test_markdown_states_every_number_and_unavailable_backends(tmp_path):
     r = _report()
-    text = rep.write_markdown(r, tmp_path / "r.md").read_text()
+    text = write_markdown(r, tmp_path / "r.md").read_text()
     assert "Test accuracy of the source model: 90.00 %" in text
     assert "| `conv1` | `(1x6)P3Lg3` | 0.4800 |" in text
     assert "| ort-cpu:static | 1 | 1.100 | 0.100 | 0.500 | 1.200 | 1.500 | 900 | 2.00x |  |" in text
@@ -121,7 +122,7 @@ def test_unavailable_backends_are_listed_once_and_not_in_the_tables(tmp_path):
     r["latency"]["trt:static"] = {"available": False, "reason": "TensorRT | not installed"}
     r["serving"] = {"available": False, "reason": "nvidia-pytriton is not installed"}
     r["tensorrt"] = {"available": False, "reason": "TensorRT | not installed", "check": {"m.onnx": []}}
-    text = rep.write_markdown(r, tmp_path / "r.md").read_text()
+    text = write_markdown(r, tmp_path / "r.md").read_text()
     assert text.count("no CUDA device") == 1 and text.count("TensorRT \\| not installed") == 1
     assert "| ort-cuda (static, live) | not available: no CUDA device |" in text
     assert "| trt (static) | not available: TensorRT \\| not installed |" in text
@@ -135,12 +136,12 @@ def test_loaded_latency_rows_carry_a_note(tmp_path):
     r = _report()
     row = r["latency"]["ort-cpu:static"]["1"]
     row.update(loaded=True, outliers=3, outlier_share=0.3, load_avg=5.0, max_ms=40.0)
-    text = rep.write_markdown(r, tmp_path / "r.md").read_text()
+    text = write_markdown(r, tmp_path / "r.md").read_text()
     assert "| 2.00x | loaded: 30.0 % far outliers, slowest 40.000 ms; load average 5.0 on 2 cores |" in text
     assert "*loaded* (1 of 2 rows)" in text
     old = {k: v for k, v in row.items() if k not in ("std_ms", "loaded")}  # a report from before std_ms
     r["latency"]["ort-cpu:static"]["1"] = old
-    assert "| ort-cpu:static | 1 | 1.100 | - | 0.500 |" in rep.write_markdown(r, tmp_path / "o.md").read_text()
+    assert "| ort-cpu:static | 1 | 1.100 | - | 0.500 |" in write_markdown(r, tmp_path / "o.md").read_text()
 
 
 def test_serving_table_states_what_the_server_did(tmp_path):
@@ -163,7 +164,7 @@ def test_serving_table_states_what_the_server_did(tmp_path):
             },
         },
     }
-    text = rep.write_markdown(r, tmp_path / "r.md").read_text()
+    text = write_markdown(r, tmp_path / "r.md").read_text()
     assert "- `acl_python` on nvidia-pytriton 0.7.0's `tritonserver`, ready in 4.42 s" in text
     assert "max abs err 4.80e-06, top-1 agreement 100.00 %, pass" in text
     assert "1-minute load average 11.5 on 2 cores" in text
@@ -171,7 +172,7 @@ def test_serving_table_states_what_the_server_did(tmp_path):
     assert "| 4 | 300 | 0 | 286 | 11.976 | 37.590 | 2.27 | 1: 47, 4: 26 |" in text
     r["serving"]["parity"] = {"precision": "fp32", "passed": False, "error": "server did not start: log"}
     assert "**Parity of the server's answers with PyTorch: FAIL: server did not start: log**" in (
-        rep.write_markdown(r, tmp_path / "f.md").read_text()
+        write_markdown(r, tmp_path / "f.md").read_text()
     )
 
 
@@ -263,7 +264,7 @@ def _triton(validated: bool) -> dict:
 def test_triton_section_says_one_true_thing_about_the_configs(tmp_path, validated):
     r = _report()
     r["triton"] = _triton(validated)
-    text = rep.write_markdown(r, tmp_path / "r.md").read_text()
+    text = write_markdown(r, tmp_path / "r.md").read_text()
     section = text.split("## Triton repository")[1].split("\n## ")[0]
     claims_parsed = [c for c in ("- Configs: parsed with", "configs parsed with") if c in section]
     says_not = "not validated" in section
@@ -367,7 +368,7 @@ def test_a_predicted_fp16_overflow_fails_the_verdict_its_rows_and_reaches_the_he
     assert "FP16 range, TensorRT FP16 (BatchNorm folded): FAIL" in console and "`layer4.1.conv2`" in console
     assert "FP16 range, the FP16 file: within FP16" in console and "warning: FP16 file: 1 node(s)" in console
     r = {**_report(), "parity": parity, "verdict": v, "fp16_range": fp16}
-    text = rep.write_markdown(r, tmp_path / "r.md").read_text()
+    text = write_markdown(r, tmp_path / "r.md").read_text()
     headline = text.split("## Parity against")[0]
     assert "Parity: FAILED 2 of 5 checks (trt-fp16:static, fp16-range:tensorrt)" in headline
     assert "**fp16-range:tensorrt: FAILED**" in headline and "`layer4.1.conv2`" in headline

@@ -1,0 +1,27 @@
+"""TensorRT: the ONNX parser check of every exported file (runs everywhere), and whether engines can be built here.
+
+The engines themselves are parity rows (``trt:*``, ``trt-fp16:*``). Report key ``tensorrt``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline import report as rep
+from pipeline.stages.base import RunContext, StageResult
+
+NAME = "tensorrt"
+TITLE = "TensorRT parser check"
+
+
+def run(ctx: RunContext) -> StageResult:
+    from pipeline.validate import trt_check
+
+    found = trt_check(ctx.onnx)
+    bad = {k: len(v) for k, v in found["check"].items() if v}
+    ctx.log("      " + ("; ".join(f"{k}: {n} problem(s)" for k, n in bad.items()) or "every export passes"))
+    return StageResult(sections={"tensorrt": found})
+
+
+def markdown(report: dict[str, Any]) -> list[str]:
+    return rep.tensorrt_section(report.get("tensorrt"), rep.tensorrt_listed(report))
