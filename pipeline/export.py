@@ -10,12 +10,13 @@ onnxruntime or TensorRT.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import NoReturn
+
+from pipeline.interrupts import Terminated
+from pipeline.interrupts import signals_raise as _signals_raise  # the name pipeline.reproduce imports
 
 EXIT_USER_ERROR = 2
 
@@ -231,41 +232,6 @@ def parser() -> argparse.ArgumentParser:
         "reported as not available where no server can run",
     )
     return p
-
-
-class Terminated(BaseException):
-    """SIGTERM or SIGINT as an exception, so that every ``finally`` and cleanup on the way out runs.
-
-    A ``BaseException``, like ``KeyboardInterrupt``: an ``except Exception`` must not swallow it.
-    """
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def _signals_raise():
-    """The first SIGTERM or SIGINT raises ``Terminated``; later ones are ignored while the run cleans up."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    sigs = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.getsignal(s) for s in sigs}
-    fired = []
-
-    def handler(signum, _frame):
-        if not fired:
-            fired.append(signum)
-            raise Terminated(signum)
-
-    for s in sigs:
-        signal.signal(s, handler)
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 def _interrupted_message(signum: int, out: Path) -> str:
