@@ -36,20 +36,37 @@ ARCH_NAMES = (
 """``pipeline.archs.ARCHS``'s keys, spelled out so that ``--help`` needs no torch (a test keeps them equal)."""
 
 
+def _items(text: str, what: str) -> list[str]:
+    """The comma-separated items of ``text``; an empty one (``1,,8``, a trailing comma) is refused, not skipped."""
+    items = [v.strip() for v in text.split(",")]
+    if not any(items):
+        raise argparse.ArgumentTypeError(f"{text!r} is empty, expected {what}")
+    if "" in items:
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty item (item {items.index('') + 1}), expected {what}")
+    twice = next((v for i, v in enumerate(items) if v in items[:i]), None)
+    if twice is not None:  # likely a typo for another value, which would then silently be missing
+        raise argparse.ArgumentTypeError(f"{text!r} lists {twice} twice, expected {what}")
+    return items
+
+
 def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated positive integers such as 1,8,64, got {text!r}"
-        ) from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 1,8,64, got {text!r}")
-    return values
+    what = "comma-separated positive integers such as 1,8,64, each once"
+    values = []
+    for item in _items(text, what):
+        try:
+            value = int(item)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{text!r} has {item!r}, not a positive integer, expected {what}")
+        if value in values:
+            raise argparse.ArgumentTypeError(f"{text!r} lists {value} twice, expected {what}")
+        values.append(value)
+    return tuple(values)
 
 
 def _name_list(text: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in text.split(",") if v.strip())
+    return tuple(_items(text, "comma-separated names such as torch,ort-cpu, each once"))
 
 
 MAX_EPOCHS = 10_000

@@ -175,6 +175,13 @@ CASES = [
     Case("batch-sizes-zero", arg("--batch-sizes", "0,8"), 2, "--batch-sizes"),
     Case("batch-sizes-text", arg("--batch-sizes", "a,b"), 2, "--batch-sizes"),
     Case("batch-sizes-empty", arg("--batch-sizes", ","), 2, "--batch-sizes"),
+    # an empty item was once skipped: 1,,8 ran as 1,8 (issue 18)
+    Case("batch-sizes-empty-item", arg("--batch-sizes", "1,,8"), 2, "'1,,8' has an empty item (item 2)"),
+    Case("batch-sizes-trailing-comma", arg("--batch-sizes", "1,8,"), 2, "'1,8,' has an empty item (item 3)"),
+    Case("batch-sizes-twice", arg("--batch-sizes", "8,1,8"), 2, "'8,1,8' lists 8 twice"),
+    Case("backends-empty-item", arg("--backends", "ort-cpu,,torch"), 2, "'ort-cpu,,torch' has an empty item"),
+    Case("backends-empty", arg("--backends", ""), 2, "--backends: '' is empty"),  # once meant every backend
+    Case("layers-empty-item", arg("--layers", "conv1,,conv2"), 2, "'conv1,,conv2' has an empty item (item 2)"),
     Case("epochs-negative", arg("--epochs", "-1"), 2, "--epochs -1"),
     Case("epochs-text", arg("--epochs", "many"), 2, "--epochs"),
     Case("epochs-huge", arg("--epochs", "10000000"), 2, "--epochs 10000000"),
