@@ -268,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     problem = check_args(args)
     if problem:
         p.error(problem)
+    from export.atomic import NO_SPACE_ERRNOS, no_space_error
     from export.verify import ExportVerificationError
     from pipeline.errors import UserError
     from pipeline.stages import JobConfig, run
@@ -303,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
             report = run(cfg)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as e:
+        if e.errno not in NO_SPACE_ERRNOS:
+            raise
+        # The machine's state, not a bug: one line, like bad input (the staging folder is already removed).
+        print(f"error: {no_space_error(e, None if e.filename else args.out)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except (Terminated, KeyboardInterrupt) as e:
         signum = e.signum if isinstance(e, Terminated) else signal.SIGINT
