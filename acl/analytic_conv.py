@@ -17,6 +17,29 @@ from acl.spec import Spec, parse_spec
 __all__ = ["AnalyticConv2d"]
 
 
+def _mosaic(
+    symbols: tuple[str, ...], kernel_size: tuple[int, int], counts: list[int], anchor: Tensor, params: list
+) -> Tensor:
+    """``unchecked_mosaic`` of a layer's segment parameters; a Mean segment (``None``) gets an empty AKP bank.
+
+    A module-level function so that ``torch.fx.symbolic_trace`` records it as one
+    call fed with the layer's parameters (``torch.fx.wrap`` below): the traced
+    module then generates its kernels from the AKPs of the moment it runs, and no
+    generated tensor is stored as a constant on the traced module (fx stores such
+    constants on the *original* module too, which then could not be deep-copied).
+    """
+    akps = [anchor.new_empty(n, 0) if p is None else p for p, n in zip(params, counts)]
+    return unchecked_mosaic(symbols, kernel_size, akps)
+
+
+torch.fx.wrap("_mosaic")
+
+
+def _fx_tracing() -> bool:
+    """Inside ``torch.fx.symbolic_trace`` (torch.export and torch.compile trace with real or fake tensors instead)."""
+    return torch.fx._symbolic_trace._is_fx_tracing_flag and not torch.compiler.is_compiling()
+
+
 class AnalyticConv2d(nn.Module):
     """Analytic Convolutional Layer: drop-in for ``nn.Conv2d`` with a kernel ``spec``.
 
@@ -146,7 +169,12 @@ class AnalyticConv2d(nn.Module):
     def _generate(self, shape: tuple[int, ...] | None) -> Tensor:
         # The training hot path: no per-call validation, since the layer made every
         # parameter with the shape its segment needs (load_state_dict keeps them).
-        kernels = unchecked_mosaic(self._symbols, self.kernel_size, self._segment_tensors())
+        names, counts = self._segment_names, [n for _, n in self.spec.segments]
+        if _fx_tracing():  # getattr: fx hands out its proxies of the parameters, so the graph reads them at run time
+            params = [getattr(self, name) if name else None for name in names]
+        else:
+            params = [self._parameters[name] if name else None for name in names]
+        kernels = _mosaic(self._symbols, self.kernel_size, counts, self._anchor, params)
         return kernels if shape is None else kernels.view(shape)
 
     def _segment_tensors(self) -> list[Tensor]:
@@ -185,7 +213,8 @@ class AnalyticConv2d(nn.Module):
         # The cache serves only the layer's own parameters: tensors swapped in by
         # torch.func.functional_call (batched under vmap, say) are generated fresh.
         own = all(isinstance(p, nn.Parameter) for p in params)
-        if self.training or needs_grad or not own or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        tracing = torch.compiler.is_compiling() or torch.jit.is_tracing() or _fx_tracing()
+        if self.training or needs_grad or not own or tracing:
             if self._cache is not None:
                 self._cache = None
             return self._assemble()

@@ -17,6 +17,7 @@ from torch import nn
 import acl
 from export import INPUT_NAME, OUTPUT_NAME, passes
 from export.functions import OPSET
+from export.interrupts import signals_kept
 
 __all__ = ["KINDS", "export_files", "export_graph", "live_layers", "to_onnx"]
 
@@ -85,7 +86,8 @@ def export_graph(model: nn.Module, input_shape: Sequence[int], *, weights_as_inp
     # The exporter reports progress on stdout and warns about optional packages
     # it does not need here; the result is checked below instead.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    # signals_kept: the exporter's broad excepts would otherwise lose a Ctrl-C (export.interrupts).
+    with signals_kept(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module,
@@ -201,6 +203,13 @@ def export_files(
     Returns:
         ``{kind: path}`` of the written files.
     """
+    with signals_kept():  # a Ctrl-C anywhere in here (ONNX Runtime, the passes, the writes) is never lost
+        return _export_files(model, paths, input_shape, verify=verify)
+
+
+def _export_files(
+    model: nn.Module, paths: Mapping[str, str | Path], input_shape: Sequence[int], *, verify: bool
+) -> dict[str, Path]:
     from export.verify import verify_onnx
 
     unknown = sorted(set(paths) - set(KINDS))

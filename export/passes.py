@@ -23,7 +23,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import TensorProto, helper
 
-from export.atomic import atomic_output
+from export.atomic import write_bytes
 from export.functions import DOMAIN, DOMAIN_VERSION, OP_OF_SYMBOL, OPSET, function_proto
 
 IR_VERSION = 10
@@ -311,6 +311,4 @@ def layers_from_metadata(model: onnx.ModelProto) -> dict[str, str]:
 
 def save(model: onnx.ModelProto, path: str | Path) -> Path:
     """Write ``model`` to ``path`` atomically."""
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(model.SerializeToString())
-    return Path(path)
+    return write_bytes(path, model.SerializeToString())

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 import acl
-from export.atomic import atomic_output
+from export.atomic import write_bytes
 from pipeline import archs
 from pipeline.datasets.base import format_channels, parse_channels
 from pipeline.errors import UserError
@@ -74,15 +74,18 @@ def norm(meta: dict[str, str]) -> tuple[tuple[float, ...], tuple[float, ...]] | 
 
 
 def save(model: nn.Module, path: str | Path, meta: dict[str, Any]) -> Path:
-    """Write ``model``'s tensors and ``meta`` to ``path`` (safetensors), atomically."""
-    from safetensors.torch import save_file
+    """Write ``model``'s tensors and ``meta`` to ``path`` (safetensors), atomically.
 
-    path = Path(path)
+    Raises:
+        export.atomic.NoSpaceError: the file system is full (the message says how much the file needs).
+    """
+    from safetensors.torch import save
+
     layers = {name: str(layer.spec) for name, layer in acl.acl_layers(model)}
     metadata = {"format": FORMAT, "layers": json.dumps(layers), **{k: _meta_text(v) for k, v in meta.items()}}
-    with atomic_output(path) as tmp:
-        save_file(_tensors(model), str(tmp), metadata=metadata)
-    return path
+    # Serialised in memory and written by Python: safetensors' own writer reports a full disk as a
+    # SafetensorError without the errno, and the size is known before the first byte is written.
+    return write_bytes(path, save(_tensors(model), metadata=metadata))
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

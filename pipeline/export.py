@@ -10,10 +10,8 @@ imported before the arguments are checked (``pipeline.early_checks``), so
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import NoReturn
 
@@ -21,24 +19,43 @@ from deploy.backends import ALL_BACKENDS  # torch-free, like everything imported
 from deploy.cli import HelpFormatter
 from pipeline import early_checks
 from pipeline.early_checks import ARCH_NAMES, MAX_TRAIN_BATCH
+from pipeline.interrupts import Terminated
+from pipeline.interrupts import signals_raise as _signals_raise  # the name pipeline.reproduce imports
 
 EXIT_USER_ERROR = 2
 
 
+def _items(text: str, what: str) -> list[str]:
+    """The comma-separated items of ``text``; an empty one (``1,,8``, a trailing comma) is refused, not skipped."""
+    items = [v.strip() for v in text.split(",")]
+    if not any(items):
+        raise argparse.ArgumentTypeError(f"{text!r} is empty, expected {what}")
+    if "" in items:
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty item (item {items.index('') + 1}), expected {what}")
+    twice = next((v for i, v in enumerate(items) if v in items[:i]), None)
+    if twice is not None:  # likely a typo for another value, which would then silently be missing
+        raise argparse.ArgumentTypeError(f"{text!r} lists {twice} twice, expected {what}")
+    return items
+
+
 def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated positive integers such as 1,8,64, got {text!r}"
-        ) from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 1,8,64, got {text!r}")
-    return values
+    what = "comma-separated positive integers such as 1,8,64, each once"
+    values = []
+    for item in _items(text, what):
+        try:
+            value = int(item)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{text!r} has {item!r}, not a positive integer, expected {what}")
+        if value in values:
+            raise argparse.ArgumentTypeError(f"{text!r} lists {value} twice, expected {what}")
+        values.append(value)
+    return tuple(values)
 
 
 def _name_list(text: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in text.split(",") if v.strip())
+    return tuple(_items(text, "comma-separated names such as torch,ort-cpu, each once"))
 
 
 MAX_EPOCHS = 10_000
@@ -224,41 +241,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-class Terminated(BaseException):
-    """SIGTERM or SIGINT as an exception, so that every ``finally`` and cleanup on the way out runs.
-
-    A ``BaseException``, like ``KeyboardInterrupt``: an ``except Exception`` must not swallow it.
-    """
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def _signals_raise():
-    """The first SIGTERM or SIGINT raises ``Terminated``; later ones are ignored while the run cleans up."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    sigs = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.getsignal(s) for s in sigs}
-    fired = []
-
-    def handler(signum, _frame):
-        if not fired:
-            fired.append(signum)
-            raise Terminated(signum)
-
-    for s in sigs:
-        signal.signal(s, handler)
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
-
-
 def _interrupted_message(signum: int, out: Path) -> str:
     from pipeline.resume import ResumeStore
 
@@ -276,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     problem = check_args(args) or early_checks.problem(args)
     if problem:
         p.error(problem)
+    from export.atomic import NO_SPACE_ERRNOS, no_space_error
     from export.verify import ExportVerificationError
     from pipeline.errors import UserError
     from pipeline.stages import JobConfig, run
@@ -311,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
             report = run(cfg)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as e:
+        if e.errno not in NO_SPACE_ERRNOS:
+            raise
+        # The machine's state, not a bug: one line, like bad input (the staging folder is already removed).
+        print(f"error: {no_space_error(e, None if e.filename else args.out)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except (Terminated, KeyboardInterrupt) as e:
         signum = e.signum if isinstance(e, Terminated) else signal.SIGINT

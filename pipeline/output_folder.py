@@ -41,6 +41,7 @@ from typing import Callable, Iterator
 
 from export.atomic import default_mode
 from pipeline.errors import UserError
+from pipeline.interrupts import raise_if_interrupted
 
 __all__ = [
     "MANIFEST",
@@ -396,8 +397,12 @@ class OutputFolder:
         return self.staging
 
     def commit(self) -> Path:
-        """Write the manifest, then swap the staging folder in; the earlier run is deleted by its manifest."""
+        """Write the manifest, then swap the staging folder in; the earlier run is deleted by its manifest.
+
+        Never after a SIGINT or SIGTERM whose exception a library swallowed: that raises ``Terminated`` here.
+        """
         assert self.staging is not None
+        raise_if_interrupted()
         write_manifest(self.staging)
         self.check()  # a user may have put files into --out since open(); they are never deleted
         with signals_deferred():

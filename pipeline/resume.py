@@ -16,6 +16,7 @@ epoch 1 and the old state is replaced after it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -24,7 +25,7 @@ from typing import Any, Callable
 
 import torch
 
-from export.atomic import atomic_output
+from export.atomic import write_bytes
 
 __all__ = ["FORMAT", "MAX_STATE_BYTES", "ResumeStore", "config_hash", "pack", "tensor_digest", "unpack"]
 
@@ -157,8 +158,8 @@ class ResumeStore:
         return tensors, state
 
     def save(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> Path:
-        """Replace the state file atomically."""
-        from safetensors.torch import save_file
+        """Replace the state file atomically; a full disk raises ``export.atomic.NoSpaceError``."""
+        from safetensors.torch import save
 
         metadata = {
             "format": FORMAT,
@@ -166,9 +167,13 @@ class ResumeStore:
             "config": json.dumps(self.config, sort_keys=True),
             "state": json.dumps(state),
         }
-        with atomic_output(self.path) as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
-        return self.path
+        # Written by Python, as checkpoint.save: safetensors' own writer hides a full disk's errno.
+        try:
+            return write_bytes(self.path, save(tensors, metadata=metadata))
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()  # only when empty: an earlier epoch's state stays, to resume from
+            raise
 
     def clear(self) -> None:
         """Remove the state (after the run's outputs are committed)."""

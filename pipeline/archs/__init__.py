@@ -230,7 +230,13 @@ def parse_layers(layers: Layers) -> str | tuple[str, ...]:
     if isinstance(layers, str):
         if layers.strip() in ("first", "all"):
             return layers.strip()
-        names = tuple(n.strip() for n in layers.split(",") if n.strip())
+        names = tuple(n.strip() for n in layers.split(","))
+        if any(names) and "" in names:  # conv1,,conv2: refused, not skipped (issue 18)
+            raise ValueError(
+                f"--layers {layers!r} has an empty item (item {names.index('') + 1}); "
+                "expected 'first', 'all' or comma-separated module names"
+            )
+        names = tuple(n for n in names if n)
     else:
         names = tuple(layers)
     if not names:

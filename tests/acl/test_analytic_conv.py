@@ -464,3 +464,61 @@ def test_ddp_with_two_gloo_processes_equals_one_process_on_the_whole_batch(tmp_p
         if isinstance(v, torch.Tensor):
             assert max_diff(trained[k], v) < 1e-10, k
             assert k.endswith("bias") or "akp" not in k or max_diff(v, start[k]) > 1e-6, f"{k} did not train"
+
+
+class _ResidualAnaNN(nn.Module):
+    """ACL stem, a residual block with a depthwise ACL (reflect padding) and a plain 1x1 conv, BatchNorms, a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = AnalyticConv2d(3, 16, 3, padding=1, bias=False, spec="G0.2Lg0.1Lt0.1Tf0.15Ts0.1M0.05P0.3")
+        self.bn0 = nn.BatchNorm2d(16)
+        self.dw = AnalyticConv2d(16, 16, 3, padding=1, groups=16, padding_mode="reflect", spec="G4Lg4Tf4P4")
+        self.pw = nn.Conv2d(16, 16, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x):
+        y = F.relu(self.bn0(self.stem(x)))
+        y = F.relu(y + self.bn1(self.pw(self.dw(y))))
+        return self.head(y.mean((2, 3)))
+
+
+def _residual_anann() -> nn.Module:
+    torch.manual_seed(0)
+    net = _ResidualAnaNN()
+    with torch.no_grad():  # running statistics of a trained network, not the identity
+        for bn in (net.bn0, net.bn1):
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+@pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])
+def test_fx_traced_anann_generates_its_kernels_from_the_current_akps(grad):
+    net = _residual_anann()
+    with torch.set_grad_enabled(grad):
+        traced = torch.fx.symbolic_trace(net)
+    x = torch.randn(4, 3, 10, 10)  # not the values of any trace
+    with torch.no_grad():
+        before = net(x)
+        diff = max_diff(traced(x), before)
+        assert diff < 1e-6, f"traced output differs from the module's by {diff:.3g}"
+        net.stem.akp0_G.mul_(1.3)
+        net.dw.akp1_Lg.add_(0.2)
+        after = net(x)
+        assert max_diff(after, before) > 1e-3  # the AKP change reached the module's output
+        diff = max_diff(traced(x), after)
+        assert diff < 1e-6, f"traced output after an AKP change differs from the module's by {diff:.3g}"
+    constants = [n.target for n in traced.graph.nodes if n.op == "get_attr" and "_tensor_constant" in n.target]
+    assert constants == [], f"kernels frozen into the traced graph as constants: {constants}"
+
+
+def test_module_and_traced_module_deep_copy_after_fx_trace():
+    net = _residual_anann()
+    traced = torch.fx.symbolic_trace(net)
+    copied, traced_copy = copy.deepcopy(net), copy.deepcopy(traced)
+    assert not [n for n in vars(net) if n.startswith("_tensor_constant")], "fx stored tensors on the original"
+    x = torch.randn(2, 3, 10, 10)
+    with torch.no_grad():
+        assert max_diff(copied(x), net(x)) == 0 and max_diff(traced_copy(x), net(x)) < 1e-6

@@ -175,6 +175,13 @@ CASES = [
     Case("batch-sizes-zero", arg("--batch-sizes", "0,8"), 2, "--batch-sizes"),
     Case("batch-sizes-text", arg("--batch-sizes", "a,b"), 2, "--batch-sizes"),
     Case("batch-sizes-empty", arg("--batch-sizes", ","), 2, "--batch-sizes"),
+    # an empty item was once skipped: 1,,8 ran as 1,8 (issue 18)
+    Case("batch-sizes-empty-item", arg("--batch-sizes", "1,,8"), 2, "'1,,8' has an empty item (item 2)"),
+    Case("batch-sizes-trailing-comma", arg("--batch-sizes", "1,8,"), 2, "'1,8,' has an empty item (item 3)"),
+    Case("batch-sizes-twice", arg("--batch-sizes", "8,1,8"), 2, "'8,1,8' lists 8 twice"),
+    Case("backends-empty-item", arg("--backends", "ort-cpu,,torch"), 2, "'ort-cpu,,torch' has an empty item"),
+    Case("backends-empty", arg("--backends", ""), 2, "--backends: '' is empty"),  # once meant every backend
+    Case("layers-empty-item", arg("--layers", "conv1,,conv2"), 2, "'conv1,,conv2' has an empty item (item 2)"),
     Case("epochs-negative", arg("--epochs", "-1"), 2, "--epochs -1"),
     Case("epochs-text", arg("--epochs", "many"), 2, "--epochs"),
     Case("epochs-huge", arg("--epochs", "10000000"), 2, "--epochs 10000000"),
@@ -465,3 +472,91 @@ def test_help_limits_match_the_code_that_enforces_them():
     assert export.MAX_TRAIN_BATCH == train.MAX_BATCH_SIZE
     # the seed's upper bound is what the augmentation key keeps of it
     assert augment.epoch_key(export.MAX_SEED, 0) != augment.epoch_key(export.MAX_SEED - 1, 0)
+
+
+# --- a full disk: the one-line error, exit 2, the earlier run intact, nothing left beside it -------
+
+
+@pytest.fixture()
+def full_disk_for(monkeypatch):
+    """``full_disk_for(name)``: every atomic write of a file called ``name`` goes to ``/dev/full``.
+
+    The temporary file ``export.atomic`` writes is made a link to ``/dev/full``, so
+    the writer (Python, or a library's native code) gets the kernel's real ENOSPC,
+    as on a full file system.
+    """
+    import tempfile
+
+    if not os.access("/dev/full", os.W_OK):
+        pytest.skip("not available: /dev/full, which fails every write with ENOSPC, is not writable here")
+    real_mkstemp, real_chmod = tempfile.mkstemp, os.chmod
+
+    def arm(name: str) -> None:
+        def mkstemp(suffix=None, prefix=None, dir=None, text=False):
+            fd, tmp = real_mkstemp(suffix=suffix, prefix=prefix, dir=dir, text=text)
+            if prefix == f".{name}.":
+                os.close(fd)
+                os.unlink(tmp)
+                os.symlink("/dev/full", tmp)
+                fd = os.open(tmp, os.O_WRONLY)
+            return fd, tmp
+
+        def chmod(path, mode, **kw):  # only after a successful write, which /dev/full never allows
+            assert not os.path.islink(path), f"{path} -> /dev/full was written to and would be chmod-ed"
+            return real_chmod(path, mode, **kw)
+
+        monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+        monkeypatch.setattr(os, "chmod", chmod)
+
+    return arm
+
+
+def _no_space_case(good_run: Path, tmp_path: Path, capsys, argv: list[str]) -> str:
+    from pipeline.export import main
+
+    before = digest(good_run)
+    prev = tmp_path / "prev"
+    shutil.copytree(good_run, prev)
+    capsys.readouterr()
+    code = main(["--out", str(prev), "--force", *FAST, *argv])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err[-2000:]
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2, lines[-5:]
+    assert sum(ln.startswith("error:") for ln in lines) == 1 and lines[-1].startswith("error: "), lines[-5:]
+    assert digest(prev) == before, "the earlier run's files changed"
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["prev"], f"staging or temporary files left: {left}"
+    return lines[-1]
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "model.live.onnx"])
+def test_a_full_disk_while_writing_the_checkpoint_or_an_onnx_file(good_run, tmp_path, capsys, full_disk_for, name):
+    full_disk_for(name)
+    line = _no_space_case(good_run, tmp_path, capsys, ["--checkpoint", str(good_run / "model.safetensors")])
+    size = (good_run / name).stat().st_size  # the same model's file, as the earlier run wrote it
+    assert size < 1e6, "a LeNet file: its size is given in kB"
+    assert line.startswith("error: no space left on device writing ") and f"/{name} ({size / 1e3:.1f} kB)" in line
+    assert f"expected at least {size / 1e3:.1f} kB free in " in line, line
+
+
+def test_a_full_disk_while_saving_the_training_state(good_run, tmp_path, capsys, full_disk_for):
+    from pipeline.resume import ResumeStore
+
+    full_disk_for(ResumeStore.FILE)
+    line = _no_space_case(good_run, tmp_path, capsys, [])
+    assert line.startswith("error: no space left on device writing ") and "expected at least" in line, line
+
+
+def test_a_full_disk_while_writing_the_report(good_run, tmp_path, capsys, monkeypatch):
+    """A writer outside ``export.atomic`` (the report, charts) fails with a bare ENOSPC: the same one line."""
+    import errno
+
+    from pipeline import report
+
+    def write_markdown(doc, path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(report, "write_markdown", write_markdown)
+    line = _no_space_case(good_run, tmp_path, capsys, ["--checkpoint", str(good_run / "model.safetensors")])
+    assert line.startswith("error: no space left on device writing ") and "/report.md, expected more free" in line

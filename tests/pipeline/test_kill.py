@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.output_folder import MANIFEST, first_unproven
+from tests.pipeline.kill_job import NOT_REACHED
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("kill_job.py")
@@ -66,10 +67,27 @@ def copy_of(earlier, tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return out, tree_digest(out)
 
 
+INSIDE_EXPORT = [
+    # A signal while the exporter imports torch._dynamo was once a 120-line TorchExportError, exit 1 (issue 18).
+    ("export-import-dynamo", "INT", 130),
+    ("export-import-dynamo", "TERM", 143),
+    ("export-capture", "TERM", 143),
+    # ... and, when the exporter's next capture strategy succeeded, the signal was lost: done, exit 0.
+    ("export-capture-lost", "TERM", 143),
+    ("export-capture-lost", "INT", 130),
+    ("export-trace", "INT", 130),
+    ("export-translate", "TERM", 143),
+    ("export-optimize", "INT", 130),
+    ("export-verify", "TERM", 143),
+    ("export-save", "INT", 130),
+]
+
+
 @pytest.mark.parametrize(
     "point, sig, code",
     [
         ("train", "TERM", 143),
+        *INSIDE_EXPORT,
         ("export", "TERM", 143),
         ("export", "INT", 130),
         ("commit-backup", "TERM", 143),
@@ -80,9 +98,12 @@ def test_signal_leaves_old_or_new_run_complete_and_nothing_stale(earlier, tmp_pa
     out, before = copy_of(earlier, tmp_path)
     source = ["--epochs", "2"] if point == "train" else ["--checkpoint", earlier[1]]
     res = job("--out", out, "--force", *source, *QUICK, point=point, sig=sig)
+    assert res.returncode != NOT_REACHED, f"{point} was never reached: {res.stderr.splitlines()[-1]}"
     assert res.returncode == code, res.stderr[-3000:]
     assert "Traceback" not in res.stderr
     assert f"interrupted by SIG{sig}" in res.stderr.splitlines()[-1]
+    if not point.startswith("commit"):
+        assert "done:" not in res.stderr, "the run went on after the signal"
     after = tree_digest(out)
     assert first_unproven(out) is None, "--out holds one complete run, as its manifest says"
     if point.startswith("commit"):

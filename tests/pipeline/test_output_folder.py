@@ -272,3 +272,26 @@ def test_recover_leaves_other_outs_alone_and_reports_an_older_versions_folders(t
         f"      left {older} in place: an older acl-deploy's, which cannot tell whether a run still uses it; "
         "remove it yourself once none does"
     ]
+
+
+def test_commit_refuses_after_a_signal_that_a_library_swallowed(tmp_path):
+    """The handler's exception was caught on the way (as torch.onnx's exporter did): the run must still not commit."""
+    from pipeline.interrupts import Terminated, signals_raise
+
+    out = fake_run(tmp_path / "run", "old")
+    before = contents(out)
+    folder = OutputFolder(out, True, log=[].append)
+    with pytest.raises(Terminated) as e, signals_raise(), folder.locked():
+        staging = folder.open()
+        (staging / "report.json").write_text("{}")
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        except BaseException:
+            pass  # swallowed
+        try:
+            folder.commit()
+        finally:
+            folder.discard()
+    assert e.value.signum == signal.SIGTERM
+    assert contents(out) == before, "the earlier run is untouched"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"], "no staging folder, no lock"
