@@ -252,18 +252,11 @@ def _interrupted_message(signum: int, out: Path) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = parser()
-    args = p.parse_args(argv)
-    problem = check_args(args) or early_checks.problem(args)
-    if problem:
-        p.error(problem)
-    from export.atomic import NO_SPACE_ERRNOS, no_space_error
-    from export.verify import ExportVerificationError
-    from pipeline.errors import UserError
-    from pipeline.stages import JobConfig, run
+def job_config(args: argparse.Namespace):
+    """The ``JobConfig`` of parsed arguments (each option is one field)."""
+    from pipeline.stages import JobConfig
 
-    cfg = JobConfig(
+    return JobConfig(
         out=args.out,
         checkpoint=args.checkpoint,
         spec=args.spec,
@@ -289,6 +282,20 @@ def main(argv: list[str] | None = None) -> int:
         triton_repo=args.triton_repo,
         serve_test=args.serve_test,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    problem = check_args(args) or early_checks.problem(args)
+    if problem:
+        p.error(problem)
+    from export.atomic import NO_SPACE_ERRNOS, no_space_error
+    from export.verify import ExportVerificationError
+    from pipeline.errors import UserError
+    from pipeline.stages import run
+
+    cfg = job_config(args)
     try:
         with _signals_raise():
             report = run(cfg)

@@ -196,6 +196,8 @@ def test_early_messages_are_the_jobs_own(tmp_path):
     from pipeline import checkpoint as ckpt
     from pipeline.datasets import DATA_HELP, load_dataset
     from pipeline.export import parser
+    from pipeline.stages import inputs as inputs_stage
+    from pipeline.stages import parity as parity_stage
 
     assert early_checks.ARCH_NAMES == tuple(archs.ARCHS)
     assert early_checks.DATA_HELP == DATA_HELP
@@ -209,11 +211,11 @@ def test_early_messages_are_the_jobs_own(tmp_path):
     text = tmp_path / "model.txt"
     text.write_text("x")
     pairs = [
-        (early("--backends", "ort-cpuu"), lambda: stages._select_backends(("ort-cpuu",))),
+        (early("--backends", "ort-cpuu"), lambda: parity_stage.backend_names(("ort-cpuu",))),
         (early("--arch", "lenett"), lambda: archs.resolve("lenett")),
         (early("--arch", "torchvision:9x"), lambda: archs.resolve("torchvision:9x")),
-        (early("--arch", "a.b:c"), lambda: stages._check_model_options(stages.JobConfig(arch="a.b:c"))),
-        (early("--model", "lenet"), lambda: stages._check_model_options(stages.JobConfig(model="lenet"))),
+        (early("--arch", "a.b:c"), lambda: inputs_stage._check_model_options(stages.JobConfig(arch="a.b:c"))),
+        (early("--model", "lenet"), lambda: inputs_stage._check_model_options(stages.JobConfig(model="lenet"))),
         (early("--model", "a b:c"), lambda: archs.load_factory("a b:c")),
         (early("--model", "no_such_module_h6.x:f"), lambda: archs.load_factory("no_such_module_h6.x:f")),
         (early("--data", "digitz"), lambda: load_dataset("digitz")),
@@ -225,7 +227,7 @@ def test_early_messages_are_the_jobs_own(tmp_path):
         (early("--init-from", str(missing)), lambda: ckpt.read_init(missing, arch="lenet")),
         (
             early("--init-from", str(text), "--checkpoint", str(text)),
-            lambda: stages._check_model_options(stages.JobConfig(init_from=text, checkpoint=text)),
+            lambda: inputs_stage._check_model_options(stages.JobConfig(init_from=text, checkpoint=text)),
         ),
     ]
     for args, (batch, lr, workers) in {
