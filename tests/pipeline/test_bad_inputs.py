@@ -552,9 +552,9 @@ def test_a_full_disk_while_writing_the_report(good_run, tmp_path, capsys, monkey
     """A writer outside ``export.atomic`` (the report, charts) fails with a bare ENOSPC: the same one line."""
     import errno
 
-    from pipeline import report
+    from pipeline.stages import report
 
-    def write_markdown(doc, path):
+    def write_markdown(doc, path, plan):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     monkeypatch.setattr(report, "write_markdown", write_markdown)
