@@ -6,9 +6,9 @@
       "schema": "acl-deploy/report/1",
       "created": ISO-8601 time,
       "model": {"arch", "spec", "layers", "skipped_layers": {layer: "hxw"}, "checkpoint", "trained": bool,
-                "epochs", "train_seconds", "world_size", "training": {"optimizer", "lr", "batch_size", "amp", "workers", "device",
-                "resumed_from", "images_per_second"} | null, "parameters": {"total", "learnable_kernel",
-                "conv_kernel_equivalent"}},
+                "epochs", "train_seconds", "world_size", "training": {"optimizer", "lr", "batch_size", "amp",
+                "workers", "device", "resumed_from", "images_per_second"} | null, "parameters": {"total",
+                "learnable_kernel", "conv_kernel_equivalent"}},
       "data": {"name", "train", "test", "parity_images", "channels", "num_classes", "image_size",
                "mean": [per channel], "std": [per channel]},
       "accuracy": float,                        # source model, test split
