@@ -33,12 +33,23 @@ _HOME = {
     "from_conv": "acl.conversion",
     "generate": "acl.kernels",
     "init_akps": "acl.kernels",
+    "is_spatial": "acl.selection",
     "parse_spec": "acl.spec",
 }
 __all__ = sorted(_HOME)
 # ``acl.fit`` and ``acl.ablate`` are functions: their modules are named otherwise, since importing
 # a submodule binds its name on the package and would shadow a function of the same name.
-_SUBMODULES = ("ablation", "analytic_conv", "conversion", "families", "fitting", "interpret", "kernels", "spec")
+_SUBMODULES = (
+    "ablation",
+    "analytic_conv",
+    "conversion",
+    "families",
+    "fitting",
+    "interpret",
+    "kernels",
+    "selection",
+    "spec",
+)
 
 
 def __getattr__(name: str) -> Any:

@@ -245,8 +245,16 @@ class AnalyticConv2d(nn.Module):
 
     def set_extra_state(self, state: Any) -> None:
         saved = state.get("spec") if isinstance(state, dict) else None
-        if saved != str(self.spec):
+        if not self._same_spec(saved):
             raise ValueError(f"checkpoint was saved with spec {saved!r}, but this layer has spec {str(self.spec)!r}")
+
+    def _same_spec(self, saved: Any) -> bool:
+        # Compared parsed: a grouped layer's spec saved before its prefix showed the kernel bank still matches.
+        try:
+            spec = parse_spec(saved, self.in_channels, self.out_channels, groups=self.groups)
+        except (TypeError, ValueError):  # not a string, or not a spec of this layer
+            return False
+        return spec == self.spec
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -3,51 +3,22 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from torch import nn
 
 from acl.analytic_conv import AnalyticConv2d
+from acl.selection import LayerSelector, select
 from acl.spec import Spec
 
 __all__ = ["acl_layers", "bake", "convert", "from_conv"]
-
-LayerSelector = str | Iterable[str] | Callable[[str, nn.Conv2d], bool]
 
 
 def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
     setattr(parent, child, new)
-
-
-def _convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-
-
-def _select(model: nn.Module, layers: LayerSelector) -> list[str]:
-    convs = _convs(model)
-    if isinstance(layers, str) and layers in ("first", "all"):
-        if not convs:
-            raise ValueError("model has no nn.Conv2d layer to convert")
-        return [convs[0][0]] if layers == "first" else [n for n, _ in convs]
-    if callable(layers):
-        return [n for n, m in convs if layers(n, m)]
-    if isinstance(layers, str):
-        layers = [layers]
-    names = list(layers)
-    modules = dict(model.named_modules())
-    for name in names:
-        if name not in modules:
-            raise ValueError(
-                f"layer {name!r} not found in the model; expected one of its nn.Conv2d layers: {[n for n, _ in convs]}"
-            )
-        if isinstance(modules[name], AnalyticConv2d):
-            raise ValueError(f"layer {name!r} is already an AnalyticConv2d")
-        if not isinstance(modules[name], nn.Conv2d):
-            raise ValueError(f"layer {name!r} is a {type(modules[name]).__name__}, expected an nn.Conv2d")
-    return names
 
 
 def from_conv(
@@ -93,27 +64,36 @@ def convert(
     layers: LayerSelector,
     inplace: bool = False,
     init: Literal["random", "fit"] = "random",
+    allow_pointwise: bool = False,
 ) -> nn.Module:
     """Replace chosen ``nn.Conv2d`` layers with ``AnalyticConv2d`` (``from_conv``).
 
     Converting only the first layer gives the paper's ACL-X, several give AnaNN-X.
+    Only *spatial* convolutions (kernels at least 2x2) are chosen: ``"all"`` and
+    ``"first"`` pass over 1x1, 1xk and kx1 ones (``acl.selection.skipped_convs``
+    names them) and a name choosing one is refused (``acl.selection``).
 
     Args:
         model: any module (a bare ``nn.Conv2d`` included).
         spec: one spec for every chosen layer (a ratio spec fits layers of any
             shape; a count spec only layers whose kernel total it matches), or a
             mapping from layer name to spec.
-        layers: ``"first"``, ``"all"``, a layer name, an iterable of names (as in
+        layers: ``"first"`` (the first spatial convolution), ``"all"`` (every
+            spatial one), a layer name, an iterable of names (as in
             ``named_modules()``), or a predicate ``(name, conv) -> bool``.
         inplace: modify ``model`` instead of a deep copy.
         init: ``"random"`` AKPs, or ``"fit"``: fitted to each replaced conv's kernels (``from_conv``).
+        allow_pointwise: convert 1-pixel-wide convolutions chosen by name or
+            predicate; only to rebuild models made when ``"all"`` converted them
+            (their LoT and TGD1st kernels are zero at 1x1).
 
     Returns:
         The converted model (``model`` itself when ``inplace``).
 
     Raises:
-        ValueError: unknown or non-Conv2d layer names, or a spec that does not fit a
-            layer (the message names the layer).
+        ValueError: unknown, non-Conv2d or 1-pixel-wide layer names, a model
+            without a spatial convolution, or a spec that does not fit a layer (the
+            message names the layer).
 
     Examples:
         >>> net = nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.Conv2d(6, 16, 5))
@@ -123,7 +103,7 @@ def convert(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert expects an nn.Module, got {type(model).__name__}")
-    names = _select(model, layers)
+    names = select(model, layers, allow_pointwise=allow_pointwise).names
     if isinstance(spec, Mapping):
         missing = [n for n in names if n not in spec]
         if missing:

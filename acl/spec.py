@@ -17,6 +17,13 @@ to 1, each family gets ``floor(r * total)`` kernels, and the kernels still missi
 go one each to the largest fractional parts, ties to the earlier token. The counts
 are whole and sum exactly to the total; exp3's ratio on 3x64 gives exp3's counts.
 
+The prefix states the kernel bank: ``Ci`` is the input channels *each kernel
+sees* (``in_channels / groups``), so the product of the two numbers is the number
+of kernels: a depthwise 16->16 convolution (``groups=16``) is ``(1x16)``, its 16
+kernels. The layer's own ``(in_channels x out_channels)`` is also accepted as a
+prefix (specs written before the prefix showed the bank, and how a layer is
+usually described).
+
 Order is kept (Table 2: order matters) and a family may appear more than once.
 Tokens whose count is 0 (explicit, or from rounding a ratio on a small layer)
 contribute no kernels and are dropped from the canonical form.
@@ -103,8 +110,9 @@ class Spec:
         return [sym for sym, n in self.segments for _ in range(n)]
 
     def __str__(self) -> str:
+        # The prefix is the kernel bank (Ci/groups x Co): its product is the kernel count, also for grouped convs.
         body = "".join(f"{sym}{n}" for sym, n in self.segments)
-        return f"({self.in_channels}x{self.out_channels}){body}"
+        return f"({self.in_channels // self.groups}x{self.out_channels}){body}"
 
 
 def _clip(text: str) -> str:
@@ -175,7 +183,7 @@ def parse_spec(text: str | Spec, in_channels: int, out_channels: int, *, groups:
         in_channels: the layer's ``Ci``.
         out_channels: the layer's ``Co``.
         groups: the layer's ``groups``; the spec covers ``Ci/groups * Co`` kernels and
-            a prefix states the layer's ``(Ci x Co)``.
+            a prefix states the kernel bank ``(Ci/groups x Co)`` or the layer's ``(Ci x Co)``.
 
     Returns:
         The parsed ``Spec``; ``str()`` of it is the canonical count form.
@@ -202,7 +210,7 @@ def parse_spec(text: str | Spec, in_channels: int, out_channels: int, *, groups:
     if not isinstance(text, str):
         raise TypeError(f"spec must be a string or Spec, got {type(text).__name__}")
 
-    body, offset = _split_prefix(text, in_channels, out_channels, total)
+    body, offset = _split_prefix(text, in_channels, out_channels, groups, total)
     tokens = _tokens(text, body, offset, total)
     if _is_ratio_form(text, tokens, total):
         counts = _largest_remainder(_ratios(text, tokens, total), total)
@@ -231,15 +239,20 @@ def _checked_against_layer(spec: Spec, in_channels: int, out_channels: int, grou
     return spec
 
 
-def _split_prefix(text: str, in_channels: int, out_channels: int, total: int) -> tuple[str, int]:
-    """The spec without its ``(CixCo)`` prefix, and where that rest starts in ``text`` (for error positions)."""
+def _split_prefix(text: str, in_channels: int, out_channels: int, groups: int, total: int) -> tuple[str, int]:
+    """The spec without its ``(CixCo)`` prefix, and where that rest starts in ``text`` (for error positions).
+
+    The prefix is the kernel bank ``(Ci/groups x Co)``, or the layer's ``(Ci x Co)`` as shown before.
+    """
     m = _PREFIX.match(text)
     if m:
         ci, co = int(m.group(1)), int(m.group(2))
-        if (ci, co) != (in_channels, out_channels):
+        bank = (in_channels // groups, out_channels)
+        if (ci, co) not in (bank, (in_channels, out_channels)):
+            layer = f" or ({in_channels}x{out_channels})" if groups > 1 else ""
             raise _fail(
                 text,
-                f"prefix {m.group(0).strip()!r} disagrees with the layer: expected ({in_channels}x{out_channels})",
+                f"prefix {m.group(0).strip()!r} disagrees with the layer: expected ({bank[0]}x{bank[1]}){layer}",
                 total,
             )
         return text[m.end() :], m.end()

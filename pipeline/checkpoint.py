@@ -11,7 +11,7 @@ arch                   architecture: a built-in name (``lenet``...) or ``torchvi
 model                  instead of arch: your ``package.module:factory`` (``--model``)
 spec                   the spec given at build time (``none`` for a plain CNN)
 convert_layers         the ``--layers`` choice: ``all``, ``first`` or comma-separated names
-layers                 JSON ``{layer: canonical spec}`` of every ACL
+layers                 JSON ``{layer: canonical spec}`` of every ACL: what ``load`` rebuilds
 in_channels            input image channels
 mean, std              per-channel standardisation (0..1 scale): a number for one channel, a JSON list
 image_size             input side in pixels
@@ -23,9 +23,18 @@ and must hold ``{"state_dict": ..., "meta": {...}}`` with the same metadata, or 
 bare state dict (arch and spec then come from the command line).
 
 Checkpoints without ``convert_layers`` or ``in_channels`` (older runs) were built
-with ``all`` and 1 channel. A checkpoint of a ``--model`` network is rebuilt only
-when the caller names the same factory again (``load(..., model=...)``, the
-``--model`` flag): loading a file never imports code named inside it.
+with ``all`` and 1 channel.
+
+``load`` converts exactly the layers the ``layers`` entry names (or, in a file
+without it, the layers whose ACL parameters it holds), not what ``convert_layers``
+means today: before 1-pixel-wide convolutions were left plain, ``all`` converted
+them too, and such a file still loads as it was trained (its 1x1 ACLs included).
+A spec saved with a grouped layer's channels, ``(16x16)`` for a depthwise 16->16
+convolution, matches the kernel-bank form ``(1x16)`` shown since.
+
+A checkpoint of a ``--model`` network is rebuilt only when the caller names the
+same factory again (``load(..., model=...)``, the ``--model`` flag): loading a file
+never imports code named inside it.
 
 ``read_init``/``apply_init`` serve ``--init-from``: the weights of a trained *plain*
 network (no ACL) of the same architecture, loaded before conversion so that the
@@ -239,8 +248,11 @@ def load(
             f"checkpoint {path} has bad layers in its metadata: {str(meta['layers'])[:40]!r}, "
             "expected a JSON object of layer specs"
         )
+    converted = list(saved_layers) if saved_layers else _acl_modules(tensors)
     try:
-        net = archs.build(name, spec, layers=saved_layers_choice, in_channels=in_channels, num_classes=num_classes)
+        net = archs.create(name, in_channels=in_channels, num_classes=num_classes)
+        # The names the file records, 1x1 ones included: what "all" meant when it was written.
+        net = archs.convert(net, spec, layers=converted or saved_layers_choice, allow_pointwise=bool(converted))
     except ValueError as e:
         raise UserError(str(e)) from None
 
@@ -268,7 +280,7 @@ def load(
             "expected the tensors of that model"
         )
     built_layers = {n: str(layer.spec) for n, layer in acl.acl_layers(net)}
-    if saved_layers is not None and saved_layers != built_layers:
+    if saved_layers is not None and not _same_specs(saved_layers, net):
         raise UserError(
             f"checkpoint {path} layer specs {str(saved_layers)[:200]} do not match the model's, expected {built_layers}"
         )
@@ -286,6 +298,28 @@ def load(
 
 
 _ACL_PARAM = re.compile(r"(^|\.)(akp\d+_[A-Za-z]+|plain\d+)$")
+
+
+def _acl_modules(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the modules whose ACL parameters ``tensors`` holds (a file without a ``layers`` entry)."""
+    names = [_ACL_PARAM.sub("", k) for k in tensors if _ACL_PARAM.search(k)]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def _same_specs(saved: dict[str, Any], net: nn.Module) -> bool:
+    """Whether the recorded ``{layer: spec}`` are ``net``'s ACLs and specs, compared parsed (older prefixes match)."""
+    layers = dict(acl.acl_layers(net))
+    if set(saved) != set(layers):
+        return False
+    for name, text in saved.items():
+        layer = layers[name]
+        try:
+            spec = acl.parse_spec(text, layer.in_channels, layer.out_channels, groups=layer.groups)
+        except (TypeError, ValueError):
+            return False
+        if spec != layer.spec:
+            return False
+    return True
 
 
 def read_init(path: str | Path, *, arch: str) -> dict[str, torch.Tensor]:

@@ -148,7 +148,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--layers",
         help="which Conv2d layers become ACLs: 'first' (ACL-X), 'all' (AnaNN-X) or comma-separated module names "
-        "such as conv1,layer1.0.conv1 (default: the checkpoint's, else all)",
+        "such as conv1,layer1.0.conv1; only spatial convolutions (kernels at least 2x2): 'first' and 'all' leave "
+        "1x1, 1xk and kx1 ones plain (default: the checkpoint's, else all)",
     )
     p.add_argument(
         "--init-from",

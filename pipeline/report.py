@@ -5,10 +5,10 @@
     {
       "schema": "acl-deploy/report/1",
       "created": ISO-8601 time,
-      "model": {"arch", "spec", "checkpoint", "trained": bool, "epochs", "train_seconds",
-                "world_size", "training": {"optimizer", "lr", "batch_size", "amp", "workers", "device",
-                "resumed_from", "images_per_second"} | null, "parameters": {"total", "learnable_kernel",
-                "conv_kernel_equivalent"}},
+      "model": {"arch", "spec", "layers", "skipped_layers": {layer: "hxw"}, "checkpoint", "trained": bool,
+                "epochs", "train_seconds", "world_size", "training": {"optimizer", "lr", "batch_size", "amp",
+                "workers", "device", "resumed_from", "images_per_second"} | null, "parameters": {"total",
+                "learnable_kernel", "conv_kernel_equivalent"}},
       "data": {"name", "train", "test", "parity_images", "channels", "num_classes", "image_size",
                "mean": [per channel], "std": [per channel]},
       "accuracy": float,                        # source model, test split
@@ -55,6 +55,8 @@
                       "device", "kernel_generator_cpu", "versions": {package: version}}
     }
 
+``skipped_layers`` names the convolutions ``--layers all`` (or ``first``) left
+plain because their kernels are 1 pixel wide (``acl.selection``).
 ``throughput`` is samples per second; ``speedup_vs_torch`` is the eager PyTorch
 p50 at the same batch size divided by the row's p50; ``loaded`` marks a
 measurement taken on a busy machine (``deploy.timing.LatencyStats.loaded``).
@@ -98,6 +100,7 @@ __all__ = [
     "plot_mosaic",
     "replay_section",
     "serving_section",
+    "skipped_layers_line",
     "tensorrt_listed",
     "tensorrt_section",
     "title_lines",
@@ -419,6 +422,22 @@ def title_lines(report: dict[str, Any]) -> list[str]:
     ]
 
 
+def skipped_layers_line(skipped: dict[str, str] | None, *, limit: int | None = 8) -> str | None:
+    """The line naming the convolutions left plain for 1-pixel-wide kernels (``{name: "hxw"}``), or None if none.
+
+    Examples:
+        >>> skipped_layers_line({"layer2.0.downsample.0": "1x1", "layer3.0.downsample.0": "1x1"}, limit=1)
+        'Left plain, 1-pixel-wide kernels (an analytic kernel needs a spatial extent): 2 convolutions, layer2.0.downsample.0 (1x1) and 1 more (report.json: model.skipped_layers)'
+    """
+    if not skipped:
+        return None
+    named = [f"{name} ({size})" for name, size in skipped.items()]
+    shown = named if limit is None else named[:limit]
+    rest = f" and {len(named) - len(shown)} more (report.json: model.skipped_layers)" if shown != named else ""
+    count = f"{len(named)} convolution{'s' if len(named) > 1 else ''}"
+    return f"Left plain, 1-pixel-wide kernels (an analytic kernel needs a spatial extent): {count}, {', '.join(shown)}{rest}"
+
+
 def model_section(report: dict[str, Any]) -> list[str]:
     """The source model, its accuracy, the verdict, and the compact factor per ACL."""
     m, d = report["model"], report["data"]
@@ -426,9 +445,11 @@ def model_section(report: dict[str, Any]) -> list[str]:
         "",
         "## Model",
         "",
-        f"- Source model: **{m['arch']}**, every convolution an ACL with spec `{m['spec']}`"
+        f"- Source model: **{m['arch']}**, convolutions made ACLs (`--layers {m.get('layers', 'all')}`) "
+        f"with spec `{m['spec']}`"
         if m["spec"] != "none"
         else f"- Source model: **{m['arch']}** (plain convolutions)",
+        *[f"- {line}" for line in [skipped_layers_line(m.get("skipped_layers"), limit=None)] if line],
         f"- {'Trained here' if m['trained'] else 'Loaded from'}: "
         + (
             f"{m['epochs']} epochs in {m['train_seconds']:.1f} s on {m['world_size']} process(es)"

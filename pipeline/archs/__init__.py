@@ -2,8 +2,11 @@
 
 ``build(arch, spec, layers=...)`` makes the plain network and replaces chosen
 ``nn.Conv2d`` layers with ACLs (``acl.convert``): ``layers="first"`` is the paper's
-ACL-X, ``"all"`` its AnaNN-X, or a list of module names. ``spec=None`` (or
-``"none"``) keeps the plain CNN. ``arch`` is one of three kinds:
+ACL-X, ``"all"`` its AnaNN-X, or a list of module names. Only spatial convolutions
+(kernels at least 2x2) become ACLs: ``"all"`` and ``"first"`` leave 1x1, 1xk and kx1
+ones plain (``skipped_layers`` names them) and a name choosing one is refused
+(``acl.selection`` says why). ``spec=None`` (or ``"none"``) keeps the plain CNN.
+``arch`` is one of three kinds:
 
 - a built-in name, a key of ``ARCHS`` (``lenet``, ``resnet18_cifar``, ...); every
   factory takes ``num_classes`` and ``in_channels``;
@@ -52,6 +55,7 @@ __all__ = [
     "load_factory",
     "parse_layers",
     "resolve",
+    "skipped_layers",
 ]
 
 DEFAULT_SPEC = "G0.15625Lg0.078125Lt0.078125Tf0.1875P0.5"
@@ -261,31 +265,55 @@ def build(
             (imports and runs that code; see the module docstring).
         spec: one arrangement spec for every converted layer (a ratio spec fits
             layers of any shape); ``None`` or ``"none"`` returns the plain CNN.
-        layers: ``"first"`` (ACL-X), ``"all"`` (AnaNN-X), or module names as a
-            sequence or a comma-separated string.
+        layers: ``"first"`` (ACL-X: the first spatial convolution), ``"all"``
+            (AnaNN-X: every spatial one), or module names as a sequence or a
+            comma-separated string.
         in_channels: input image channels.
         num_classes: classifier outputs.
 
     Raises:
-        ValueError: unknown arch, bad factory, unknown or non-Conv2d layer names, or
-            a spec that does not fit a layer (named).
+        ValueError: unknown arch, bad factory, unknown, non-Conv2d or 1-pixel-wide
+            layer names, or a spec that does not fit a layer (named).
     """
     return convert(create(arch, in_channels=in_channels, num_classes=num_classes), spec, layers=layers)
 
 
-def convert(net: nn.Module, spec: str | None, *, layers: Layers = "all") -> nn.Module:
+def convert(net: nn.Module, spec: str | None, *, layers: Layers = "all", allow_pointwise: bool = False) -> nn.Module:
     """Replace the ``layers`` Conv2d's of ``net`` (in place) with ACLs initialised from them.
 
     The second half of ``build``, for a plain net that was given trained weights
     first (``--init-from``): ``AnalyticConv2d.from_conv`` copies each replaced
     convolution's kernels into the plain positions of its mosaic, and its bias.
-    ``spec`` None or ``"none"`` returns ``net`` unchanged.
+    ``spec`` None or ``"none"`` returns ``net`` unchanged. ``allow_pointwise``
+    converts 1-pixel-wide convolutions named in ``layers`` (``acl.convert``): only to
+    rebuild a checkpoint made when ``"all"`` converted them.
 
     Raises:
-        ValueError: empty selection, unknown or non-Conv2d layer names, or a spec
-            that does not fit a layer (named).
+        ValueError: empty selection, unknown, non-Conv2d or 1-pixel-wide layer
+            names, or a spec that does not fit a layer (named).
     """
     if spec is None or spec == "none":
         return net
     selected = parse_layers(layers)
-    return acl.convert(net, spec, layers=selected if isinstance(selected, str) else list(selected), inplace=True)
+    chosen = selected if isinstance(selected, str) else list(selected)
+    return acl.convert(net, spec, layers=chosen, inplace=True, allow_pointwise=allow_pointwise)
+
+
+def skipped_layers(net: nn.Module, spec: str | None, *, layers: Layers = "all") -> dict[str, str]:
+    """``{name: "hxw"}`` of the convolutions ``layers`` (``"all"``, ``"first"``) leaves plain for 1-pixel-wide kernels.
+
+    As ``convert``'s arguments. Empty for module names (a 1-pixel-wide name is
+    refused instead) and for a plain CNN (``spec`` None or ``"none"``: nothing is
+    converted). Works before or after conversion (``acl.selection.skipped_convs``).
+
+    Examples:
+        >>> skipped_layers(create("resnet18_cifar", in_channels=3), DEFAULT_SPEC)
+        {'layer2.0.downsample.0': '1x1', 'layer3.0.downsample.0': '1x1', 'layer4.0.downsample.0': '1x1'}
+    """
+    from acl.selection import skipped_convs
+
+    if spec is None or spec == "none":
+        return {}
+    selected = parse_layers(layers)
+    names = skipped_convs(net, selected if isinstance(selected, str) else list(selected))
+    return {n: "x".join(str(s) for s in net.get_submodule(n).kernel_size) for n in names}

@@ -3,7 +3,8 @@
 Starts from the ``inputs`` stage's model and data. Fills ``ctx.trained``,
 ``ctx.initial`` (kernels before training, for the mosaics) and ``ctx.store`` (the
 resume state, cleared by the runner after the commit); leaves ``ctx.model`` in eval
-mode. Report keys: ``model``, ``data``, ``accuracy``, ``compact_factor``.
+mode. Report keys: ``model`` (with ``skipped_layers``: the convolutions left plain,
+also logged), ``data``, ``accuracy``, ``compact_factor``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def run(ctx: RunContext) -> StageResult:
 
     if ctx.cfg.checkpoint is not None:
         ctx.log(f"      loaded checkpoint {ctx.cfg.checkpoint}")
+        _log_skipped(ctx)
     else:
         _train(ctx)
         if not ctx.is_main:
@@ -62,6 +64,7 @@ def _train(ctx: RunContext) -> None:
     ctx.is_main = dist.is_main
     if dist.is_main:
         ctx.log(f"      training {ctx.arch} ({ctx.spec}) on {ctx.data.describe()}")
+        _log_skipped(ctx)
     ctx.initial = interpretability.initial_kernels(ctx.model)  # for the report's before/after mosaics
     ctx.store = _resume_store(ctx, T.resolve_amp(cfg.amp, T.training_device()), dist)
     try:
@@ -81,6 +84,15 @@ def _train(ctx: RunContext) -> None:
         )
     except (BadImage, T.TrainingDiverged) as e:  # a file decoded in a worker; a NaN loss (the epoch named)
         raise UserError(str(e)) from None
+
+
+def _log_skipped(ctx: RunContext) -> None:
+    """Name the convolutions ``--layers all``/``first`` left plain (1-pixel-wide kernels), before training starts."""
+    from pipeline.archs import skipped_layers
+
+    line = rep.skipped_layers_line(skipped_layers(ctx.model, ctx.spec, layers=ctx.layers))
+    if line:
+        ctx.log(f"      {line}")
 
 
 def _resume_store(ctx: RunContext, amp, dist):
@@ -118,12 +130,14 @@ def _resume_store(ctx: RunContext, amp, dist):
 
 def _sections(ctx: RunContext, acc: float) -> dict[str, Any]:
     import acl
+    from pipeline import archs
 
     cfg, data, trained = ctx.cfg, ctx.data, ctx.trained
     model = {
         "arch": ctx.arch,
         "spec": ctx.spec,
         "layers": ctx.layers,
+        "skipped_layers": archs.skipped_layers(ctx.model, ctx.spec, layers=ctx.layers),
         "in_channels": data.input_shape[0],
         "init_from": str(cfg.init_from) if cfg.init_from else None,
         "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None,

@@ -254,6 +254,21 @@ def test_checkpoint_with_another_spec_is_refused():
         b.load_state_dict(a.state_dict())
 
 
+def test_depthwise_state_dict_saved_with_the_layer_channels_still_loads():
+    """Before the prefix showed the kernel bank, a depthwise layer saved '(16x16)...' for its 16 kernels."""
+    torch.manual_seed(0)
+    a = AnalyticConv2d(16, 16, 3, groups=16, spec=EXP3, padding=1)
+    assert a.state_dict()["_extra_state"] == {"spec": "(1x16)G3Lg1Lt1Tf3P8"}
+    old = {**a.state_dict(), "_extra_state": {"spec": "(16x16)G3Lg1Lt1Tf3P8"}}
+    torch.manual_seed(1)
+    b = AnalyticConv2d(16, 16, 3, groups=16, spec=EXP3, padding=1)
+    b.load_state_dict(old)
+    x = torch.randn(2, 16, 6, 6)
+    assert torch.equal(a(x), b(x))
+    with pytest.raises(ValueError, match=r"saved with spec '\(16x16\)G3Lg1Lt1Tf2P9'"):
+        b.load_state_dict({**old, "_extra_state": {"spec": "(16x16)G3Lg1Lt1Tf2P9"}})
+
+
 def test_from_conv_keeps_hyper_parameters_and_plain_kernels():
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 4, 3, stride=2, padding=1, dilation=1, bias=True)

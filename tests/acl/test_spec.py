@@ -49,9 +49,22 @@ def test_ties_go_to_the_earlier_token():
 
 def test_groups():
     s = parse_spec("(8x4)P0.5Lg0.5", 8, 4, groups=2)
-    assert s.total == 16 and str(s) == "(8x4)P8Lg8"
+    # The prefix shows the kernel bank (Ci/groups x Co = 4x4, 16 kernels), no longer the layer's 8x4.
+    assert s.total == 16 and str(s) == "(4x4)P8Lg8"
+    assert parse_spec(str(s), 8, 4, groups=2) == s
     with pytest.raises(ValueError, match="expected kernels in total: 16"):
         parse_spec("P32", 8, 4, groups=2)
+    with pytest.raises(ValueError, match=r"prefix '\(2x4\)' disagrees with the layer: expected \(4x4\) or \(8x4\)"):
+        parse_spec("(2x4)P16", 8, 4, groups=2)
+
+
+def test_depthwise_spec_shows_its_kernel_bank():
+    """A depthwise 16->16 layer has 16 kernels of one input channel: shown (1x16), not (16x16)."""
+    s = parse_spec("G0.15625Lg0.078125Lt0.078125Tf0.1875P0.5", 16, 16, groups=16)
+    assert str(s) == "(1x16)G3Lg1Lt1Tf3P8" and s.total == 16
+    # the form shown before (the layer's channels) still parses to the same spec: older checkpoints hold it
+    assert parse_spec("(16x16)G3Lg1Lt1Tf3P8", 16, 16, groups=16) == s
+    assert parse_spec(str(s), 16, 16, groups=16) == s
 
 
 @pytest.mark.parametrize(

@@ -54,8 +54,11 @@ def test_static_live_and_live_akp_match_pytorch(arch, layers, tmp_path):
     model = build(arch, DEFAULT_SPEC, layers=layers, in_channels=image[0], num_classes=10)
     trained_looking_bn(model, image)
     n_acl = len(acl.acl_layers(model))
-    n_conv = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) + n_acl
-    assert n_acl == (1 if layers == "first" else n_conv), f"{n_acl} ACLs of {n_conv} convolutions"
+    # "all" converts the spatial convolutions only; the 1x1 ones (downsample, pointwise) stay plain Conv2d's
+    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, acl.AnalyticConv2d))]
+    n_spatial = sum(min(m.kernel_size) > 1 for m in convs)
+    assert n_acl == (1 if layers == "first" else n_spatial), f"{n_acl} ACLs of {n_spatial} spatial convolutions"
+    assert all(min(m.kernel_size) > 1 for _, m in acl.acl_layers(model))
 
     shape = (1, *image)
     x = torch.randn(4, *image, generator=torch.Generator().manual_seed(11))

@@ -130,3 +130,91 @@ def test_spec_mismatch_within_same_shapes_is_caught(tmp_path):
     p = ckpt.save(model, tmp_path / "m.safetensors", {**META, "spec": "Lg0.5Lt0.5"})
     with pytest.raises(UserError, match="was trained with --spec Lg0.5Lt0.5"):
         ckpt.load(p, spec="Lt0.5Lg0.5")
+
+
+def _convert_every_conv(net: torch.nn.Module, spec: str) -> torch.nn.Module:
+    """What ``--layers all`` did before 1x1 convolutions were left plain: every Conv2d an ACL (no selection API)."""
+    for name, conv in [(n, m) for n, m in net.named_modules() if isinstance(m, torch.nn.Conv2d)]:
+        parent, _, child = name.rpartition(".")
+        setattr(net.get_submodule(parent), child, acl.AnalyticConv2d.from_conv(conv, spec))
+    return net
+
+
+def _older_resnet(image=(3, 32, 32)):
+    from pipeline import archs
+    from pipeline.archs.calibrate import trained_looking_bn
+
+    torch.manual_seed(0)
+    net = _convert_every_conv(archs.create("resnet18_cifar", in_channels=3), DEFAULT_SPEC)
+    return trained_looking_bn(net, image)
+
+
+OLDER_META = {**META, "arch": "resnet18_cifar", "convert_layers": "all", "in_channels": 3}
+DOWNSAMPLE = ["layer2.0.downsample.0", "layer3.0.downsample.0", "layer4.0.downsample.0"]
+
+
+def test_checkpoint_whose_all_converted_1x1_convs_still_loads(tmp_path):
+    """A file written when ``all`` converted the downsample 1x1 convs loads as trained, its 1x1 ACLs included."""
+    model = _older_resnet()
+    assert set(DOWNSAMPLE) <= {n for n, _ in acl.acl_layers(model)}
+    path = ckpt.save(model, tmp_path / "older.safetensors", OLDER_META)
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = model(x)
+    for layers in (None, "all"):  # as --checkpoint alone, and with --layers all repeated
+        loaded, meta = ckpt.load(path, layers=layers)
+        assert [n for n, _ in acl.acl_layers(loaded)] == [n for n, _ in acl.acl_layers(model)]
+        assert meta["convert_layers"] == "all"
+        with torch.no_grad():
+            assert torch.equal(loaded(x), expected)
+    # a weights-only .pt with metadata but no "layers" entry: the converted layers are read off its tensors
+    sd = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    torch.save({"state_dict": sd, "meta": {k: str(v) for k, v in OLDER_META.items()}}, tmp_path / "older.pt")
+    loaded, _ = ckpt.load(tmp_path / "older.pt")
+    with torch.no_grad():
+        assert torch.equal(loaded(x), expected)
+
+
+def test_new_all_checkpoint_keeps_the_1x1_convs_plain(tmp_path):
+    from pipeline import archs
+
+    torch.manual_seed(0)
+    model = archs.build("resnet18_cifar", DEFAULT_SPEC, in_channels=3).eval()
+    path = ckpt.save(model, tmp_path / "m.safetensors", OLDER_META)
+    assert not set(DOWNSAMPLE) & set(json.loads(load_meta(path)["layers"]))
+    loaded, _ = ckpt.load(path)
+    assert [n for n, m in loaded.named_modules() if type(m) is torch.nn.Conv2d] == DOWNSAMPLE
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def load_meta(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata())
+
+
+def test_depthwise_specs_recorded_with_the_layer_channels_still_load(tmp_path):
+    """Older files recorded a depthwise 32->32 layer's spec as (32x32)...; it is shown (1x32)... since."""
+    from pipeline import archs
+
+    torch.manual_seed(0)
+    model = _convert_every_conv(archs.create("mobilenet_v2", in_channels=3), DEFAULT_SPEC).eval()
+    path = ckpt.save(model, tmp_path / "new.safetensors", {**OLDER_META, "arch": "mobilenet_v2"})
+    meta = load_meta(path)
+    layers = json.loads(meta["layers"])
+    assert layers["features.1.conv.0.0"] == "(1x32)G5Lg3Lt2Tf6P16"
+    older = {n: f"({m.in_channels}x{m.out_channels}){str(m.spec).split(')')[1]}" for n, m in acl.acl_layers(model)}
+    assert older["features.1.conv.0.0"] == "(32x32)G5Lg3Lt2Tf6P16"
+    save_file(load_file(str(path)), str(tmp_path / "older.safetensors"), metadata={**meta, "layers": json.dumps(older)})
+    loaded, _ = ckpt.load(tmp_path / "older.safetensors")
+    assert len(acl.acl_layers(loaded)) == len(older)  # 1x1 ACLs included: the file holds them
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    wrong = {**older, "features.1.conv.0.0": "(32x32)G6Lg3Lt2Tf5P16"}
+    save_file(load_file(str(path)), str(tmp_path / "wrong.safetensors"), metadata={**meta, "layers": json.dumps(wrong)})
+    with pytest.raises(UserError, match="layer specs .* do not match the model's"):
+        ckpt.load(tmp_path / "wrong.safetensors")

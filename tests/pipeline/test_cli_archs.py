@@ -29,6 +29,24 @@ USER_MODULE = """
 
     def three_classes():
         return small(num_classes=3, in_channels=3)
+
+    class Pointwise(nn.Module):
+        # 1x1 stem, 3x3 conv, inverted residual (1x1 expand, 3x3 depthwise, 1x1 project), 1x1 head conv
+
+        def __init__(self, num_classes=10, in_channels=1):
+            super().__init__()
+            self.stem = nn.Conv2d(in_channels, 8, 1)
+            self.conv = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+            self.block = nn.Sequential(
+                nn.Conv2d(16, 32, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6(),
+                nn.Conv2d(32, 32, 3, padding=1, groups=32, bias=False), nn.BatchNorm2d(32), nn.ReLU6(),
+                nn.Conv2d(32, 16, 1, bias=False), nn.BatchNorm2d(16),
+            )
+            self.head = nn.Sequential(nn.Conv2d(16, num_classes, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+        def forward(self, x):
+            x = self.conv(self.stem(x))
+            return self.head(x + self.block(x))
 """
 
 
@@ -69,9 +87,16 @@ def plain_lenet(tmp_path_factory):
     return out / "model.safetensors"
 
 
+def _exit_code(argv):
+    try:
+        return main(argv)
+    except SystemExit as e:  # errors found before torch loads (pipeline.early_checks) leave through argparse
+        return e.code
+
+
 def fails(capsys, args, tmp_path, message, *, regex=False):
     out = tmp_path / "out"
-    assert main(["--out", str(out), "--epochs", "0", *QUICK, *args]) == 2
+    assert _exit_code(["--out", str(out), "--epochs", "0", *QUICK, *args]) == 2
     err = capsys.readouterr().err
     assert re.search(message, err) if regex else message in err, err
     assert [ln for ln in err.splitlines() if "error" in ln] == [err.splitlines()[-1]]  # one line, the last
@@ -104,6 +129,15 @@ def test_help_names_every_arch_and_warns_about_model():
             "layer 'conv9' not found in the model; expected one of its nn.Conv2d layers: ['conv1', 'conv2']",
         ),
         (["--arch", "lenet", "--layers", "fc1"], "layer 'fc1' is a Linear, expected an nn.Conv2d"),
+        (
+            ["--arch", "resnet18_cifar", "--layers", "conv1,layer2.0.downsample.0"],
+            "error: layer 'layer2.0.downsample.0' is a 1x1 convolution (an analytic kernel needs a spatial extent), "
+            "expected a convolution with a spatial kernel (at least 2x2)",
+        ),
+        (
+            ["--model", "usernets.models:Pointwise", "--layers", "block.6"],
+            "error: layer 'block.6' is a 1x1 convolution",
+        ),
         (["--spec", "G0.5P0.4"], "error: bad arrangement spec 'G0.5P0.4': ratios sum to 0.9"),
         # a count spec can only be checked against its layers: after the model is built
         (["--spec", "G1P6"], "error: layer 'conv1': bad arrangement spec 'G1P6': counts sum to 7"),
@@ -228,3 +262,22 @@ def test_checkpoint_naming_code_as_arch_is_not_imported(user_code, tmp_path):
     with pytest.raises(UserError, match="pass --model usernets.evil:f to import and run it"):
         ckpt.load(path)
     assert "usernets.evil" not in sys.modules
+
+
+def test_user_model_with_pointwise_convs_under_layers_all(user_code, capsys, tmp_path):
+    """Every spatial conv becomes an ACL; the 1x1 ones stay plain and the log and both reports say so."""
+    out = tmp_path / "run"
+    assert main(["--out", str(out), "--model", "usernets.models:Pointwise", "--epochs", "0", *QUICK]) == 0
+    skipped = {"stem": "1x1", "block.0": "1x1", "block.6": "1x1", "head.0": "1x1"}
+    r = json.loads((out / "report.json").read_text())
+    assert r["verdict"]["passed"], r["verdict"]
+    assert r["model"]["layers"] == "all" and r["model"]["skipped_layers"] == skipped
+    assert list(r["compact_factor"]) == ["conv.0", "block.3"]
+    assert r["compact_factor"]["block.3"]["spec"] == "(1x32)G5Lg3Lt2Tf6P16"  # 32 kernels: the depthwise bank
+    assert all(cf["value"] > 0.3 for cf in r["compact_factor"].values()), r["compact_factor"]
+    listed = "stem (1x1), block.0 (1x1), block.6 (1x1), head.0 (1x1)"
+    line = f"Left plain, 1-pixel-wide kernels (an analytic kernel needs a spatial extent): 4 convolutions, {listed}"
+    assert f"- {line}\n" in (out / "report.md").read_text()
+    assert f"      {line}\n" in capsys.readouterr().err  # the job log
+    model, meta = ckpt.load(out / "model.safetensors", model="usernets.models:Pointwise")
+    assert [n for n, _ in acl.acl_layers(model)] == ["conv.0", "block.3"] and meta["convert_layers"] == "all"

@@ -1,8 +1,9 @@
-"""Models for the serving, hot-swap and file-format tests: BatchNorm and residual connections, ACLs everywhere.
+"""Models for the serving, hot-swap and file-format tests: BatchNorm and residual connections, ACLs and 1x1 convs.
 
 ``small_resnet``: a Conv-BN-residual net small enough to export in seconds, every
-kernel family in its ACLs, one strided block with a 1x1 projection shortcut.
-``resnet18``: ``pipeline.archs``' ResNet-18 for 32x32 images, every Conv an ACL.
+kernel family in its ACLs, one strided block with a 1x1 projection shortcut (a
+plain convolution: ``layers="all"`` converts spatial convolutions only).
+``resnet18``: ``pipeline.archs``' ResNet-18 for 32x32 images, every 3x3 Conv an ACL.
 Both get BatchNorm statistics measured on data and random affine parameters (a
 fresh net's BatchNorm is the identity, which would hide folding mistakes).
 """

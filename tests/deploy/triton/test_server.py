@@ -1,6 +1,6 @@
 """A real Triton server (nvidia-pytriton's tritonserver 2.51) serving the generated python-backend models.
 
-ResNet-18 for 32x32 images with every convolution an ACL and trained-looking
+ResNet-18 for 32x32 images with every 3x3 convolution an ACL and trained-looking
 BatchNorm, exported static and live; one repository serves the static file, a
 second the live file (ONNX Runtime generates the kernels from the AKPs when the
 model loads). Queried with tritonclient over HTTP and gRPC; outputs compared with

@@ -114,15 +114,21 @@ def test_mobilenet_width_multiplier():
         ("densenet_cifar", 1),
     ],
 )
-def test_all_layers_become_acls_and_bake_to_the_same_outputs(name, in_channels):
+def test_all_spatial_layers_become_acls_and_bake_to_the_same_outputs(name, in_channels):
+    # "all" means every spatial convolution: 1x1 ones (ResNet downsample, MobileNet expand/project, DenseNet
+    # bottleneck and transition) stay plain, since an analytic kernel cannot shape a 1x1 kernel (acl.selection).
     torch.manual_seed(0)
     plain = archs.create(name, in_channels=in_channels, num_classes=10)
-    conv_names = [n for n, m in plain.named_modules() if isinstance(m, nn.Conv2d)]
+    convs = [(n, m) for n, m in plain.named_modules() if isinstance(m, nn.Conv2d)]
+    spatial = [n for n, m in convs if min(m.kernel_size) > 1]
+    pointwise = {n: "1x1" for n, m in convs if m.kernel_size == (1, 1)}
+    assert len(spatial) + len(pointwise) == len(convs)
     torch.manual_seed(0)
     net = archs.build(name, layers="all", in_channels=in_channels, num_classes=10).eval()
     layers = acl.acl_layers(net)
-    assert [n for n, _ in layers] == conv_names
-    assert not [n for n, m in net.named_modules() if type(m) is nn.Conv2d]
+    assert [n for n, _ in layers] == spatial
+    assert [n for n, m in net.named_modules() if type(m) is nn.Conv2d] == list(pointwise)
+    assert archs.skipped_layers(net, archs.DEFAULT_SPEC) == archs.skipped_layers(plain, archs.DEFAULT_SPEC) == pointwise
     for n, layer in layers:
         conv = plain.get_submodule(n)
         expected = acl.parse_spec(archs.DEFAULT_SPEC, conv.in_channels, conv.out_channels, groups=conv.groups)
@@ -130,6 +136,8 @@ def test_all_layers_become_acls_and_bake_to_the_same_outputs(name, in_channels):
         assert (
             layer.groups == conv.groups and layer.stride == conv.stride and (layer.bias is None) == (conv.bias is None)
         )
+        cf = acl.compact_factor(layer.spec, conv.in_channels, conv.out_channels, conv.kernel_size, groups=conv.groups)
+        assert cf > 0, f"{n}: compact factor {cf:.3f}"
     x = torch.randn(2, in_channels, 32, 32)
     with torch.no_grad():
         got, baked = net(x), acl.bake(net)(x)
@@ -143,6 +151,26 @@ def test_depthwise_and_grouped_convs_are_converted():
     assert 1 in groups and max(groups) == 960  # the last depthwise convolution
     dw = net.features[1].conv[0][0]
     assert isinstance(dw, acl.AnalyticConv2d) and dw.groups == 32 and dw.spec.total == 32
+    # the spec shows the real kernel bank: 32 kernels of one input channel each, not (32x32)
+    assert str(dw.spec) == "(1x32)G5Lg3Lt2Tf6P16" and str(net.features[0][0].spec) == "(3x32)G15Lg8Lt7Tf18P48"
+    for name, layer in acl.acl_layers(net):
+        ci, co = (int(v) for v in str(layer.spec)[1:].split(")")[0].split("x"))
+        assert ci * co == layer.spec.total == layer.weight.shape[0] * layer.weight.shape[1], name
+
+
+def test_resnet_downsample_convs_stay_plain_and_named_ones_are_refused():
+    net = archs.build("resnet18_cifar", layers="all", in_channels=3)
+    downsample = ["layer2.0.downsample.0", "layer3.0.downsample.0", "layer4.0.downsample.0"]
+    assert [n for n, m in net.named_modules() if type(m) is nn.Conv2d] == downsample
+    assert len(acl.acl_layers(net)) == 17 and all(min(m.kernel_size) == 3 for _, m in acl.acl_layers(net))
+    assert archs.skipped_layers(net, archs.DEFAULT_SPEC) == dict.fromkeys(downsample, "1x1")
+    assert archs.skipped_layers(net, "none") == {} and archs.skipped_layers(net, "G1.0", layers="conv1") == {}
+    with pytest.raises(ValueError) as e:
+        archs.build("resnet18_cifar", layers="conv1, layer3.0.downsample.0", in_channels=3)
+    assert str(e.value) == (
+        "layer 'layer3.0.downsample.0' is a 1x1 convolution (an analytic kernel needs a spatial extent), "
+        "expected a convolution with a spatial kernel (at least 2x2)"
+    )
 
 
 def test_first_converts_exactly_one_and_names_select():
