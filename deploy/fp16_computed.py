@@ -47,17 +47,16 @@ def computed_precision(
     ``opaque``: kernels of another provider that runs a whole subgraph (TensorRT),
     whose inner precision ONNX Runtime's profile does not show.
     """
-    import onnxruntime as ort
+    from export.sessions import open_session
 
     with tempfile.TemporaryDirectory() as tmp:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(Path(tmp) / "profile")
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # as OrtRunner
-        if threads:
-            opts.intra_op_num_threads = threads
-        sess = ort.InferenceSession(str(path), opts, providers=list(providers))
+        sess = open_session(
+            path,
+            providers=list(providers),
+            threads=threads,
+            enable_profiling=True,
+            profile_file_prefix=str(Path(tmp) / "profile"),
+        )
         sess.run(None, dict(feed))
         events = json.loads(Path(sess.end_profiling()).read_text())
     return _count(events)

@@ -65,7 +65,6 @@ class Emulation:
         self._sess = None
 
     def _session(self):
-        import onnxruntime as ort
 
         inputs = [helper.make_tensor_value_info(i, TensorProto.FLOAT, None) for i in self.node.input if i]
         out = helper.make_tensor_value_info(self.node.output[0], TensorProto.FLOAT, None)
@@ -75,9 +74,9 @@ class Emulation:
         graph = helper.make_graph([node], "layer", inputs, [out])
         m = helper.make_model(graph, opset_imports=[o for o in self._model.opset_import if o.domain in ("", "ai.onnx")])
         m.ir_version = self._model.ir_version
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        return ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        from export.sessions import open_session
+
+        return open_session(m)
 
     def update(self, values: Mapping[str, np.ndarray]) -> None:
         """Run on one chunk of values (``deploy.fp16_tensors.run_exposed``)."""

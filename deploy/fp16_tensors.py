@@ -27,16 +27,13 @@ def initializer_arrays(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 
 def _session(model: onnx.ModelProto, threads: int | None):
-    import onnxruntime as ort
     from polygraphy import constants
     from polygraphy.backend.onnx import modify_outputs
 
+    from export.sessions import open_session
+
     exposed = modify_outputs(onnx.ModelProto.FromString(model.SerializeToString()), outputs=constants.MARK_ALL)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(exposed.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return open_session(exposed, threads=threads)
 
 
 def run_exposed(model: onnx.ModelProto, inputs: Any, *, threads: int | None = None) -> Iterator[dict[str, np.ndarray]]:
