@@ -51,13 +51,13 @@ _ARCH_EXPECTED = (
 def problem(args: argparse.Namespace) -> str | None:
     """The first option value that is wrong, as ``<what>, expected <what>``; None when none is (as far as seen here)."""
     for found in (
-        _backends(args.backends),
+        backend_problem(args.backends),
         _arch(args.arch),
         _model(args.model),
         _spec(args.spec),
         _layers(args.layers),
         data_problem(args.data),
-        _one_source(args.checkpoint, args.init_from),
+        one_source_problem(args.checkpoint, args.init_from),
         _path("", args.checkpoint),
         _path("--init-from: ", args.init_from),
         _training(args.batch_size, args.lr, args.workers),
@@ -93,7 +93,7 @@ def check_spec(spec: str | None) -> None:
         raise ValueError(re.sub(r" \(expected kernels in total: \d+\)$", "", str(e))) from None
 
 
-def _backends(names: tuple[str, ...] | None) -> str | None:
+def backend_problem(names: tuple[str, ...] | None) -> str | None:
     from deploy.backends import ALL_BACKENDS  # torch-free
 
     unknown = [b for b in names or () if b not in ALL_BACKENDS]
@@ -157,7 +157,7 @@ def data_problem(name: str) -> str | None:
     return f"unknown --data {name!r}; expected {DATA_HELP}"
 
 
-def _one_source(checkpoint: Path | None, init_from: Path | None) -> str | None:
+def one_source_problem(checkpoint: Path | None, init_from: Path | None) -> str | None:
     if checkpoint is not None and init_from is not None:
         return (
             "--init-from (start training from a plain checkpoint) and --checkpoint (skip training) were both given, "

@@ -88,6 +88,7 @@ def _build(ctx: RunContext) -> None:
 def _check_model_options(cfg: JobConfig) -> None:
     """Combinations of --arch/--model/--init-from/--checkpoint that cannot work, before anything slow."""
     from pipeline import archs
+    from pipeline.early_checks import one_source_problem
 
     if cfg.arch is not None and cfg.model is not None:
         raise UserError(f"pass --arch or --model, not both (got --arch {cfg.arch} and --model {cfg.model})")
@@ -100,11 +101,9 @@ def _check_model_options(cfg: JobConfig) -> None:
             f"--model {cfg.model!r} is not 'package.module:factory'; expected your own factory, "
             "or a built-in name or torchvision:<name> as --arch"
         )
-    if cfg.init_from is not None and cfg.checkpoint is not None:
-        raise UserError(
-            "--init-from (start training from a plain checkpoint) and --checkpoint (skip training) were both given, "
-            "expected one of them"
-        )
+    problem = one_source_problem(cfg.checkpoint, cfg.init_from)  # the CLI's early check, the same message
+    if problem:
+        raise UserError(problem)
 
 
 def _layers_text(layers: str | tuple[str, ...]) -> str:

@@ -26,11 +26,12 @@ def check(cfg: JobConfig) -> None:
 def backend_names(requested: tuple[str, ...] | None) -> tuple[str, ...]:
     """The backends to run, ``torch`` (the reference) always first among them."""
     from deploy.backends import ALL_BACKENDS
+    from pipeline.early_checks import backend_problem
 
+    problem = backend_problem(requested)  # one message, whether the CLI or the API catches it
+    if problem:
+        raise UserError(problem)
     names = requested or ALL_BACKENDS
-    unknown = [b for b in names if b not in ALL_BACKENDS]
-    if unknown:
-        raise UserError(f"unknown backend(s) {', '.join(unknown)}; expected some of {', '.join(ALL_BACKENDS)}")
     return names if "torch" in names else ("torch", *names)
 
 
