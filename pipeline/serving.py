@@ -278,31 +278,53 @@ def replay(
 
     One data set serves every file of the folder: the files share their input and
     output names, and ``expected`` is the source model's answer, which each of them
-    must reproduce within its precision's tolerance.
+    must reproduce within its precision's tolerance (``export.test_data.file_precision``:
+    the FP16 file at fp16, the INT8 (Q/DQ) files at int8).
 
     Returns:
         ``{"test_data": TestData dict (folder relative), "images": n, "files": {file:
         {"precision", "commands": {tool: command}, "check": {"passed", "max_abs_err"}}}}``.
+        ``commands`` has one trtexec command per TensorRT major version
+        (``deploy.tensorrt.versions.trtexec_variants``).
     """
     import export
-    from export.test_data import check_test_data, reproduce_commands, write_test_data
+    from export.test_data import write_test_data
 
     data = write_test_data(paths["static"], {export.INPUT_NAME: x}, {export.OUTPUT_NAME: expected})
     sizes = sorted({*batch_sizes, len(x)})
-    files: dict[str, Any] = {}
-    for path in paths.values():
-        precision = "fp16" if "fp16" in path.name else "fp32"
-        checked = check_test_data(path, folder, precision)[export.OUTPUT_NAME]
-        commands = reproduce_commands(path, folder=folder, batch_sizes=sizes, precision=precision)
-        files[path.name] = {
-            "precision": precision,
-            "commands": commands,
-            "check": {
-                "passed": bool(checked.get("passed")),
-                "max_abs_err": checked.get("max_abs_err"),
-                **({"error": checked["error"]} if "error" in checked else {}),
-            },
-        }
+    files = {path.name: _replay_file(path, folder, sizes) for path in paths.values()}
     test_data = data.to_dict()
     test_data["folder"] = "."
     return {"test_data": test_data, "images": len(x), "reference": "source PyTorch model", "files": files}
+
+
+def _replay_file(path: Path, folder: Path, sizes: list[int]) -> dict[str, Any]:
+    """One file's precision, replay commands and check against ``folder``'s test data."""
+    import export
+    from deploy.tensorrt.versions import trtexec_variants
+    from export.test_data import check_test_data, file_precision, reproduce_commands
+
+    precision = file_precision(path)
+    checked = check_test_data(path, folder, precision)[export.OUTPUT_NAME]
+    trtexec, note = trtexec_variants(precision), None
+    if precision == "int8":
+        from deploy.int8.tensorrt import TENSORRT_SUFFIX, qdq_problems
+
+        if qdq_problems(path):  # ONNX Runtime's INT32 biases: TensorRT builds the file's TensorRT form instead
+            form = path.name.removesuffix(".onnx") + TENSORRT_SUFFIX
+            trtexec, note = (
+                {},
+                f"# TensorRT's parser rejects this file's Q/DQ nodes (INT32 biases): trtexec builds {form}",
+            )
+    commands = reproduce_commands(path, folder=folder, batch_sizes=sizes, precision=precision, trtexec=trtexec)
+    if note:
+        commands["trtexec"] = note
+    return {
+        "precision": precision,
+        "commands": commands,
+        "check": {
+            "passed": bool(checked.get("passed")),
+            "max_abs_err": checked.get("max_abs_err"),
+            **({"error": checked["error"]} if "error" in checked else {}),
+        },
+    }

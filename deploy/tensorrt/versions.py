@@ -35,10 +35,12 @@ __all__ = [
     "BuildPlan",
     "available",
     "build_plan",
+    "build_table",
     "parse_version",
     "profile_shapes",
     "trt_version",
     "trtexec_flags",
+    "trtexec_variants",
 ]
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -125,6 +127,23 @@ def build_plan(version: tuple[int, int], precision: str) -> BuildPlan:
     return BuildPlan(precision, False, True, precision == "fp16", int8_flag=False, qdq_onnx=int8)
 
 
+def build_table() -> dict[str, dict[str, str]]:
+    """``{precision: {"TensorRT <major>": how its engine is built}}``, from ``build_plan``, for the report.
+
+    Examples:
+        >>> build_table()["int8"]
+        {'TensorRT 10': 'weakly typed, BuilderFlag.INT8, from the Q/DQ file', 'TensorRT 11': 'strongly typed, no precision flag, from the Q/DQ file'}
+    """
+    return {p: {f"TensorRT {m}": _plan_text(build_plan((m, 0), p)) for m in MAJORS} for p in PRECISIONS}
+
+
+def _plan_text(plan: BuildPlan) -> str:
+    flags = [f"BuilderFlag.{f}" for f, on in (("FP16", plan.fp16_flag), ("INT8", plan.int8_flag)) if on]
+    source = ["from the FP16 file"] if plan.fp16_onnx else ["from the Q/DQ file"] if plan.qdq_onnx else []
+    typing = "strongly typed" if plan.strongly_typed else "weakly typed"
+    return ", ".join([typing, *(flags or ["no precision flag"]), *source])
+
+
 def trtexec_flags(major: int, file_precision: str) -> list[str]:
     """The ``trtexec`` precision flags that build a file of ``file_precision`` as written, on TensorRT ``major``.
 
@@ -150,6 +169,16 @@ def trtexec_flags(major: int, file_precision: str) -> list[str]:
     if major >= 11:
         return []
     return {"fp32": [], "fp16": ["--stronglyTyped"], "int8": ["--int8"]}[file_precision]
+
+
+def trtexec_variants(file_precision: str) -> dict[str, list[str]]:
+    """``{"trtexec (TensorRT <major>)": flags}`` for every major version followed here.
+
+    Examples:
+        >>> trtexec_variants("int8")
+        {'trtexec (TensorRT 10)': ['--int8'], 'trtexec (TensorRT 11)': []}
+    """
+    return {f"trtexec (TensorRT {major})": trtexec_flags(major, file_precision) for major in MAJORS}
 
 
 def profile_shapes(
