@@ -328,6 +328,19 @@ def _configs_checked(triton: dict[str, Any]) -> str:
     return f"not validated, neither parsed with Triton's protobuf nor checked against the ONNX file: {why}"
 
 
+def _int8_serving(int8: dict[str, Any] | None) -> list[str]:
+    """The INT8 model's line: its answers against ONNX Runtime on the same Q/DQ file."""
+    if not int8:
+        return []
+    p = int8["parity"]
+    if "error" in p:
+        return [f"- **`{int8['model']}` (INT8) against {int8['reference']}: FAIL: {p['error']}**"]
+    return [
+        f"- `{int8['model']}` (INT8) against {int8['reference']} (fp32 tolerance, check `triton-python:static-int8`): "
+        f"max abs err {_fmt(p['max_abs_err'])}, top-1 agreement {p['top1_agreement'] * 100:.2f} %, {_fmt(p['passed'])}"
+    ]
+
+
 def serving_section(serving: dict[str, Any] | None, triton: dict[str, Any] | None) -> list[str]:
     head = ["", "## Serving with Triton", ""]
     if serving is None:
@@ -351,6 +364,7 @@ def serving_section(serving: dict[str, Any] | None, triton: dict[str, Any] | Non
             f"max abs err {_fmt(p['max_abs_err'])}, top-1 agreement {p['top1_agreement'] * 100:.2f} %, "
             f"{_fmt(p['passed'])}"
         )
+    lines += _int8_serving(serving.get("int8"))
     load = serving.get("load")
     if load:
         lines += [
