@@ -305,15 +305,7 @@ def write_repository(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return RepositoryInfo(
-        path=out,
-        models=models,
-        io=io,
-        batching=plan,
-        validated=do_validate,
-        validation=validation,
-        files=model_files,
-    )
+    return RepositoryInfo(out, models, io, plan, do_validate, validation, files=model_files)
 
 
 def _validation_choice(validate: bool | None) -> tuple[bool, str]:
