@@ -55,6 +55,7 @@ import acl
 from export.atomic import write_bytes
 from pipeline import archs
 from pipeline.datasets.base import format_channels, parse_channels
+from pipeline.early_checks import arch_and_model_problem
 from pipeline.errors import UserError
 
 __all__ = ["FORMAT", "MAX_CHECKPOINT_BYTES", "apply_init", "load", "norm", "read_init", "save"]
@@ -230,8 +231,9 @@ def _identity(
     path: Path, meta: dict[str, str], *, arch: str | None, model: str | None, spec: str | None
 ) -> tuple[str, str, str]:
     """The model's name, the flag that names it, and its spec: the caller's when they agree with the file's."""
-    if arch and model:
-        raise UserError("--arch and --model were both given, expected one of them")
+    both = arch_and_model_problem(arch, model)
+    if both:
+        raise UserError(both)
     given, flag = (model, "--model") if model else (arch, "--arch")
     saved = meta.get("model") or meta.get("arch")
     saved_spec = meta.get("spec")

@@ -89,8 +89,6 @@ def check_args(args: argparse.Namespace) -> str | None:
         shown = f"{value:g}" if isinstance(value, float) else str(value)
         return None if ok else f"{flag} {shown} is out of range, expected {lo:g} to {hi:g}"
 
-    if args.spec is not None and not args.spec.strip():
-        return f"--spec {args.spec!r} is empty, expected a spec such as G0.5P0.5, or none for plain convolutions"
     if len(args.batch_sizes) > MAX_LATENCY_BATCHES:
         return f"--batch-sizes lists {len(args.batch_sizes)} sizes, expected at most {MAX_LATENCY_BATCHES}"
     big = [b for b in args.batch_sizes if b > MAX_LATENCY_BATCH]
