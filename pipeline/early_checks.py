@@ -16,6 +16,8 @@ import math
 import re
 from pathlib import Path
 
+from pipeline import int8_args
+
 __all__ = ["ARCH_NAMES", "DATA_HELP", "MAX_TRAIN_BATCH", "check_spec", "data_problem", "problem"]
 
 ARCH_NAMES = (
@@ -61,6 +63,7 @@ def problem(args: argparse.Namespace) -> str | None:
         _path("", args.checkpoint),
         _path("--init-from: ", args.init_from),
         _training(args.batch_size, args.lr, args.workers),
+        int8_args.problem(args),
     ):
         if found:
             return found

@@ -32,7 +32,14 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["CALIBRATION_BATCH", "METHODS", "NonFiniteActivations", "Quantizer", "quantize_static_file"]
+__all__ = [
+    "CALIBRATION_BATCH",
+    "METHODS",
+    "CalibrationReader",
+    "NonFiniteActivations",
+    "Quantizer",
+    "quantize_static_file",
+]
 
 METHODS = ("minmax", "entropy", "percentile")
 """Calibration methods, as ``onnxruntime.quantization.CalibrationMethod`` members ``MinMax``, ``Entropy``, ``Percentile``."""
@@ -48,7 +55,7 @@ class NonFiniteActivations(ValueError):
     """A calibration image drives a tensor of the float model to NaN or infinity (one-line message)."""
 
 
-class _Reader:
+class CalibrationReader:
     """``CalibrationDataReader`` over an array (or anything with ``len`` and slicing), in batches."""
 
     def __init__(self, images: Any, input_name: str, batch: int = CALIBRATION_BATCH) -> None:
@@ -153,7 +160,7 @@ class Quantizer:
         quantize_static(
             str(self.prepared),
             str(dst),
-            _Reader(self.calibration, self.input_name),
+            CalibrationReader(self.calibration, self.input_name),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             weight_type=QuantType.QInt8,

@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Int8Result", "accuracy", "controlled_int8", "logits"]
+__all__ = ["Int8Result", "accuracy", "controlled_int8", "layer_sensitivity", "logits"]
 
 EVAL_BATCH = 64
 
@@ -110,7 +110,7 @@ def controlled_int8(
         if _try(q, result, (), x_val, y_val, threads):
             return result
         log(f"all-INT8 drop {result.drop:.2f} pp > {max_drop:g} pp: measuring {len(q.layers)} layers' sensitivity")
-        result.sensitivity = _sensitivity(q, x_val, ref, threads)
+        result.sensitivity = layer_sensitivity(q, x_val, ref, threads)
         order = sorted(q.layers, key=lambda n: -result.sensitivity[n])
         for k in range(1, len(order) + 1):
             if _try(q, result, order[:k], x_val, y_val, threads):
@@ -131,7 +131,7 @@ def _try(q: Any, result: Int8Result, exclude: Sequence[str], x_val, y_val, threa
     return result.met_bound
 
 
-def _sensitivity(q: Any, x_val: np.ndarray, ref: np.ndarray, threads) -> dict[str, float]:
+def layer_sensitivity(q: Any, x_val: np.ndarray, ref: np.ndarray, threads) -> dict[str, float]:
     """Each layer's relative logit error when it alone is quantized."""
     scratch = q.workdir / "one-layer.onnx"
     out = {}
