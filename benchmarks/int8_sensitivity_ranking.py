@@ -24,7 +24,7 @@ import numpy as np
 
 def _split(data: str):
     from pipeline.data import load_dataset
-    from pipeline.stages.int8 import draw_images
+    from pipeline.int8_data import draw_images
 
     ds = load_dataset(data)
     return draw_images(ds, 256)

@@ -72,6 +72,11 @@ class CalibrationReader:
     def rewind(self) -> None:
         self.start = 0
 
+    def __iter__(self):  # qdq_loss_debug iterates its readers
+        self.rewind()
+        while (batch := self.get_next()) is not None:
+            yield batch
+
     def __len__(self) -> int:
         return len(self.images)
 
@@ -275,7 +280,11 @@ def check_finite_activations(model: Any, images: Any, input_name: str, threads: 
             raise NonFiniteActivations(
                 f"calibration image {image} holds NaN or infinite values, expected finite images"
             )
-        for name, value in zip(names, session.run(None, {input_name: x})):
+        values = dict(zip(names, session.run(None, {input_name: x})))
+        for name in [*producers, *names]:  # graph order: the first tensor that goes non-finite is named
+            value = values.get(name)
+            if value is None:
+                continue
             bad = ~np.isfinite(value.reshape(len(x), -1)).all(1) if value.ndim and len(value) == len(x) else None
             if bad is not None and bad.any():
                 image = start + int(np.argwhere(bad)[0][0])
