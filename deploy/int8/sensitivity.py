@@ -11,13 +11,13 @@ within the bound or every layer is excluded.
 (its weights and the activations around it; every other layer FP32). The
 calibrated ranges are computed once and reused for every file
 (``deploy.int8.quantize.Quantizer``), so a layer costs one file and one
-validation pass. This was preferred to ranking by ONNX Runtime's
-``qdq_loss_debug`` (activation matching, SQNR of each tensor between the float
-and the Q/DQ graph): on the default job, whose ``conv2`` mixes kernel families of
-weights 0.18 and 12.2, both rank ``conv2`` first, but matching errors accumulate
-down the graph, so it ranks later layers (the classifier) above earlier ones that
-hurt more alone; one layer at a time measures what excluding the layer gives back
-(``docs/int8.md`` has the measured rankings).
+validation pass. Preferred to ranking by ONNX Runtime's ``qdq_loss_debug`` (activation matching:
+SQNR of each tensor between the float and the Q/DQ graph), measured with
+``benchmarks/int8_sensitivity_ranking.py`` on the default job, whose ``conv2``
+mixes kernels of weights 0.18 and 12.2: both rank ``conv2`` first and need one
+layer in FP32, but matching can only rank layers whose outputs are quantized,
+and the classifier's are not (its logits stay float), so three of the five
+layers got no score; one layer at a time scores every layer.
 
 The validation images must not be the test images: the bound is tuned on them.
 """
