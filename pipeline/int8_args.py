@@ -13,12 +13,14 @@ import argparse
 import math
 from typing import Any
 
-from deploy.int8.quantize import METHODS  # torch-free
+METHODS = ("minmax", "entropy", "percentile")
+"""Equal to ``deploy.int8.quantize.METHODS``, spelled out so that checking arguments imports nothing heavy."""
 
 __all__ = [
     "DEFAULT_CALIBRATION",
     "DEFAULT_MAX_DROP",
     "MAX_CALIBRATION",
+    "METHODS",
     "add_int8_arguments",
     "int8_fields",
     "problem",

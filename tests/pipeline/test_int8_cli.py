@@ -65,3 +65,10 @@ def test_a_default_job_run_with_int8_writes_the_file_its_rows_and_its_section(tm
         assert not (out / "model.static-int8.onnx").exists() and "ort-cpu:static-int8" not in report["parity"]
         assert code == 1 and "int8-accuracy" in report["verdict"]["failed"]
     assert "## INT8" in (out / "report.md").read_text()
+
+
+def test_the_cli_names_the_methods_the_quantizer_has():
+    from deploy.int8.quantize import METHODS
+    from pipeline import int8_args
+
+    assert int8_args.METHODS == METHODS
