@@ -18,6 +18,8 @@ import math
 import re
 from pathlib import Path
 
+from pipeline import int8_args
+
 __all__ = [
     "ARCH_NAMES",
     "DATA_HELP",
@@ -80,6 +82,7 @@ def problem(args: argparse.Namespace) -> str | None:
         _path("", args.checkpoint),
         _path("--init-from: ", args.init_from),
         _training(args.batch_size, args.lr, args.workers),
+        int8_args.problem(args),
     ):
         if found:
             return found

@@ -21,6 +21,8 @@ from pipeline.stages import (
     export_onnx,
     fp16,
     inputs,
+    int8,
+    int8_data,
     latency,
     model,
     mosaics,
@@ -37,9 +39,11 @@ from pipeline.stages.base import JobConfig, RunContext, StageResult
 STAGES = (
     preflight,
     inputs,
+    int8_data,  # right after the data: a bad --int8-calibration is reported before training
     model,
     checkpoint,
     export_onnx,
+    int8,  # before parity: its file gets parity and latency rows (ctx.int8_path)
     parity,
     fp16,  # right after parity: it can fail FP16 parity rows (pipeline.fp16_verdict)
     latency,
