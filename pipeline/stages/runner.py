@@ -21,6 +21,7 @@ from pipeline.stages import (
     export_onnx,
     fp16,
     inputs,
+    int8_risk,
     latency,
     model,
     mosaics,
@@ -42,6 +43,7 @@ STAGES = (
     export_onnx,
     parity,
     fp16,  # right after parity: it can fail FP16 parity rows (pipeline.fp16_verdict)
+    int8_risk,  # after the INT8 file's stage; needs only the source model
     latency,
     tensorrt,
     replay,
