@@ -23,6 +23,7 @@ from pipeline.stages import (
     inputs,
     int8,
     int8_data,
+    int8_risk,
     latency,
     model,
     mosaics,
@@ -46,6 +47,7 @@ STAGES = (
     int8,  # before parity: its file gets parity and latency rows (ctx.int8_path)
     parity,
     fp16,  # right after parity: it can fail FP16 parity rows (pipeline.fp16_verdict)
+    int8_risk,  # after the INT8 file's stage; needs only the source model
     latency,
     tensorrt,
     replay,
