@@ -35,6 +35,32 @@ def _mosaic(
 torch.fx.wrap("_mosaic")
 
 
+def _meta_conv(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int],
+    padding: str | int | Sequence[int],
+    dilation: int | Sequence[int],
+    groups: int,
+    padding_mode: str,
+) -> nn.Conv2d:
+    """An ``nn.Conv2d`` on the meta device: it validates the hyper-parameters exactly as
+    PyTorch does and derives the padding bookkeeping, allocating nothing."""
+    return nn.Conv2d(
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        groups,
+        False,
+        padding_mode,
+        device="meta",
+    )
+
+
 def _fx_tracing() -> bool:
     """Inside ``torch.fx.symbolic_trace`` (torch.export and torch.compile trace with real or fake tensors instead)."""
     return torch.fx._symbolic_trace._is_fx_tracing_flag and not torch.compiler.is_compiling()
@@ -93,20 +119,26 @@ class AnalyticConv2d(nn.Module):
     ) -> None:
         super().__init__()
         pair(kernel_size)  # a zero or negative size: a ValueError naming it (nn.Conv2d accepts 0)
-        # nn.Conv2d on the meta device validates the hyper-parameters exactly as
-        # PyTorch does and derives the padding bookkeeping, allocating nothing.
-        ref = nn.Conv2d(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride,
-            padding,
-            dilation,
-            groups,
-            False,
-            padding_mode,
-            device="meta",
+        self._take_geometry(
+            _meta_conv(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode)
         )
+        self.spec = parse_spec(spec, in_channels, out_channels, groups=groups)
+
+        factory = {"device": device, "dtype": dtype}
+        h, w = self.kernel_size
+        bound = 1 / math.sqrt(in_channels // groups * h * w)  # nn.Conv2d's default kaiming_uniform(a=sqrt(5)) bound
+        self._register_segments(factory, bound)
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_channels, **factory).uniform_(-bound, bound))
+        else:
+            self.register_parameter("bias", None)
+        # Tracks device and dtype under .to() even for a layer with no parameters.
+        self.register_buffer("_anchor", torch.empty(0, **factory), persistent=False)
+        self._analytic = [i for i, sym in enumerate(self._symbols) if sym != "P"]  # segments the cache holds
+        self._cache: tuple[list[Tensor], list[Tensor]] | None = None  # (AKP copies, their kernels)
+
+    def _take_geometry(self, ref: nn.Conv2d) -> None:
+        """``nn.Conv2d``'s hyper-parameters, as the reference convolution validated and normalised them."""
         self.in_channels = ref.in_channels
         self.out_channels = ref.out_channels
         self.kernel_size: tuple[int, int] = ref.kernel_size  # type: ignore[assignment]
@@ -115,12 +147,10 @@ class AnalyticConv2d(nn.Module):
         self.dilation = ref.dilation
         self.groups = ref.groups
         self.padding_mode = ref.padding_mode
-        self.spec = parse_spec(spec, in_channels, out_channels, groups=groups)
 
-        factory = {"device": device, "dtype": dtype}
+    def _register_segments(self, factory: dict[str, Any], bound: float) -> None:
+        """A parameter per Plain (``plain{i}``) and analytic (``akp{i}_{symbol}``) segment, in spec order."""
         h, w = self.kernel_size
-        fan_in = in_channels // groups * h * w
-        bound = 1 / math.sqrt(fan_in)  # nn.Conv2d's default kaiming_uniform(a=sqrt(5)) bound
         self._segment_names: list[str] = []
         self._symbols = tuple(sym for sym, _ in self.spec.segments)
         for i, (sym, n) in enumerate(self.spec.segments):
@@ -133,14 +163,6 @@ class AnalyticConv2d(nn.Module):
                 name = f"akp{i}_{sym}"
                 self.register_parameter(name, nn.Parameter(init_akps(sym, n, self.kernel_size, **factory)))
             self._segment_names.append(name)
-        if bias:
-            self.bias = nn.Parameter(torch.empty(out_channels, **factory).uniform_(-bound, bound))
-        else:
-            self.register_parameter("bias", None)
-        # Tracks device and dtype under .to() even for a layer with no parameters.
-        self.register_buffer("_anchor", torch.empty(0, **factory), persistent=False)
-        self._analytic = [i for i, sym in enumerate(self._symbols) if sym != "P"]  # segments the cache holds
-        self._cache: tuple[list[Tensor], list[Tensor]] | None = None  # (AKP copies, their kernels)
 
     # -- kernels --------------------------------------------------------------------
 

@@ -7,8 +7,9 @@ reference), ``torch:baked``, ``ort-<ep>:<static|live|live-akp|static-fp16>``,
 ``<...>:live-akp(fed)`` (new AKPs fed, compared with the PyTorch model holding
 them), ``trt[-fp16]:<static|live|live-akp|refit>`` and ``trt:static-int8``
 (``pipeline.trt_rows``), ``openvino:<static|live>``
-(FP32, asked for explicitly) and ``openvino:static-bf16`` (where the CPU has
-native bf16). A runner that reports the precision it computed in
+(FP32, asked for explicitly), ``openvino:static-bf16`` (where the CPU has
+native bf16) and, with ``--int8``, ``ort-<ep>:static-int8`` and
+``openvino:static-int8`` (the INT8 Q/DQ file, precision ``int8``). A runner that reports the precision it computed in
 (``inference_precision``) has it recorded as ``runtime_precision``, and fails
 its row when that is not the row's precision. ``run_parity`` and
 ``run_latency`` run them one at a time; an unavailable row carries its reason, a
@@ -30,6 +31,7 @@ import acl
 from export.compare import TOLERANCES, Tolerance, compare_outputs, tolerance_table
 from export.verify import akp_feed, perturbed_akps
 from pipeline.rows import Row as _Row
+from pipeline.trt_rows import INT8_MODE  # the INT8 Q/DQ file's mode (pipeline.stages.int8)
 
 __all__ = [
     "TOLERANCES",
@@ -55,7 +57,8 @@ def backend_rows(model, moved, data, paths, backends, threads, staging, batch_si
     """A row per backend and export mode (unavailable ones carry the reason).
 
     ``moved`` is ``perturbed_akps(model, seed)``: the model holding the AKPs that the
-    ``(fed)`` and ``refit`` rows feed or refit. ``int8``: the run's INT8 (Q/DQ) file.
+    ``(fed)`` and ``refit`` rows feed or refit. ``int8``: the INT8 Q/DQ file
+    (``ctx.int8_path``), which gets ``ort-*:static-int8`` and ``openvino:static-int8`` rows.
     """
     import export
     from deploy.runners import OrtRunner, TorchRunner, ort_providers
@@ -75,6 +78,7 @@ def backend_rows(model, moved, data, paths, backends, threads, staging, batch_si
         modes = [*paths, "static-fp16"] if backend.startswith("ort") else trt_modes(backend, paths, int8)
         if backend == "openvino":
             modes = [*(m for m in paths if m != "live-akp"), OPENVINO_BF16]
+        modes += _int8_modes(backend, int8)
         if not ok:
             rows += [_Row(f"{backend}:{m}", None, reason=reason) for m in modes]
             continue
@@ -95,6 +99,7 @@ def backend_rows(model, moved, data, paths, backends, threads, staging, batch_si
                 else:
                     runner = ort(path)
                 rows.append(_Row(f"{backend}:{mode}", runner, precision, default_feed if mode == "live-akp" else {}))
+            rows += [_Row(f"{backend}:{m}", ort(int8), "int8") for m in _int8_modes(backend, int8)]
             if "live-akp" in paths:
                 rows.append(
                     _Row(
@@ -106,7 +111,7 @@ def backend_rows(model, moved, data, paths, backends, threads, staging, batch_si
                     )
                 )
         elif backend == "openvino":
-            rows += _openvino_rows(paths, staging, threads)
+            rows += _openvino_rows(paths, staging, threads, int8)
         else:
             if backend == "trt-fp16" and fp16_path is None:  # TensorRT 11 builds FP16 from the FP16 file
                 fp16_path = write_fp16_file(paths["static"], data.x_test, staging / FP16_FILE, threads)
@@ -117,7 +122,12 @@ def backend_rows(model, moved, data, paths, backends, threads, staging, batch_si
     return rows
 
 
-def _openvino_rows(paths, staging, threads) -> list[_Row]:
+def _int8_modes(backend: str, int8: Path | None) -> list[str]:
+    """ONNX Runtime and OpenVINO run the INT8 Q/DQ file; TensorRT's INT8 rows are built elsewhere."""
+    return [INT8_MODE] if int8 is not None and (backend.startswith("ort") or backend == "openvino") else []
+
+
+def _openvino_rows(paths, staging, threads, int8=None) -> list[_Row]:
     """OpenVINO in FP32 on the static file and on the live file with its ``ai.acl`` functions
     inlined (what it can read); in bf16 on the static file where the CPU computes bf16 natively.
 
@@ -134,6 +144,10 @@ def _openvino_rows(paths, staging, threads) -> list[_Row]:
     ok, reason = bf16_available()
     bf16 = partial(OpenVinoRunner, paths["static"], threads=threads, precision="bf16")
     rows.append(_Row(f"openvino:{OPENVINO_BF16}", bf16 if ok else None, "bf16", reason=None if ok else reason))
+    if int8 is not None:
+        rows.append(
+            _Row(f"openvino:{INT8_MODE}", partial(OpenVinoRunner, int8, threads=threads, precision="int8"), "int8")
+        )
     return rows
 
 
