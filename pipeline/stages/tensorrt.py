@@ -23,7 +23,7 @@ def run(ctx: RunContext) -> StageResult:
     from pipeline.validate import trt_check
 
     found = trt_check(ctx.onnx)
-    files = section_entry(found, getattr(ctx, "int8_path", None), ctx.staging)
+    files = section_entry(found, ctx.int8_path, ctx.staging)
     found["builds"] = build_table()
     bad = {k: len(v) for k, v in found["check"].items() if v}
     ctx.log("      " + ("; ".join(f"{k}: {n} problem(s)" for k, n in bad.items()) or "every export passes"))

@@ -36,7 +36,7 @@ def run(ctx: RunContext) -> StageResult:
     if cfg.triton_repo is None and not cfg.serve_test:
         ctx.log(f"      {NOT_REQUESTED}")
         return StageResult("not-available", NOT_REQUESTED, sections={"triton": None, "serving": None})
-    int8 = getattr(ctx, "int8_path", None)  # the INT8 stage's Q/DQ file (issue 20), when the run made one
+    int8 = ctx.int8_path  # the INT8 stage's Q/DQ file (issue 20), when the run made one
     paths = {**ctx.onnx, **({"static-int8": int8} if int8 is not None else {})}
     info, where, triton = serving.write_triton(
         cfg.triton_repo,
