@@ -61,7 +61,7 @@ def backend_rows(model, moved, data, paths, backends, threads, staging, batch_si
     (``ctx.int8_path``), which gets ``ort-*:static-int8`` and ``openvino:static-int8`` rows.
     """
     import export
-    from deploy.runners import OrtRunner, TorchRunner, ort_providers
+    from deploy.runners import TorchRunner
     from pipeline.trt_rows import trt_modes, trt_rows
 
     meta_in = {export.INPUT_NAME: (np.float32, [None, *data.input_shape])}
@@ -83,33 +83,9 @@ def backend_rows(model, moved, data, paths, backends, threads, staging, batch_si
             rows += [_Row(f"{backend}:{m}", None, reason=reason) for m in modes]
             continue
         if backend.startswith("ort"):
-            provider = ORT_PROVIDER[backend]
-
-            def ort(path, provider=provider, fp16=False):
-                cache = staging / "ort-trt-cache" if provider == "tensorrt" else None
-                return lambda: OrtRunner(path, ort_providers(provider, cache_dir=cache, fp16=fp16), threads=threads)
-
             if fp16_path is None:
                 fp16_path = write_fp16_file(paths["static"], data.x_test, staging / FP16_FILE, threads)
-            for mode, path in [*paths.items(), ("static-fp16", fp16_path)]:
-                precision = "fp16" if mode == "static-fp16" else "fp32"
-                if provider == "tensorrt" and mode == "static-fp16":
-                    # The TensorRT EP's own FP16 switch (trt_fp16_enable) on the FP32 file.
-                    runner = ort(paths["static"], fp16=True)
-                else:
-                    runner = ort(path)
-                rows.append(_Row(f"{backend}:{mode}", runner, precision, default_feed if mode == "live-akp" else {}))
-            rows += [_Row(f"{backend}:{m}", ort(int8), "int8") for m in _int8_modes(backend, int8)]
-            if "live-akp" in paths:
-                rows.append(
-                    _Row(
-                        f"{backend}:live-akp(fed)",
-                        ort(paths["live-akp"]),
-                        extra=moved_feed,
-                        reference="moved",
-                        timed=False,
-                    )
-                )
+            rows += _ort_rows(backend, paths, fp16_path, int8, staging, threads, (default_feed, moved_feed))
         elif backend == "openvino":
             rows += _openvino_rows(paths, staging, threads, int8)
         else:
@@ -119,6 +95,34 @@ def backend_rows(model, moved, data, paths, backends, threads, staging, batch_si
             rows += trt_rows(
                 backend, moved_model, paths, staging, batches, feeds, log, fp16_file=fp16_path, int8_file=int8
             )
+    return rows
+
+
+def _ort_rows(backend, paths, fp16_path, int8, staging, threads, feeds) -> list[_Row]:
+    """One ONNX Runtime backend's rows: every file, the FP16 and INT8 files, and the fed live-akp row."""
+    from deploy.runners import OrtRunner, ort_providers
+
+    provider = ORT_PROVIDER[backend]
+    default_feed, moved_feed = feeds
+
+    def ort(path, fp16=False):
+        cache = staging / "ort-trt-cache" if provider == "tensorrt" else None
+        return lambda: OrtRunner(path, ort_providers(provider, cache_dir=cache, fp16=fp16), threads=threads)
+
+    rows = []
+    for mode, path in [*paths.items(), ("static-fp16", fp16_path)]:
+        precision = "fp16" if mode == "static-fp16" else "fp32"
+        if provider == "tensorrt" and mode == "static-fp16":
+            # The TensorRT EP's own FP16 switch (trt_fp16_enable) on the FP32 file.
+            runner = ort(paths["static"], fp16=True)
+        else:
+            runner = ort(path)
+        rows.append(_Row(f"{backend}:{mode}", runner, precision, default_feed if mode == "live-akp" else {}))
+    rows += [_Row(f"{backend}:{m}", ort(int8), "int8") for m in _int8_modes(backend, int8)]
+    if "live-akp" in paths:
+        rows.append(
+            _Row(f"{backend}:live-akp(fed)", ort(paths["live-akp"]), extra=moved_feed, reference="moved", timed=False)
+        )
     return rows
 
 
