@@ -31,7 +31,6 @@ PENDING = {
     "pipeline/export.py:parser",
     "pipeline/validate.py:_trt_rows",
     "pipeline/checkpoint.py:load",
-    "acl/analytic_conv.py:AnalyticConv2d.__init__",
 }
 
 
