@@ -16,6 +16,8 @@ import math
 import re
 from pathlib import Path
 
+from pipeline.fix_args import problem as fix_problem
+
 __all__ = ["ARCH_NAMES", "DATA_HELP", "MAX_TRAIN_BATCH", "check_spec", "data_problem", "problem"]
 
 ARCH_NAMES = (
@@ -61,6 +63,7 @@ def problem(args: argparse.Namespace) -> str | None:
         _path("", args.checkpoint),
         _path("--init-from: ", args.init_from),
         _training(args.batch_size, args.lr, args.workers),
+        fix_problem(getattr(args, "fix_spatial", "none"), args.checkpoint),
     ):
         if found:
             return found

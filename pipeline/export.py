@@ -19,6 +19,7 @@ from deploy.backends import ALL_BACKENDS  # torch-free, like everything imported
 from deploy.cli import HelpFormatter
 from pipeline import early_checks
 from pipeline.early_checks import ARCH_NAMES, MAX_TRAIN_BATCH
+from pipeline.fix_args import add_fix_arguments
 from pipeline.interrupts import Terminated
 from pipeline.interrupts import signals_raise as _signals_raise  # the name pipeline.reproduce imports
 
@@ -239,6 +240,7 @@ def parser() -> argparse.ArgumentParser:
         "level); "
         "reported as not available where no server can run",
     )
+    add_fix_arguments(p)
     return p
 
 
@@ -282,6 +284,7 @@ def job_config(args: argparse.Namespace):
         resume=not args.no_resume,
         triton_repo=args.triton_repo,
         serve_test=args.serve_test,
+        fix_spatial=args.fix_spatial,
     )
 
 

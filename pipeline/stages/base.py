@@ -60,6 +60,7 @@ class JobConfig:
     resume: bool = True  # continue an interrupted run with the same configuration (False: --no-resume)
     triton_repo: Path | None = None  # also write a Triton model repository there (pipeline.serving)
     serve_test: bool = False  # serve it with a real Triton server: parity and a load test (serve environment)
+    fix_spatial: str = "none"  # ExplainFix: set and freeze spatial filters before training (pipeline.fix_args)
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 

@@ -19,6 +19,7 @@ from pipeline.output_folder import OutputFolder, signals_deferred
 from pipeline.stages import (
     checkpoint,
     export_onnx,
+    fix_spatial,
     fp16,
     inputs,
     latency,
@@ -37,6 +38,7 @@ from pipeline.stages.base import JobConfig, RunContext, StageResult
 STAGES = (
     preflight,
     inputs,
+    fix_spatial,  # between the model's construction and its training
     model,
     checkpoint,
     export_onnx,
