@@ -20,6 +20,7 @@ _HOME = {
     "FAMILIES": "acl.families",
     "FitReport": "acl.fitting",
     "FixSummary": "acl.fixing",
+    "Saliency": "acl.saliency",
     "Spec": "acl.spec",
     "ablate": "acl.ablation",
     "acl_layers": "acl.conversion",
@@ -37,7 +38,9 @@ _HOME = {
     "generate": "acl.kernels",
     "init_akps": "acl.kernels",
     "is_spatial": "acl.selection",
+    "kernel_saliency": "acl.saliency",
     "parse_spec": "acl.spec",
+    "zero_kernels": "acl.saliency",
 }
 __all__ = sorted(_HOME)
 # ``acl.fit`` and ``acl.ablate`` are functions: their modules are named otherwise, since importing
@@ -52,6 +55,7 @@ _SUBMODULES = (
     "fixing",
     "interpret",
     "kernels",
+    "saliency",
     "selection",
     "spec",
 )
