@@ -36,6 +36,32 @@ def _mosaic(
 torch.fx.wrap("_mosaic")
 
 
+def _meta_conv(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int],
+    padding: str | int | Sequence[int],
+    dilation: int | Sequence[int],
+    groups: int,
+    padding_mode: str,
+) -> nn.Conv2d:
+    """An ``nn.Conv2d`` on the meta device: it validates the hyper-parameters exactly as
+    PyTorch does and derives the padding bookkeeping, allocating nothing."""
+    return nn.Conv2d(
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        groups,
+        False,
+        padding_mode,
+        device="meta",
+    )
+
+
 def _fx_tracing() -> bool:
     """Inside ``torch.fx.symbolic_trace`` (torch.export and torch.compile trace with real or fake tensors instead)."""
     return torch.fx._symbolic_trace._is_fx_tracing_flag and not torch.compiler.is_compiling()
@@ -99,20 +125,26 @@ class AnalyticConv2d(nn.Module):
     ) -> None:
         super().__init__()
         pair(kernel_size)  # a zero or negative size: a ValueError naming it (nn.Conv2d accepts 0)
-        # nn.Conv2d on the meta device validates the hyper-parameters exactly as
-        # PyTorch does and derives the padding bookkeeping, allocating nothing.
-        ref = nn.Conv2d(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride,
-            padding,
-            dilation,
-            groups,
-            False,
-            padding_mode,
-            device="meta",
+        self._take_geometry(
+            _meta_conv(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, padding_mode)
         )
+        self.spec = parse_spec(spec, in_channels, out_channels, groups=groups)
+
+        factory = {"device": device, "dtype": dtype}
+        h, w = self.kernel_size
+        bound = 1 / math.sqrt(in_channels // groups * h * w)  # nn.Conv2d's default kaiming_uniform(a=sqrt(5)) bound
+        self._register_segments(factory)
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_channels, **factory).uniform_(-bound, bound))
+        else:
+            self.register_parameter("bias", None)
+        # Tracks device and dtype under .to() even for a layer with no parameters.
+        self.register_buffer("_anchor", torch.empty(0, **factory), persistent=False)
+        self._analytic = [i for i, sym in enumerate(self._symbols) if not FAMILIES[sym].stores_kernels]  # segments the cache holds
+        self._cache: tuple[list[Tensor], list[Tensor]] | None = None  # (AKP copies, their kernels)
+
+    def _take_geometry(self, ref: nn.Conv2d) -> None:
+        """``nn.Conv2d``'s hyper-parameters, as the reference convolution validated and normalised them."""
         self.in_channels = ref.in_channels
         self.out_channels = ref.out_channels
         self.kernel_size: tuple[int, int] = ref.kernel_size  # type: ignore[assignment]
@@ -121,22 +153,11 @@ class AnalyticConv2d(nn.Module):
         self.dilation = ref.dilation
         self.groups = ref.groups
         self.padding_mode = ref.padding_mode
-        self.spec = parse_spec(spec, in_channels, out_channels, groups=groups)
 
-        factory = {"device": device, "dtype": dtype}
-        h, w = self.kernel_size
-        bound = 1 / math.sqrt(in_channels // groups * h * w)  # nn.Conv2d's default kaiming_uniform(a=sqrt(5)) bound
+    def _register_segments(self, factory: dict[str, Any]) -> None:
+        """A tensor per segment, in spec order: ``plain{i}`` and ``akp{i}_{symbol}`` parameters, ``fixed{i}_{symbol}`` buffers."""
         self._symbols = tuple(sym for sym, _ in self.spec.segments)
         self._segment_names = [self._add_segment(i, sym, n, factory) for i, (sym, n) in enumerate(self.spec.segments)]
-        if bias:
-            self.bias = nn.Parameter(torch.empty(out_channels, **factory).uniform_(-bound, bound))
-        else:
-            self.register_parameter("bias", None)
-        # Tracks device and dtype under .to() even for a layer with no parameters.
-        self.register_buffer("_anchor", torch.empty(0, **factory), persistent=False)
-        # segments the cache holds: those generated from AKPs (stored kernels are read as they are)
-        self._analytic = [i for i, sym in enumerate(self._symbols) if not FAMILIES[sym].stores_kernels]
-        self._cache: tuple[list[Tensor], list[Tensor]] | None = None  # (AKP copies, their kernels)
 
     def _add_segment(self, i: int, sym: str, n: int, factory: dict[str, Any]) -> str:
         """Register segment ``i``'s tensor (parameter, or buffer for a fixed family); its name, ``""`` for Mean."""

@@ -6,8 +6,9 @@ A *row* is one backend and export mode (``backend_rows``): ``torch:eager`` (the
 reference), ``torch:baked``, ``ort-<ep>:<static|live|live-akp|static-fp16>``,
 ``<...>:live-akp(fed)`` (new AKPs fed, compared with the PyTorch model holding
 them), ``trt[-fp16]:<static|live|live-akp|refit>``, ``openvino:<static|live>``
-(FP32, asked for explicitly) and ``openvino:static-bf16`` (where the CPU has
-native bf16). A runner that reports the precision it computed in
+(FP32, asked for explicitly), ``openvino:static-bf16`` (where the CPU has
+native bf16) and, with ``--int8``, ``ort-<ep>:static-int8`` and
+``openvino:static-int8`` (the INT8 Q/DQ file, precision ``int8``). A runner that reports the precision it computed in
 (``inference_precision``) has it recorded as ``runtime_precision``, and fails
 its row when that is not the row's precision. ``run_parity`` and
 ``run_latency`` run them one at a time; an unavailable row carries its reason, a
@@ -46,6 +47,7 @@ __all__ = [
 
 FP16_FILE = "model.static-fp16.onnx"
 INLINED_FILE = "model.live.inlined.onnx"  # the live file for tools that cannot read model-local functions
+INT8_MODE = "static-int8"  # the INT8 Q/DQ file (pipeline.stages.int8)
 OPENVINO_BF16 = "static-bf16"  # the bf16 mode: the static file, OpenVINO computing in bfloat16
 ORT_PROVIDER = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}  # backend -> deploy.runners.ort_providers
 
@@ -64,11 +66,12 @@ class _Row:
     error: str | None = None
 
 
-def backend_rows(model, moved, data, paths, backends, threads, staging, batch_sizes, log) -> list[_Row]:
+def backend_rows(model, moved, data, paths, backends, threads, staging, batch_sizes, log, int8=None) -> list[_Row]:
     """A row per backend and export mode (unavailable ones carry the reason).
 
     ``moved`` is ``perturbed_akps(model, seed)``: the model holding the AKPs that the
-    ``(fed)`` and ``refit`` rows feed or refit.
+    ``(fed)`` and ``refit`` rows feed or refit. ``int8``: the INT8 Q/DQ file
+    (``ctx.int8_path``), which gets ``ort-*:static-int8`` and ``openvino:static-int8`` rows.
     """
     import export
     from deploy.runners import OrtRunner, TorchRunner, ort_providers
@@ -87,6 +90,7 @@ def backend_rows(model, moved, data, paths, backends, threads, staging, batch_si
         modes = [*paths, "static-fp16"] if backend.startswith("ort") else [*paths, "refit"]
         if backend == "openvino":
             modes = [*(m for m in paths if m != "live-akp"), OPENVINO_BF16]
+        modes += _int8_modes(backend, int8)
         if backend.startswith("trt"):
             modes = [m for m in modes if backend == "trt" or m in ("static", "live")]
         if not ok:
@@ -109,6 +113,7 @@ def backend_rows(model, moved, data, paths, backends, threads, staging, batch_si
                 else:
                     runner = ort(path)
                 rows.append(_Row(f"{backend}:{mode}", runner, precision, default_feed if mode == "live-akp" else {}))
+            rows += [_Row(f"{backend}:{m}", ort(int8), "int8") for m in _int8_modes(backend, int8)]
             if "live-akp" in paths:
                 rows.append(
                     _Row(
@@ -120,7 +125,7 @@ def backend_rows(model, moved, data, paths, backends, threads, staging, batch_si
                     )
                 )
         elif backend == "openvino":
-            rows += _openvino_rows(paths, staging, threads)
+            rows += _openvino_rows(paths, staging, threads, int8)
         else:
             rows += _trt_rows(
                 backend, moved_model, paths, staging, batch_sizes, len(data.x_test), default_feed, moved_feed, log
@@ -128,7 +133,12 @@ def backend_rows(model, moved, data, paths, backends, threads, staging, batch_si
     return rows
 
 
-def _openvino_rows(paths, staging, threads) -> list[_Row]:
+def _int8_modes(backend: str, int8: Path | None) -> list[str]:
+    """ONNX Runtime and OpenVINO run the INT8 Q/DQ file; TensorRT's INT8 rows are built elsewhere."""
+    return [INT8_MODE] if int8 is not None and (backend.startswith("ort") or backend == "openvino") else []
+
+
+def _openvino_rows(paths, staging, threads, int8=None) -> list[_Row]:
     """OpenVINO in FP32 on the static file and on the live file with its ``ai.acl`` functions
     inlined (what it can read); in bf16 on the static file where the CPU computes bf16 natively.
 
@@ -145,6 +155,10 @@ def _openvino_rows(paths, staging, threads) -> list[_Row]:
     ok, reason = bf16_available()
     bf16 = partial(OpenVinoRunner, paths["static"], threads=threads, precision="bf16")
     rows.append(_Row(f"openvino:{OPENVINO_BF16}", bf16 if ok else None, "bf16", reason=None if ok else reason))
+    if int8 is not None:
+        rows.append(
+            _Row(f"openvino:{INT8_MODE}", partial(OpenVinoRunner, int8, threads=threads, precision="int8"), "int8")
+        )
     return rows
 
 
