@@ -11,6 +11,8 @@
                 "learnable_kernel", "conv_kernel_equivalent"}},
       "data": {"name", "train", "test", "parity_images", "channels", "num_classes", "image_size",
                "mean": [per channel], "std": [per channel]},
+      "fix_spatial": null | {"method", "fixed": [layers], "learning": [1x1 layers], "frozen", "learnable"},
+                                                # --fix-spatial (pipeline.stages.fix_spatial)
       "accuracy": float,                        # source model, test split
       "verdict": {"passed", "checks", "failed": [keys], "not_available": [keys],
                   "reasons": {check: why it failed}, "warnings": [text]},

@@ -19,6 +19,7 @@ from pipeline.output_folder import OutputFolder, signals_deferred
 from pipeline.stages import (
     checkpoint,
     export_onnx,
+    fix_spatial,
     fp16,
     inputs,
     int8,
@@ -41,6 +42,7 @@ STAGES = (
     preflight,
     inputs,
     int8_data,  # right after the data: a bad --int8-calibration is reported before training
+    fix_spatial,  # between the model's construction and its training
     model,
     checkpoint,
     export_onnx,
