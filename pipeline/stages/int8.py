@@ -100,6 +100,7 @@ def _section(ctx: RunContext, result: Any, n_cal: int, n_val: int) -> dict[str, 
     test = {"images": len(ctx.x_test), "float": float_test, "int8": int8_test, "drop": float_test - int8_test}
     validation = {"images": n_val, "float": result.float_accuracy, "int8": result.int8_accuracy, "drop": result.drop}
     passed = result.met_bound and test["drop"] <= bound
+    modules = module_names(ctx.onnx["static"])
     if not result.met_bound:
         reason = (
             f"no mix of INT8 and FP32 layers met the {bound:g} pp bound on the validation images "
@@ -116,7 +117,7 @@ def _section(ctx: RunContext, result: Any, n_cal: int, n_val: int) -> dict[str, 
         "validation": validation,
         "test": test,
         "layers": result.layers,
-        "fp32_layers": [{"layer": n, "sensitivity": s} for n, s in result.excluded],
+        "fp32_layers": [{"layer": n, "module": modules.get(n), "sensitivity": s} for n, s in result.excluded],
         "sensitivity": result.sensitivity,
         "tried": result.tried,
         "passed": passed,
@@ -124,9 +125,28 @@ def _section(ctx: RunContext, result: Any, n_cal: int, n_val: int) -> dict[str, 
     }
 
 
+def module_names(static_path) -> dict[str, str]:
+    """ONNX node name -> the PyTorch module it came from, read from its weight's initializer (``conv2.weight``)."""
+    import onnx
+
+    graph = onnx.load(str(static_path), load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    return {
+        n.name: n.input[1].removesuffix(".weight")
+        for n in graph.node
+        if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1 and n.input[1] in weights
+    }
+
+
+def _layer_name(entry: dict[str, Any]) -> str:
+    """``conv2 (node_conv2d_1)``: the module a person knows, and the node the file knows."""
+    module = entry.get("module")
+    return f"{module} ({entry['layer']})" if module else entry["layer"]
+
+
 def console_lines(section: dict[str, Any]) -> list[str]:
     t, v = section["test"], section["validation"]
-    kept = ", ".join(e["layer"] for e in section["fp32_layers"]) or "none"
+    kept = ", ".join(_layer_name(e) for e in section["fp32_layers"]) or "none"
     verdict = "pass" if section["passed"] else f"FAIL: {section['reason']}"
     return [
         f"validation drop {v['drop']:.2f} pp (bound {section['max_drop']:g}); layers kept in FP32: {kept}",
@@ -151,7 +171,7 @@ def markdown(report: dict[str, Any]) -> list[str]:
     lines.append("")
     if s["fp32_layers"]:
         lines += ["Layers kept in FP32 (sensitivity: relative logit error with that layer alone in INT8):", ""]
-        lines += [f"- `{e['layer']}`: {e['sensitivity']:.4g}" for e in s["fp32_layers"]]
+        lines += [f"- `{_layer_name(e)}`: {e['sensitivity']:.4g}" for e in s["fp32_layers"]]
     else:
         lines.append(f"Every one of the {len(s['layers'])} Conv/Gemm layers is INT8.")
     lines += ["", f"Result: {'pass' if s['passed'] else 'FAILED: ' + s['reason']}."]

@@ -73,6 +73,6 @@ def test_no_mix_meeting_the_bound_fails_the_check_and_deploys_nothing(tmp_path, 
     assert sorted(p.name for p in ctx.staging.iterdir()) == [int8_stage.FAILED_FILE]
     assert result.files == {"onnx:static-int8-failed": int8_stage.FAILED_FILE}
     section = result.sections["int8"]
-    assert section["passed"] is False and section["fp32_layers"] == [{"layer": "node_conv2d", "sensitivity": 0.5}]
+    assert section["passed"] is False and section["fp32_layers"] == [{"layer": "node_conv2d", "module": "0", "sensitivity": 0.5}]
     text = "\n".join(int8_stage.markdown({"int8": section}))
-    assert "FAILED: no mix" in text and "`node_conv2d`: 0.5" in text
+    assert "FAILED: no mix" in text and "`0 (node_conv2d)`: 0.5" in text, "the layer by its PyTorch name and its node name"
