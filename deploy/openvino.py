@@ -32,7 +32,8 @@ from polygraphy.datatype import DataType
 __all__ = ["PRECISIONS", "OpenVinoRunner", "bf16_available", "openvino_available"]
 
 # The project's precision names (export.compare.TOLERANCES) -> OpenVINO's element type names.
-PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: a Q/DQ file; f32 for its float layers
+_INT8_KERNELS = {"Convolution", "FullyConnected", "MatMul"}
 _PROJECT_NAME = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 
 
@@ -46,6 +47,15 @@ def _version() -> str:
         import openvino as ov
 
         return ov.__version__
+
+
+def _runs_int8(compiled) -> bool:
+    """Whether a convolution or matrix product of the compiled model runs on 8-bit integers (OpenVINO's own record)."""
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if info["layerType"].astype(str) in _INT8_KERNELS and info["runtimePrecision"].astype(str) in ("i8", "u8"):
+            return True
+    return False
 
 
 def openvino_available() -> tuple[bool, str]:
@@ -84,7 +94,9 @@ class OpenVinoRunner(BaseRunner):
         path: the ``.onnx`` file (standard ops only: inline a live file first).
         device: OpenVINO device name.
         threads: inference threads (default: all cores).
-        precision: ``"fp32"`` or ``"bf16"``, asked of OpenVINO as its inference precision hint.
+        precision: ``"fp32"`` or ``"bf16"``, asked of OpenVINO as its inference precision hint; ``"int8"``
+            for a Q/DQ file (hint f32 for its float layers; ``inference_precision`` is ``int8`` when
+            OpenVINO runs its convolutions or matrix products on 8-bit integers).
         name: runner name.
 
     After activation ``inference_precision`` is the precision the compiled model
@@ -122,6 +134,8 @@ class OpenVinoRunner(BaseRunner):
         self.compiled = core.compile_model(core.read_model(str(self.path)), self.device, config)
         ran = self.compiled.get_property(hints.inference_precision).get_type_name()
         self.inference_precision = _PROJECT_NAME.get(ran, ran)
+        if self.precision == "int8" and _runs_int8(self.compiled):
+            self.inference_precision = "int8"
         self.request = self.compiled.create_infer_request()
         self._meta = TensorMetadata()
         for port in self.compiled.inputs:

@@ -26,6 +26,15 @@ bf16       1e-1    5e-2    0.98      bfloat16 keeps 8 significant bits (~2.4
                                      0.071 on logits up to 2.4 (2.9 % of the
                                      range), top-1 98.4 %; both fail fp16's
                                      tolerance. Near-ties flip: min_top1 0.98
+int8       --      --      0.97      8-bit weights and activations: element-wise
+                                     errors are a tenth of the logit range and
+                                     are reported, not judged (``elementwise``
+                                     False); top-1 agreement decides. Measured:
+                                     trained AnaNN-LeNet (digits, conv2 kept FP32
+                                     by accuracy control) max abs 5.5 on logits
+                                     up to 26, top-1 98.9 %, test accuracy -0.28
+                                     pp. The accuracy bound is the INT8 stage's
+                                     own check (``--int8-max-drop``)
 =========  ======  ======  ========  ============================================
 
 >>> import numpy as np
@@ -59,12 +68,15 @@ class Tolerance:
     atol: float
     rtol: float
     min_top1: float
+    elementwise: bool = True
+    """False: max abs and rel error are reported, never judged (``atol``/``rtol`` unused); top-1 agreement decides."""
 
 
 TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_top1=0.995),
     "fp16": Tolerance(atol=5e-2, rtol=2e-2, min_top1=0.99),
     "bf16": Tolerance(atol=1e-1, rtol=5e-2, min_top1=0.98),
+    "int8": Tolerance(atol=0.0, rtol=0.0, min_top1=0.97, elementwise=False),
 }
 
 
@@ -111,6 +123,7 @@ def compare_outputs(ref: np.ndarray, out: np.ndarray, tol: Tolerance) -> dict[st
         "atol": tol.atol,
         "rtol": tol.rtol,
         "min_top1": tol.min_top1,
+        **({} if tol.elementwise else {"elementwise": False}),
         "elementwise_passed": bool(result),
-        "passed": bool(result) and top1 >= tol.min_top1,
+        "passed": (bool(result) or not tol.elementwise) and top1 >= tol.min_top1,
     }

@@ -55,6 +55,7 @@ import acl
 from export.atomic import write_bytes
 from pipeline import archs
 from pipeline.datasets.base import format_channels, parse_channels
+from pipeline.early_checks import arch_and_model_problem
 from pipeline.errors import UserError
 
 __all__ = ["FORMAT", "MAX_CHECKPOINT_BYTES", "apply_init", "load", "norm", "read_init", "save"]
@@ -193,8 +194,46 @@ def load(
     tensors, meta = _read(path)
     if meta.get("format", FORMAT) != FORMAT:
         raise UserError(f"checkpoint {path} has format {meta['format'][:40]!r}, expected {FORMAT!r}")
-    if arch and model:
-        raise UserError("--arch and --model were both given, expected one of them")
+    name, flag, spec = _identity(path, meta, arch=arch, model=model, spec=spec)
+    layers_choice = _layers_choice(path, meta, layers)
+    num_classes = _int_meta(path, meta, "num_classes", 10)
+    in_channels = _int_meta(path, meta, "in_channels", 1)
+    image_size = _int_meta(path, meta, "image_size", 32) if "image_size" in meta else None
+    _check_norm_meta(path, meta)
+    saved_layers = _saved_layers(path, meta)
+    converted = list(saved_layers) if saved_layers else _acl_modules(tensors)
+    try:
+        net = archs.create(name, in_channels=in_channels, num_classes=num_classes)
+        # The names the file records, 1x1 ones included: what "all" meant when it was written.
+        net = archs.convert(net, spec, layers=converted or layers_choice, allow_pointwise=bool(converted))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    _check_tensors(path, tensors, net, f"{flag} {name} --spec {spec}")
+    if saved_layers is not None and not _same_specs(saved_layers, net):
+        built_layers = {n: str(layer.spec) for n, layer in acl.acl_layers(net)}
+        raise UserError(
+            f"checkpoint {path} layer specs {str(saved_layers)[:200]} do not match the model's, expected {built_layers}"
+        )
+    state = {**tensors, **{f"{n}._extra_state": layer.get_extra_state() for n, layer in acl.acl_layers(net)}}
+    net.load_state_dict(state, strict=True)
+    meta = {
+        **meta,
+        "model" if archs.is_user_model(name) else "arch": name,
+        "spec": spec,
+        "convert_layers": layers_choice,
+        "in_channels": str(in_channels),
+        **({"image_size": str(image_size)} if image_size is not None else {}),
+    }
+    return net.eval(), meta
+
+
+def _identity(
+    path: Path, meta: dict[str, str], *, arch: str | None, model: str | None, spec: str | None
+) -> tuple[str, str, str]:
+    """The model's name, the flag that names it, and its spec: the caller's when they agree with the file's."""
+    both = arch_and_model_problem(arch, model)
+    if both:
+        raise UserError(both)
     given, flag = (model, "--model") if model else (arch, "--arch")
     saved = meta.get("model") or meta.get("arch")
     saved_spec = meta.get("spec")
@@ -217,18 +256,23 @@ def load(
             f"checkpoint {path} was built by your code {name!r}; pass --model {name} to import and run it "
             "(loading a checkpoint never imports code named inside it)"
         )
-    saved_layers_choice = meta.get("convert_layers", "all")
+    return name, flag, spec
+
+
+def _layers_choice(path: Path, meta: dict[str, str], layers: str | None) -> str:
+    """The file's ``--layers`` choice (``all`` in older files), which ``layers``, when given, must equal."""
+    saved = meta.get("convert_layers", "all")
     try:
-        if layers and archs.parse_layers(layers) != archs.parse_layers(saved_layers_choice):
+        if layers and archs.parse_layers(layers) != archs.parse_layers(saved):
             raise UserError(
-                f"checkpoint {path} was built with --layers {saved_layers_choice}, but --layers {layers} was given, "
-                "expected the same"
+                f"checkpoint {path} was built with --layers {saved}, but --layers {layers} was given, expected the same"
             )
     except ValueError as e:
         raise UserError(str(e)) from None
-    num_classes = _int_meta(path, meta, "num_classes", 10)
-    in_channels = _int_meta(path, meta, "in_channels", 1)
-    image_size = _int_meta(path, meta, "image_size", 32) if "image_size" in meta else None
+    return saved
+
+
+def _check_norm_meta(path: Path, meta: dict[str, str]) -> None:
     for key in ("mean", "std"):
         try:
             values = parse_channels(meta[key]) if key in meta else (1.0,)
@@ -239,65 +283,59 @@ def load(
                 f"checkpoint {path} has a bad {key} in its metadata: {str(meta[key])[:40]!r}, "
                 f"expected a finite number or a JSON list of them{' (each > 0)' if key == 'std' else ''}"
             )
+
+
+def _saved_layers(path: Path, meta: dict[str, str]) -> dict[str, Any] | None:
+    """The ``layers`` entry, ``{layer: spec}``; None in a file without it."""
     try:
-        saved_layers = json.loads(meta["layers"]) if meta.get("layers") else None
+        saved = json.loads(meta["layers"]) if meta.get("layers") else None
     except ValueError:
-        saved_layers = ""
-    if saved_layers is not None and not isinstance(saved_layers, dict):
+        saved = ""
+    if saved is not None and not isinstance(saved, dict):
         raise UserError(
             f"checkpoint {path} has bad layers in its metadata: {str(meta['layers'])[:40]!r}, "
             "expected a JSON object of layer specs"
         )
-    converted = list(saved_layers) if saved_layers else _acl_modules(tensors)
-    try:
-        net = archs.create(name, in_channels=in_channels, num_classes=num_classes)
-        # The names the file records, 1x1 ones included: what "all" meant when it was written.
-        net = archs.convert(net, spec, layers=converted or saved_layers_choice, allow_pointwise=bool(converted))
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    return saved
 
+
+def _check_tensors(path: Path, tensors: dict[str, torch.Tensor], net: nn.Module, model: str) -> None:
+    """The file's tensors are finite and are exactly ``net``'s, by name and shape; ``model`` names it in errors."""
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise UserError(
             f"checkpoint {path} has non-finite values (NaN or Inf) in {', '.join(sorted(bad)[:6])}, "
             "expected finite weights"
         )
-    expected = _tensors(net)
-    missing = sorted(set(expected) - set(tensors))
+    parts = _mismatch(_tensors(net), tensors)
+    if parts:
+        raise UserError(
+            f"checkpoint {path} does not match {model}: {'; '.join(parts)}, expected the tensors of that model"
+        )
+
+
+def _mismatch(
+    expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], *, optional: tuple[str, ...] = ()
+) -> list[str]:
+    """Why ``tensors`` cannot load strictly where ``expected`` are (missing, unexpected, mis-shaped); [] when they can.
+
+    ``optional``: name endings of expected tensors that may be absent.
+    """
+    missing = sorted(k for k in set(expected) - set(tensors) if not k.endswith(optional))
     unexpected = sorted(set(tensors) - set(expected))
     wrong = sorted(k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape))
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:6])}{' ...' if len(unexpected) > 6 else ''}")
-        if wrong:
-            shapes = [f"{k} {tuple(tensors[k].shape)} vs {tuple(expected[k].shape)}" for k in wrong[:4]]
-            parts.append(f"shape mismatch {'; '.join(shapes)}")
-        raise UserError(
-            f"checkpoint {path} does not match {flag} {name} --spec {spec}: {'; '.join(parts)}, "
-            "expected the tensors of that model"
-        )
-    built_layers = {n: str(layer.spec) for n, layer in acl.acl_layers(net)}
-    if saved_layers is not None and not _same_specs(saved_layers, net):
-        raise UserError(
-            f"checkpoint {path} layer specs {str(saved_layers)[:200]} do not match the model's, expected {built_layers}"
-        )
-    state = {**tensors, **{f"{n}._extra_state": layer.get_extra_state() for n, layer in acl.acl_layers(net)}}
-    net.load_state_dict(state, strict=True)
-    meta = {
-        **meta,
-        "model" if archs.is_user_model(name) else "arch": name,
-        "spec": spec,
-        "convert_layers": saved_layers_choice,
-        "in_channels": str(in_channels),
-        **({"image_size": str(image_size)} if image_size is not None else {}),
-    }
-    return net.eval(), meta
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
+    if unexpected:
+        parts.append(f"unexpected {', '.join(unexpected[:6])}{' ...' if len(unexpected) > 6 else ''}")
+    if wrong:
+        shapes = [f"{k} {tuple(tensors[k].shape)} vs {tuple(expected[k].shape)}" for k in wrong[:4]]
+        parts.append(f"shape mismatch {'; '.join(shapes)}")
+    return parts
 
 
-_ACL_PARAM = re.compile(r"(^|\.)(akp\d+_[A-Za-z]+|plain\d+)$")
+_ACL_PARAM = re.compile(r"(^|\.)(akp\d+_[A-Za-z]+|plain\d+|fixed\d+_[A-Za-z]+)$")
 
 
 def _acl_modules(tensors: dict[str, torch.Tensor]) -> list[str]:
@@ -367,18 +405,8 @@ def apply_init(net: nn.Module, tensors: dict[str, torch.Tensor], *, path: str | 
         UserError: names missing, unexpected and mis-shaped tensors.
     """
     expected = _tensors(net)
-    missing = sorted(k for k in set(expected) - set(tensors) if not k.endswith("num_batches_tracked"))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape))
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:6])}{' ...' if len(unexpected) > 6 else ''}")
-        if wrong:
-            shapes = [f"{k} {tuple(tensors[k].shape)} vs {tuple(expected[k].shape)}" for k in wrong[:4]]
-            parts.append(f"shape mismatch {'; '.join(shapes)}")
+    parts = _mismatch(expected, tensors, optional=("num_batches_tracked",))
+    if parts:
         raise UserError(
             f"--init-from {path} does not match a plain {arch}: {'; '.join(parts)}; expected a checkpoint of the "
             "same architecture, input channels and number of classes"

@@ -3,9 +3,11 @@
 Importing torch, ONNX and the model zoo takes 6-14 s on a busy machine; a typo in
 ``--arch``, ``--backends``, ``--data``, ``--spec``, ``--model``, a checkpoint path
 or a training option is reported here, in well under a second, with the message the
-job itself would give. The job keeps its own checks (``pipeline.stages`` is also an
-API); tests keep the two messages equal. Only what needs no model, no torch and no
-reading of data is checked here: layer names and folder contents wait for the job.
+job itself would give. The arch, model, spec and layers messages are owned here: the
+job (``pipeline.stages.inputs``, ``pipeline.archs``, ``pipeline.checkpoint``; also an
+API) calls these functions rather than holding a copy. Other checks the job keeps
+as its own; tests keep those messages equal. Only what needs no model, no torch and
+no reading of data is checked here: layer names and folder contents wait for the job.
 """
 
 from __future__ import annotations
@@ -16,7 +18,27 @@ import math
 import re
 from pathlib import Path
 
-__all__ = ["ARCH_NAMES", "DATA_HELP", "MAX_TRAIN_BATCH", "check_spec", "data_problem", "problem"]
+from pipeline import int8_args
+from pipeline.fix_args import problem as fix_problem
+
+__all__ = [
+    "ARCH_NAMES",
+    "DATA_HELP",
+    "MAX_TRAIN_BATCH",
+    "arch_and_model_problem",
+    "arch_problem",
+    "check_spec",
+    "data_problem",
+    "layers_problem",
+    "layers_select_nothing",
+    "malformed_model",
+    "model_not_importable",
+    "model_problem",
+    "problem",
+    "spec_problem",
+    "torchvision_name_malformed",
+    "unknown_arch",
+]
 
 ARCH_NAMES = (
     "lenet",
@@ -52,15 +74,17 @@ def problem(args: argparse.Namespace) -> str | None:
     """The first option value that is wrong, as ``<what>, expected <what>``; None when none is (as far as seen here)."""
     for found in (
         backend_problem(args.backends),
-        _arch(args.arch),
-        _model(args.model),
-        _spec(args.spec),
-        _layers(args.layers),
+        arch_problem(args.arch),
+        model_problem(args.model),
+        spec_problem(args.spec),
+        layers_problem(args.layers),
         data_problem(args.data),
         one_source_problem(args.checkpoint, args.init_from),
         _path("", args.checkpoint),
         _path("--init-from: ", args.init_from),
         _training(args.batch_size, args.lr, args.workers),
+        fix_problem(args.fix_spatial, args.checkpoint),
+        int8_args.problem(args),
     ):
         if found:
             return found
@@ -102,19 +126,39 @@ def backend_problem(names: tuple[str, ...] | None) -> str | None:
     return None
 
 
-def _arch(arch: str | None) -> str | None:
+def arch_problem(arch: str | None) -> str | None:
+    """What is wrong with an ``--arch`` value, as far as seen without torch or torchvision; None if nothing."""
     if arch is None or arch in ARCH_NAMES:
         return None
     if arch.startswith(TORCHVISION_PREFIX):
         if not arch[len(TORCHVISION_PREFIX) :].isidentifier():
-            return f"--arch {arch!r}: expected 'torchvision:<name>' such as 'torchvision:resnet18'"
+            return torchvision_name_malformed(arch)
         return None  # the name is checked against torchvision's list, which needs torchvision
     if ":" in arch:
-        return f"--arch {arch} names your own code; pass it as --model {arch} (which imports and runs it)"
+        return (
+            f"--arch {arch} names your own code; pass it as --model {arch} (which imports and runs it), "
+            "expected a built-in name or torchvision:<name> after --arch"
+        )
+    return unknown_arch(arch)
+
+
+def unknown_arch(arch: object) -> str:
     return f"unknown --arch {arch!r}; expected {_ARCH_EXPECTED}"
 
 
-def _model(target: str | None) -> str | None:
+def torchvision_name_malformed(arch: str) -> str:
+    return f"--arch {arch!r}: expected 'torchvision:<name>' such as 'torchvision:resnet18'"
+
+
+def arch_and_model_problem(arch: str | None, model: str | None) -> str | None:
+    # On the command line argparse refuses the pair first (an exclusive group): this is the API's message.
+    if arch and model:
+        return f"--arch {arch} and --model {model} were both given, expected one of them"
+    return None
+
+
+def model_problem(target: str | None) -> str | None:
+    """What is wrong with a ``--model`` value without importing it (only its top-level package is looked up)."""
     if target is None:
         return None
     if ":" not in target or target.startswith(TORCHVISION_PREFIX):
@@ -124,18 +168,30 @@ def _model(target: str | None) -> str | None:
         )
     module_name, _, attr = target.partition(":")
     if not _DOTTED.fullmatch(module_name) or not _DOTTED.fullmatch(attr):
-        return f"model {target!r} is malformed; expected 'package.module:factory' such as 'mynets.small:build'"
+        return malformed_model(target)
     top = module_name.split(".")[0]
     # Only the top-level name: finding a submodule would import (run) its package, which the job does later.
     if importlib.util.find_spec(top) is None:
-        return (
-            f"model {target!r}: cannot import module {module_name!r} (No module named {top!r}); expected a module "
-            "on the Python path (the working folder, or an installed package)"
-        )
+        return model_not_importable(target, module_name, f"No module named {top!r}")
     return None
 
 
-def _spec(spec: str | None) -> str | None:
+def malformed_model(target: str) -> str:
+    return f"model {target!r} is malformed; expected 'package.module:factory' such as 'mynets.small:build'"
+
+
+def model_not_importable(target: str, module_name: str, reason: str) -> str:
+    """``reason``: the ``ModuleNotFoundError``'s text (``No module named 'x'``)."""
+    return (
+        f"model {target!r}: cannot import module {module_name!r} ({reason}); expected a module "
+        "on the Python path (the working folder, or an installed package)"
+    )
+
+
+def spec_problem(spec: str | None) -> str | None:
+    """What is wrong with a ``--spec`` value before any layer exists (a count spec's total waits for its layer)."""
+    if spec is not None and not spec.strip():
+        return f"--spec {spec!r} is empty, expected a spec such as G0.5P0.5, or none for plain convolutions"
     try:
         check_spec(spec)
     except ValueError as e:
@@ -143,9 +199,13 @@ def _spec(spec: str | None) -> str | None:
     return None
 
 
-def _layers(layers: str | None) -> str | None:
+def layers_problem(layers: str | None) -> str | None:
     if layers is None or layers.strip() in ("first", "all") or any(n.strip() for n in layers.split(",")):
         return None
+    return layers_select_nothing(layers)
+
+
+def layers_select_nothing(layers: object) -> str:
     return f"--layers {layers!r} selects nothing; expected 'first', 'all' or comma-separated module names"
 
 

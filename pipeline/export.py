@@ -19,6 +19,8 @@ from deploy.backends import ALL_BACKENDS  # torch-free, like everything imported
 from deploy.cli import HelpFormatter
 from pipeline import early_checks
 from pipeline.early_checks import ARCH_NAMES, MAX_TRAIN_BATCH
+from pipeline.fix_args import add_fix_arguments
+from pipeline.int8_args import add_int8_arguments, int8_fields
 from pipeline.interrupts import Terminated
 from pipeline.interrupts import signals_raise as _signals_raise  # the name pipeline.reproduce imports
 
@@ -89,8 +91,6 @@ def check_args(args: argparse.Namespace) -> str | None:
         shown = f"{value:g}" if isinstance(value, float) else str(value)
         return None if ok else f"{flag} {shown} is out of range, expected {lo:g} to {hi:g}"
 
-    if args.spec is not None and not args.spec.strip():
-        return f"--spec {args.spec!r} is empty, expected a spec such as G0.5P0.5, or none for plain convolutions"
     if len(args.batch_sizes) > MAX_LATENCY_BATCHES:
         return f"--batch-sizes lists {len(args.batch_sizes)} sizes, expected at most {MAX_LATENCY_BATCHES}"
     big = [b for b in args.batch_sizes if b > MAX_LATENCY_BATCH]
@@ -108,11 +108,25 @@ def check_args(args: argparse.Namespace) -> str | None:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The command's parser; each ``_add_*_arguments`` adds one group of options (a new group: one more line)."""
     p = _Parser(
         prog="python -m pipeline.export",
         description=__doc__.split("\n\n")[0].split(": ", 1)[1],
         formatter_class=HelpFormatter,
     )
+    # --help lists the options in the order they are added.
+    _add_input_arguments(p)
+    _add_model_arguments(p)
+    _add_training_arguments(p)
+    _add_run_arguments(p)
+    _add_serving_arguments(p)
+    add_int8_arguments(p)
+    add_fix_arguments(p)
+    return p
+
+
+def _add_input_arguments(p: argparse.ArgumentParser) -> None:
+    """The output folder, and what the run starts from: --out, --checkpoint, --spec, --data."""
     p.add_argument(
         "--out", type=Path, default=Path("runs/default"), help="output folder (must be new or empty, or use --force)"
     )
@@ -132,6 +146,10 @@ def parser() -> argparse.ArgumentParser:
         "cifar-10-batches-bin or its parent), 'folder:DIR[:SIZE]' (DIR/<class>/*.jpg|jpeg|png, or DIR/train and "
         "DIR/val; images cropped to SIZE, default 224)",
     )
+
+
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The network and its ACLs: --arch or --model, --layers, --init-from."""
     which = p.add_mutually_exclusive_group()
     which.add_argument(
         "--arch",
@@ -158,6 +176,10 @@ def parser() -> argparse.ArgumentParser:
         help="start training from this trained plain (non-ACL) checkpoint of the same architecture "
         "(.safetensors, or a weights-only .pt state dict): the ACLs start from the convolutions they replace",
     )
+
+
+def _add_training_arguments(p: argparse.ArgumentParser) -> None:
+    """--epochs, --batch-size, --optimizer, --lr, --workers, --amp, --no-resume."""
     p.add_argument("--epochs", type=int, default=15, help=f"training epochs, 0 to {MAX_EPOCHS}")
     p.add_argument(
         "--batch-size",
@@ -192,6 +214,10 @@ def parser() -> argparse.ArgumentParser:
         help="start training at epoch 1 even if an interrupted run with the same settings left its state "
         "(kept in .<out-name>.resume beside --out after every epoch, removed when the run completes)",
     )
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """What is timed and how the run goes: --batch-sizes, --backends, --force, --seed, --threads, ...."""
     p.add_argument(
         "--batch-sizes",
         type=_int_list,
@@ -222,6 +248,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-progress", action="store_true", help="no progress bars (the per-epoch lines are printed either way)"
     )
+
+
+def _add_serving_arguments(p: argparse.ArgumentParser) -> None:
+    """Triton: --triton-repo, --serve-test."""
     p.add_argument(
         "--triton-repo",
         type=Path,
@@ -239,7 +269,6 @@ def parser() -> argparse.ArgumentParser:
         "level); "
         "reported as not available where no server can run",
     )
-    return p
 
 
 def _interrupted_message(signum: int, out: Path) -> str:
@@ -282,6 +311,8 @@ def job_config(args: argparse.Namespace):
         resume=not args.no_resume,
         triton_repo=args.triton_repo,
         serve_test=args.serve_test,
+        fix_spatial=args.fix_spatial,
+        **int8_fields(args),
     )
 
 

@@ -28,10 +28,6 @@ LONG_COMMENT = re.compile(r"#\s*long:(.*)$")
 # remove an entry as soon as its function is short (the test warns about entries that
 # no longer name an offender). "path:*" covers every function in the file.
 PENDING = {
-    "pipeline/export.py:parser",
-    "pipeline/validate.py:_trt_rows",
-    "pipeline/checkpoint.py:load",
-    "acl/analytic_conv.py:AnalyticConv2d.__init__",
 }
 
 

@@ -41,7 +41,14 @@ from pipeline.archs.densenet import densenet121, densenet_cifar
 from pipeline.archs.mobilenet import mobilenet_v2
 from pipeline.archs.resnet import resnet18, resnet18_cifar, resnet34, resnet34_cifar, resnet50
 from pipeline.archs.vgg import vgg11_bn
-from pipeline.early_checks import check_spec  # torch-free: the CLI checks a spec before importing torch
+from pipeline.early_checks import (  # torch-free, so the CLI checks before importing torch: one message, two paths
+    check_spec,
+    layers_select_nothing,
+    malformed_model,
+    model_not_importable,
+    torchvision_name_malformed,
+    unknown_arch,
+)
 
 __all__ = [
     "ARCHS",
@@ -79,10 +86,6 @@ ARCHS: dict[str, Callable[..., nn.Module]] = {
 TORCHVISION_PREFIX = "torchvision:"
 
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-_EXPECTED = (
-    f"one of {', '.join(ARCHS)}, 'torchvision:<name>', or your own 'package.module:factory' "
-    "(a callable returning an nn.Module)"
-)
 
 Layers = str | Sequence[str]
 
@@ -105,16 +108,11 @@ def load_factory(target: str) -> Callable[..., nn.Module]:
     """
     module_name, sep, attr = target.partition(":")
     if not sep or not _DOTTED.fullmatch(module_name) or not _DOTTED.fullmatch(attr):
-        raise ValueError(
-            f"model {target!r} is malformed; expected 'package.module:factory' such as 'mynets.small:build'"
-        )
+        raise ValueError(malformed_model(target))
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
-        raise ValueError(
-            f"model {target!r}: cannot import module {module_name!r} ({e}); expected a module on the Python path "
-            "(the working folder, or an installed package)"
-        ) from None
+        raise ValueError(model_not_importable(target, module_name, str(e))) from None
     except Exception as e:  # the user's module failed while running; report it on one line
         raise ValueError(f"model {target!r}: importing module {module_name!r} raised {type(e).__name__}: {e}") from None
     obj = module
@@ -147,7 +145,7 @@ def _accepted_kwargs(factory: Callable, kwargs: dict[str, int]) -> dict[str, int
 def _torchvision_factory(arch: str) -> Callable[..., nn.Module]:
     name = arch[len(TORCHVISION_PREFIX) :]
     if not name.isidentifier():
-        raise ValueError(f"--arch {arch!r}: expected 'torchvision:<name>' such as 'torchvision:resnet18'")
+        raise ValueError(torchvision_name_malformed(arch))
     try:
         import torchvision  # lazily: optional, and its wheels often break against a CPU-only torch
     except Exception as e:
@@ -172,14 +170,14 @@ def resolve(arch: str) -> Callable[..., nn.Module]:
         ValueError: unknown name, torchvision not importable, or a bad user factory.
     """
     if not isinstance(arch, str) or not arch:
-        raise ValueError(f"unknown --arch {arch!r}; expected {_EXPECTED}")
+        raise ValueError(unknown_arch(arch))
     if arch in ARCHS:
         return ARCHS[arch]
     if arch.startswith(TORCHVISION_PREFIX):
         return _torchvision_factory(arch)
     if is_user_model(arch):
         return load_factory(arch)
-    raise ValueError(f"unknown --arch {arch!r}; expected {_EXPECTED}")
+    raise ValueError(unknown_arch(arch))
 
 
 def create(arch: str, *, in_channels: int = 1, num_classes: int = 10) -> nn.Module:
@@ -244,9 +242,7 @@ def parse_layers(layers: Layers) -> str | tuple[str, ...]:
     else:
         names = tuple(layers)
     if not names:
-        raise ValueError(
-            f"--layers {layers!r} selects nothing; expected 'first', 'all' or comma-separated module names"
-        )
+        raise ValueError(layers_select_nothing(layers))
     return names
 
 

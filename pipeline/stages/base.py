@@ -60,6 +60,11 @@ class JobConfig:
     resume: bool = True  # continue an interrupted run with the same configuration (False: --no-resume)
     triton_repo: Path | None = None  # also write a Triton model repository there (pipeline.serving)
     serve_test: bool = False  # serve it with a real Triton server: parity and a load test (serve environment)
+    fix_spatial: str = "none"  # ExplainFix: set and freeze spatial filters before training (pipeline.fix_args)
+    int8: bool = False  # also the INT8 Q/DQ file, accuracy-controlled (pipeline.stages.int8)
+    int8_calibration: int | None = None  # None: 256, or half the training split when smaller
+    int8_method: str = "minmax"  # or "entropy", "percentile"
+    int8_max_drop: float = 1.0  # percentage points of top-1 accuracy
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
@@ -107,6 +112,7 @@ class RunContext:
     rows: list[Any] = field(default_factory=list)  # parity: pipeline.validate rows, timed again by latency
     parity: dict[str, Any] = field(default_factory=dict)  # parity; the serve test adds its server's row
     latency: dict[str, Any] = field(default_factory=dict)  # latency; its ORT curve sets Triton's batching
+    int8_path: Path | None = None  # int8: model.static-int8.onnx, only when its accuracy check passed
     # runner bookkeeping
     plan: tuple[Any, ...] = ()  # the stage modules, in order
     sections: dict[str, Any] = field(default_factory=dict)

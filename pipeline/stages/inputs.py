@@ -86,24 +86,23 @@ def _build(ctx: RunContext) -> None:
 
 
 def _check_model_options(cfg: JobConfig) -> None:
-    """Combinations of --arch/--model/--init-from/--checkpoint that cannot work, before anything slow."""
-    from pipeline import archs
-    from pipeline.early_checks import one_source_problem
+    """--arch, --model, --spec, --layers and their combinations, before anything slow.
 
-    if cfg.arch is not None and cfg.model is not None:
-        raise UserError(f"pass --arch or --model, not both (got --arch {cfg.arch} and --model {cfg.model})")
-    if cfg.arch is not None and archs.is_user_model(cfg.arch):
-        raise UserError(
-            f"--arch {cfg.arch} names your own code; pass it as --model {cfg.arch} (which imports and runs it)"
-        )
-    if cfg.model is not None and not archs.is_user_model(cfg.model):
-        raise UserError(
-            f"--model {cfg.model!r} is not 'package.module:factory'; expected your own factory, "
-            "or a built-in name or torchvision:<name> as --arch"
-        )
-    problem = one_source_problem(cfg.checkpoint, cfg.init_from)  # the CLI's early check, the same message
-    if problem:
-        raise UserError(problem)
+    The command line's early checks, called here too: the API and the CLI refuse a
+    value with the same message, whichever path a caller takes.
+    """
+    from pipeline import early_checks
+
+    for problem in (
+        early_checks.arch_and_model_problem(cfg.arch, cfg.model),
+        early_checks.arch_problem(cfg.arch),
+        early_checks.model_problem(cfg.model),
+        early_checks.spec_problem(cfg.spec),
+        early_checks.layers_problem(cfg.layers),
+        early_checks.one_source_problem(cfg.checkpoint, cfg.init_from),
+    ):
+        if problem:
+            raise UserError(problem)
 
 
 def _layers_text(layers: str | tuple[str, ...]) -> str:
@@ -139,5 +138,3 @@ def check_io(model, data, arch: str) -> None:
             f"{arch} maps an input {shape} to {got}; expected logits of shape {expected} "
             f"({data.num_classes} classes in {data.name})"
         )
-
-

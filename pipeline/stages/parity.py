@@ -43,7 +43,18 @@ def run(ctx: RunContext) -> StageResult:
     ctx.log(f"      on {len(x_test)} test images")
     backends = {b: availability(b) for b in backend_names(cfg.backends)}
     moved = perturbed_akps(ctx.model, cfg.seed)  # one copy serves every (fed) and refit row
-    ctx.rows = backend_rows(ctx.model, moved, ctx.data, ctx.onnx, backends, ctx.threads, ctx.staging, cfg.batch_sizes, ctx.log)
+    ctx.rows = backend_rows(
+        ctx.model,
+        moved,
+        ctx.data,
+        ctx.onnx,
+        backends,
+        ctx.threads,
+        ctx.staging,
+        cfg.batch_sizes,
+        ctx.log,
+        ctx.int8_path,
+    )
     ctx.parity = run_parity(ctx.model, moved[0], ctx.rows, x_test)
     for line in rep.parity_lines(ctx.parity):
         ctx.log(f"      {line}")
