@@ -48,6 +48,7 @@ class Int8Result:
     sensitivity: dict[str, float] = field(default_factory=dict)  # every layer's, when measured
     layers: list[str] = field(default_factory=list)  # every quantizable layer
     tried: list[dict[str, Any]] = field(default_factory=list)  # {"fp32_layers": n, "accuracy": %} per file made
+    single_channel: list[str] = field(default_factory=list)  # convolutions of one input channel, always FP32
 
     @property
     def drop(self) -> float:
@@ -106,7 +107,15 @@ def controlled_int8(
     x_val = np.ascontiguousarray(x_val, dtype=np.float32)
     ref = logits(static_path, x_val, threads)
     with Quantizer(static_path, calibration, method, threads) as q:
-        result = Int8Result(Path(out_path), False, accuracy(ref, y_val), 0.0, float(max_drop), layers=list(q.layers))
+        result = Int8Result(
+            Path(out_path),
+            False,
+            accuracy(ref, y_val),
+            0.0,
+            float(max_drop),
+            layers=list(q.layers),
+            single_channel=list(q.single_channel),
+        )
         if _try(q, result, (), x_val, y_val, threads):
             return result
         log(f"all-INT8 drop {result.drop:.2f} pp > {max_drop:g} pp: measuring {len(q.layers)} layers' sensitivity")
