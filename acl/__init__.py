@@ -19,6 +19,8 @@ _HOME = {
     "AnalyticConv2d": "acl.analytic_conv",
     "FAMILIES": "acl.families",
     "FitReport": "acl.fitting",
+    "FixSummary": "acl.fixing",
+    "Saliency": "acl.saliency",
     "Spec": "acl.spec",
     "ablate": "acl.ablation",
     "acl_layers": "acl.conversion",
@@ -30,11 +32,15 @@ _HOME = {
     "convert": "acl.conversion",
     "family_energy": "acl.interpret",
     "fit": "acl.fitting",
+    "fix_spatial": "acl.fixing",
+    "fixed_kernels": "acl.fixed_families",
     "from_conv": "acl.conversion",
     "generate": "acl.kernels",
     "init_akps": "acl.kernels",
     "is_spatial": "acl.selection",
+    "kernel_saliency": "acl.saliency",
     "parse_spec": "acl.spec",
+    "zero_kernels": "acl.saliency",
 }
 __all__ = sorted(_HOME)
 # ``acl.fit`` and ``acl.ablate`` are functions: their modules are named otherwise, since importing
@@ -45,8 +51,11 @@ _SUBMODULES = (
     "conversion",
     "families",
     "fitting",
+    "fixed_families",
+    "fixing",
     "interpret",
     "kernels",
+    "saliency",
     "selection",
     "spec",
 )

@@ -60,11 +60,15 @@ def ablated_layer(layer: AnalyticConv2d, families: Iterable[str]) -> AnalyticCon
         spec=spec,
     ).to_empty(device=anchor.device)
     kept = dict(new.named_parameters())
+    kept_buffers = dict(new.named_buffers())  # fixed-family kernels, drawn on the meta device: copied too
     with torch.no_grad():
         for name, p in layer.named_parameters():
             if name in kept:
                 kept[name].copy_(p)
                 kept[name].requires_grad_(p.requires_grad)
+        for name, b in layer.named_buffers():
+            if name in kept_buffers and name != "_anchor":
+                kept_buffers[name].copy_(b)
     new.train(layer.training)
     return new
 
@@ -74,7 +78,7 @@ def ablate(model: nn.Module, family: str | Iterable[str], layers: str | Iterable
 
     Args:
         model: a model with ``AnalyticConv2d`` layers (or one such layer); untouched.
-        family: the symbol to replace (``G``, ``Lg``, ``Lt``, ``Tf``, ``Ts`` or ``P``),
+        family: the symbol to replace (``G``, ``Lg``, ``Lt``, ``Tf``, ``Ts``, ``P`` or a fixed family),
             or several symbols at once (all of them: the paper's exp15, ``M192``).
         layers: ACL names (as in ``named_modules()``; one name or several); ``None``:
             every ACL.

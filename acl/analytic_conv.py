@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from acl.families import pair
+from acl.families import FAMILIES, pair
+from acl.fixed_families import fixed_kernels
 from acl.kernels import init_akps, unchecked_mosaic
 from acl.spec import Spec, parse_spec
 
@@ -74,6 +75,11 @@ class AnalyticConv2d(nn.Module):
     kernel of the spec. Each analytic segment owns a ``[n, p]`` parameter of AKPs in
     natural units, named ``akp{i}_{symbol}`` (``i`` = segment index); each Plain
     segment owns a ``[n, h, w]`` parameter ``plain{i}``; Mean segments own nothing.
+    A segment of a fixed family (``D``, ``H``, ``S``, ``O``, ``U``; ``acl.fixed_kernels``)
+    owns a ``[n, h, w]`` *buffer* ``fixed{i}_{symbol}``, drawn from the global RNG when
+    the layer is built: saved in the state dict, never a parameter, so never learned
+    nor seen by an optimizer. ``from_conv`` fills ``U`` (Unchanged) segments with the
+    replaced convolution's own kernels.
 
     ``weight`` is generated on access (differentiable, one ``acl.kernels`` mosaic).
     In eval mode, when no gradient is needed, the analytic kernels are reused
@@ -127,14 +133,14 @@ class AnalyticConv2d(nn.Module):
         factory = {"device": device, "dtype": dtype}
         h, w = self.kernel_size
         bound = 1 / math.sqrt(in_channels // groups * h * w)  # nn.Conv2d's default kaiming_uniform(a=sqrt(5)) bound
-        self._register_segments(factory, bound)
+        self._register_segments(factory)
         if bias:
             self.bias = nn.Parameter(torch.empty(out_channels, **factory).uniform_(-bound, bound))
         else:
             self.register_parameter("bias", None)
         # Tracks device and dtype under .to() even for a layer with no parameters.
         self.register_buffer("_anchor", torch.empty(0, **factory), persistent=False)
-        self._analytic = [i for i, sym in enumerate(self._symbols) if sym != "P"]  # segments the cache holds
+        self._analytic = [i for i, sym in enumerate(self._symbols) if not FAMILIES[sym].stores_kernels]  # segments the cache holds
         self._cache: tuple[list[Tensor], list[Tensor]] | None = None  # (AKP copies, their kernels)
 
     def _take_geometry(self, ref: nn.Conv2d) -> None:
@@ -148,30 +154,39 @@ class AnalyticConv2d(nn.Module):
         self.groups = ref.groups
         self.padding_mode = ref.padding_mode
 
-    def _register_segments(self, factory: dict[str, Any], bound: float) -> None:
-        """A parameter per Plain (``plain{i}``) and analytic (``akp{i}_{symbol}``) segment, in spec order."""
-        h, w = self.kernel_size
-        self._segment_names: list[str] = []
+    def _register_segments(self, factory: dict[str, Any]) -> None:
+        """A tensor per segment, in spec order: ``plain{i}`` and ``akp{i}_{symbol}`` parameters, ``fixed{i}_{symbol}`` buffers."""
         self._symbols = tuple(sym for sym, _ in self.spec.segments)
-        for i, (sym, n) in enumerate(self.spec.segments):
-            if sym == "P":
-                name = f"plain{i}"
-                self.register_parameter(name, nn.Parameter(torch.empty(n, h, w, **factory).uniform_(-bound, bound)))
-            elif sym == "M":
-                name = ""
-            else:
-                name = f"akp{i}_{sym}"
-                self.register_parameter(name, nn.Parameter(init_akps(sym, n, self.kernel_size, **factory)))
-            self._segment_names.append(name)
+        self._segment_names = [self._add_segment(i, sym, n, factory) for i, (sym, n) in enumerate(self.spec.segments)]
+
+    def _add_segment(self, i: int, sym: str, n: int, factory: dict[str, Any]) -> str:
+        """Register segment ``i``'s tensor (parameter, or buffer for a fixed family); its name, ``""`` for Mean."""
+        h, w = self.kernel_size
+        fan_in = self.in_channels // self.groups * h * w
+        if sym == "M":
+            return ""
+        if sym == "P":
+            bound = 1 / math.sqrt(fan_in)
+            self.register_parameter(f"plain{i}", nn.Parameter(torch.empty(n, h, w, **factory).uniform_(-bound, bound)))
+            return f"plain{i}"
+        if FAMILIES[sym].fixed:
+            self.register_buffer(f"fixed{i}_{sym}", fixed_kernels(sym, n, (h, w), fan_in=fan_in, **factory))
+            return f"fixed{i}_{sym}"
+        self.register_parameter(f"akp{i}_{sym}", nn.Parameter(init_akps(sym, n, self.kernel_size, **factory)))
+        return f"akp{i}_{sym}"
 
     # -- kernels --------------------------------------------------------------------
 
-    def segment_params(self) -> list[tuple[str, int, int, nn.Parameter | None]]:
-        """``(symbol, start, stop, parameter)`` per segment; ``None`` for Mean."""
+    def segment_params(self) -> list[tuple[str, int, int, Tensor | None]]:
+        """``(symbol, start, stop, tensor)`` per segment: a parameter, a buffer for a fixed family, ``None`` for Mean."""
         return [
             (sym, start, stop, getattr(self, name) if name else None)
             for (sym, start, stop), name in zip(self.spec.offsets(), self._segment_names)
         ]
+
+    def segment_names(self) -> list[str]:
+        """The state-dict name of each segment's tensor (``akp0_G``, ``plain1``, ``fixed2_D``); ``""`` for Mean."""
+        return list(self._segment_names)
 
     def akps(self) -> dict[str, Tensor]:
         """AKPs of every analytic segment by parameter name (natural units)."""
@@ -195,14 +210,19 @@ class AnalyticConv2d(nn.Module):
         if _fx_tracing():  # getattr: fx hands out its proxies of the parameters, so the graph reads them at run time
             params = [getattr(self, name) if name else None for name in names]
         else:
-            params = [self._parameters[name] if name else None for name in names]
+            params = [self._segment_tensor(name) if name else None for name in names]
         kernels = _mosaic(self._symbols, self.kernel_size, counts, self._anchor, params)
         return kernels if shape is None else kernels.view(shape)
 
+    def _segment_tensor(self, name: str) -> Tensor:
+        # Direct dictionary reads: the hot path of every training step (getattr goes through nn.Module.__getattr__).
+        found = self._parameters.get(name)
+        return self._buffers[name] if found is None else found  # type: ignore[return-value]
+
     def _segment_tensors(self) -> list[Tensor]:
-        params, anchor = self._parameters, self._anchor
+        anchor = self._anchor
         return [
-            params[name] if name else anchor.new_empty(n, 0)  # type: ignore[misc]
+            self._segment_tensor(name) if name else anchor.new_empty(n, 0)
             for name, (_, n) in zip(self._segment_names, self.spec.segments)
         ]
 
@@ -291,7 +311,8 @@ class AnalyticConv2d(nn.Module):
 
         Plain kernels start from ``conv``'s kernels at their positions in the mosaic
         (Fig. 4a) and the bias is copied; analytic kernels start from random AKPs
-        (see ``init_akps``).
+        (see ``init_akps``). Unchanged (``U``) kernels are ``conv``'s kernels at their
+        positions, fixed from then on; the other fixed families are drawn as usual.
         """
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"from_conv expects an nn.Conv2d, got {type(conv).__name__}")
@@ -313,7 +334,7 @@ class AnalyticConv2d(nn.Module):
         flat = w.detach().reshape(-1, *layer.kernel_size)
         with torch.no_grad():
             for sym, start, stop, param in layer.segment_params():
-                if sym == "P":
+                if sym in ("P", "U"):
                     param.copy_(flat[start:stop])
             if conv.bias is not None:
                 layer.bias.copy_(conv.bias)

@@ -3,7 +3,8 @@
 ``FAMILIES`` is what the rest of the project reads about a family: spec symbol,
 name, ``ai.acl`` ONNX op, AKPs (names, units, initial ranges), report colour and
 formula. Adding a family means one ``Family`` entry here, its formula below and
-its ONNX function in ``export/functions.py``.
+its ONNX function in ``export/functions.py`` (a fixed family: the entry and its
+draw in ``acl/fixed_families.py``; files hold its kernels as constants).
 
 Formulas are plain differentiable torch (tensor methods only, so this module
 imports without PyTorch: reading the registry, as ``export`` does, never needs
@@ -28,6 +29,12 @@ Scales kept positive
     stays below 1e13 in float32). A formula receives the *inverse* of that
     effective scale (``inv_sigma = 1 / clamp(|sigma|, ...)``): the formulas then
     multiply rather than divide, which autograd differentiates in fewer operations.
+
+Fixed families (ExplainFix, Gaudio et al., sec. 3.1)
+    ``D`` (DCT2), ``H`` (GHaar), ``S`` (Psine), ``O`` (Ones) and ``U`` (random
+    Unchanged) have no AKP and no formula here: their kernels are drawn once, when
+    a layer is built, by ``acl.fixed_kernels`` and kept as buffers, never learned.
+    ``num_akps`` is 0 for them (eq. 25 counts them as nothing learned, like Mean).
 
 Centre correction (TGD2nd, LoT; eqs. 19, 23)
     ``W - sum(W) * I(x = y = 0)`` makes the kernel zero-sum. For odd sizes the
@@ -296,10 +303,12 @@ class Family:
     Attributes:
         symbol: the paper's symbol in arrangement specs (``G``, ``Lg``...).
         name: human name.
-        op: its op in the ``ai.acl`` ONNX domain; ``None`` for Plain.
-        akps: its AKPs in order; ``None`` for Plain, whose AKPs are its ``h*w`` values.
+        op: its op in the ``ai.acl`` ONNX domain; ``None`` for Plain and the fixed families.
+        akps: its AKPs in order; ``None`` for Plain, whose AKPs are its ``h*w`` values;
+            ``()`` for Mean and the fixed families.
         colour: frame colour in mosaic plots (Fig. 4a).
-        formula: ``(*columns, samples) -> [N or 1, h*w]``; ``None`` for Plain.
+        formula: ``(*columns, samples) -> [N or 1, h*w]``; ``None`` for Plain and the fixed families.
+        fixed: kernels drawn once by ``acl.fixed_kernels`` and never learned (stored as buffers).
     """
 
     symbol: str
@@ -308,6 +317,7 @@ class Family:
     akps: tuple[AKP, ...] | None
     colour: str
     formula: Callable[..., Tensor] | None
+    fixed: bool = False
 
     @property
     def akp_names(self) -> tuple[str, ...] | None:
@@ -315,7 +325,13 @@ class Family:
 
     @property
     def is_analytic(self) -> bool:
-        return self.akps is not None
+        """Kernels from AKPs by a formula (Mean included); not Plain, not a fixed family."""
+        return self.akps is not None and not self.fixed
+
+    @property
+    def stores_kernels(self) -> bool:
+        """The layer holds this family's kernels as ``[n, h, w]`` tensors (Plain: learned; fixed: buffers)."""
+        return self.formula is None
 
     @property
     def angle(self) -> int | None:
@@ -324,7 +340,7 @@ class Family:
         return names.index("theta") if "theta" in names else None
 
     def num_akps(self, kernel_size: int | Sequence[int]) -> int:
-        """AKPs per kernel (``p_i`` of eq. 25); ``h*w`` for Plain."""
+        """Learnable values per kernel (``p_i`` of eq. 25); ``h*w`` for Plain, 0 for Mean and fixed families."""
         if self.akps is None:
             h, w = pair(kernel_size)
             return h * w
@@ -361,6 +377,12 @@ FAMILIES: dict[str, Family] = {
         Family("Ts", "TGD2nd", "TGD2nd", (_angle("theta"), _scale("gamma")), "#2ca02c", tgd2nd),  # green
         Family("M", "Mean", "Mean", (), "#7f7f7f", mean),  # grey (not in Fig. 4a)
         Family("P", "Plain", None, None, "#ff7f0e", None),  # orange
+        # ExplainFix's fixed initialisations (sec. 3.1): drawn by acl.fixed_kernels, never learned
+        Family("D", "DCT2", None, (), "#17becf", None, fixed=True),  # cyan
+        Family("H", "GHaar", None, (), "#bcbd22", None, fixed=True),  # olive
+        Family("S", "Psine", None, (), "#8c564b", None, fixed=True),  # brown
+        Family("O", "Ones", None, (), "#000000", None, fixed=True),  # black
+        Family("U", "Unchanged", None, (), "#aec7e8", None, fixed=True),  # light blue
     )
 }
 """Kernel families by spec symbol, in the paper's order."""

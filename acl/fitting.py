@@ -639,6 +639,10 @@ def fit_into(
             with torch.no_grad():
                 param.copy_(target)
             continue
+        if family(sym).fixed:  # drawn once and never changed: nothing to fit, only its errors to report
+            errors = _errors(param.detach().to(dtype), target.to(dtype))
+            rel[start:stop], g[start:stop], shape[start:stop] = (x.cpu() for x in errors)
+            continue
         f = _fit_any(sym, target, gain=gain, **options)
         if param is not None:
             with torch.no_grad():

@@ -12,6 +12,9 @@ without edits here.
   part, on real inputs. The parts are not orthogonal, so the energies of the parts
   need not add up to the energy of the whole; ``cross`` gives the remainder as a
   share of the whole (0 when the parts do not interfere).
+* ``family_index``, ``conv_input``: the split itself (which family each kernel
+  belongs to; the layer's input as its convolution sees it), for other analyses
+  of the parts, such as ``deploy.int8.risk``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from acl.analytic_conv import AnalyticConv2d
 from acl.conversion import acl_layers
 from acl.families import FAMILIES, SCALE_MAX, SCALE_MIN
 
-__all__ = ["akp_summary", "family_energy"]
+__all__ = ["akp_summary", "conv_input", "family_energy", "family_index"]
 
 
 def akp_summary(layer: AnalyticConv2d) -> list[dict[str, Any]]:
@@ -62,22 +65,48 @@ def akp_summary(layer: AnalyticConv2d) -> list[dict[str, Any]]:
     return rows
 
 
+def family_index(layer: AnalyticConv2d) -> tuple[list[str], Tensor]:
+    """The layer's family names in mosaic order (each once), and each kernel's position in that list.
+
+    Shape:
+        - Output: ``(names, index)``, ``index`` :math:`(C_o C_i / groups)` int64, in
+          ``weight.reshape(-1, h, w)`` order (output-channel major).
+
+    Examples:
+        >>> index = family_index(AnalyticConv2d(1, 4, 3, spec="Lg1P2Lg1"))
+        >>> index[0], index[1].tolist()
+        (['LoG', 'Plain'], [0, 1, 1, 0])
+    """
+    kinds = layer.spec.kinds()
+    symbols = list(dict.fromkeys(kinds))  # a family split over several segments is one family
+    position = {sym: i for i, sym in enumerate(symbols)}
+    index = torch.tensor([position[k] for k in kinds], dtype=torch.int64, device=layer._anchor.device)
+    return [FAMILIES[sym].name for sym in symbols], index
+
+
+def conv_input(layer: nn.Module, x: Tensor) -> tuple[Tensor, Any]:
+    """``x`` padded as ``layer`` pads it, and the ``padding`` then left for ``F.conv2d``.
+
+    What the layer's own forward does before its convolution, so the convolution can
+    be run with other kernels (a family's part, an error). ``layer``: an
+    ``AnalyticConv2d`` or an ``nn.Conv2d`` (same padding attributes, same amounts).
+    """
+    if layer.padding_mode == "zeros":
+        return x, layer.padding
+    return F.pad(x, AnalyticConv2d._padding_amounts(layer), mode=layer.padding_mode), 0  # type: ignore[arg-type]
+
+
 @torch.no_grad()
 def _layer_energy(layer: AnalyticConv2d, x: Tensor) -> dict[str, Any]:
-    if layer.padding_mode != "zeros":
-        x = F.pad(x, layer._padding_amounts(), mode=layer.padding_mode)
-        padding: Any = 0
-    else:
-        padding = layer.padding
+    x, padding = conv_input(layer, x)
     weight = layer.weight.detach()
     flat = weight.reshape(-1, *layer.kernel_size)
-    kinds = layer.spec.kinds()
+    names, index = family_index(layer)
     energy: dict[str, float] = {}
-    for sym in dict.fromkeys(kinds):  # families in mosaic order, each once
-        mask = torch.tensor([k == sym for k in kinds], device=flat.device)
-        part = (flat * mask[:, None, None].to(flat.dtype)).view_as(weight)
+    for i, name in enumerate(names):
+        part = (flat * (index == i)[:, None, None].to(flat.dtype)).view_as(weight)
         out = F.conv2d(x, part, None, layer.stride, padding, layer.dilation, layer.groups)
-        energy[FAMILIES[sym].name] = float(out.double().square().sum())
+        energy[name] = float(out.double().square().sum())
     whole = F.conv2d(x, weight, None, layer.stride, padding, layer.dilation, layer.groups)
     total = float(whole.double().square().sum())
     parts = sum(energy.values())

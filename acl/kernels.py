@@ -103,7 +103,8 @@ def mosaic(segments: Sequence[tuple[str, Tensor]], kernel_size: int | Sequence[i
 
     Args:
         segments: ``(symbol, akps)`` pairs; ``akps`` is ``[n, p]`` as for
-            ``generate`` (``[n, 0]`` for Mean, ``[n, h*w]`` or ``[n, h, w]`` for Plain).
+            ``generate`` (``[n, 0]`` for Mean, ``[n, h*w]`` or ``[n, h, w]`` for Plain
+            and for the fixed families, whose kernels are given as they are).
             All on one dtype and device.
         kernel_size: ``h`` or ``(h, w)``.
 
@@ -121,9 +122,9 @@ def mosaic(segments: Sequence[tuple[str, Tensor]], kernel_size: int | Sequence[i
     symbols, tensors = [], []
     for sym, a in segments:
         fam = family(sym)
-        if fam.symbol == "P" and isinstance(a, Tensor) and a.ndim == 3:
+        if fam.stores_kernels and isinstance(a, Tensor) and a.ndim == 3:
             a = a.reshape(a.shape[0], -1)
-        _check_akps(a, fam.num_akps((h, w)), fam.name)
+        _check_akps(a, h * w if fam.stores_kernels else fam.num_akps((h, w)), fam.name)
         symbols.append(fam.symbol)
         tensors.append(a)
     first = tensors[0]
@@ -215,6 +216,11 @@ def generate(kind: str, akps: Tensor, kernel_size: int | Sequence[int]) -> Tenso
     Returns:
         The sampled kernels, dtype and device of ``akps``.
 
+    Raises:
+        ValueError: an unknown symbol, AKPs of the wrong shape, or a fixed family
+            (``D``, ``H``, ``S``, ``O``, ``U``): it has no AKPs to generate from
+            (``acl.fixed_kernels`` draws its kernels).
+
     Shape:
         - akps: :math:`(N, p)` with ``p = FAMILIES[kind].num_akps(kernel_size)``
         - Output: :math:`(N, h, w)`
@@ -225,8 +231,14 @@ def generate(kind: str, akps: Tensor, kernel_size: int | Sequence[int]) -> Tenso
         >>> generate("X", torch.zeros(1, 1), 3)
         Traceback (most recent call last):
         ...
-        ValueError: unknown kernel family 'X'; expected one of G, Lg, Lt, Tf, Ts, M, P
+        ValueError: unknown kernel family 'X'; expected one of G, Lg, Lt, Tf, Ts, M, P, D, H, S, O, U
     """
+    fam = family(kind)
+    if fam.fixed:
+        raise ValueError(
+            f"{kind} ({fam.name}) is a fixed family: it has no AKPs to generate kernels from, expected "
+            f"acl.fixed_kernels({kind!r}, n, kernel_size) to draw them"
+        )
     return mosaic([(kind, akps)], kernel_size)
 
 

@@ -4,7 +4,7 @@ Grammar (whitespace between tokens is ignored)::
 
     spec    := [ "(" Ci ("x" | "X" | "×") Co ")" ] token+
     token   := symbol [ "_" ] ( number | "{" number "}" )
-    symbol  := G | Lg | Lt | Tf | Ts | M | P
+    symbol  := G | Lg | Lt | Tf | Ts | M | P | D | H | S | O | U
 
 *Count form*: every number is a whole count (``(3x64)G30Lg15Lt15Tf36P96``); the
 counts must sum to ``Ci/groups * Co``. *Ratio form*: every number is written with a
@@ -23,6 +23,12 @@ of kernels: a depthwise 16->16 convolution (``groups=16``) is ``(1x16)``, its 16
 kernels. The layer's own ``(in_channels x out_channels)`` is also accepted as a
 prefix (specs written before the prefix showed the bank, and how a layer is
 usually described).
+
+``D``, ``H``, ``S``, ``O`` and ``U`` are ExplainFix's fixed families (DCT2, GHaar,
+Psine, Ones, random Unchanged; ``acl.fixed_kernels``): they take a count or ratio
+like any other token and nothing else. A token giving one a parameter, such as
+GHaar's frequency (``H{f=2}``, ``H(2)``), is refused by name: a fixed family has no
+learnable parameter (``P`` is the family whose kernels are learned).
 
 Order is kept (Table 2: order matters) and a family may appear more than once.
 Tokens whose count is 0 (explicit, or from rounding a ratio on a small layer)
@@ -143,6 +149,7 @@ def _tokens(text: str, body: str, offset: int, total: int) -> list[tuple[str, st
             )
         num = m.group("braced") if m.group("braced") is not None else m.group("num")
         token = m.group(0).strip()
+        _refuse_fixed_parameter(text, m.group("sym"), num, body[m.end() :], total)
         if num is None or num.strip() == "" or num.strip() in {"+", "-", "."}:
             raise _fail(text, f"token {token[:12]!r} has no count or ratio, expected a number after it", total)
         num = num.strip()
@@ -160,6 +167,22 @@ def _tokens(text: str, body: str, offset: int, total: int) -> list[tuple[str, st
             text, f"no kernel tokens, expected family symbols ({', '.join(FAMILIES)}) with counts or ratios", total
         )
     return tokens
+
+
+def _refuse_fixed_parameter(text: str, sym: str, num: str | None, rest: str, total: int) -> None:
+    """A fixed family's token carrying anything but a count or ratio (``H{f=2}``, ``D(8)``): refused by name."""
+    fam = FAMILIES[sym]
+    if not fam.fixed:
+        return
+    braced = num is not None and not re.fullmatch(r"\s*[-+]?[0-9]*\.?[0-9]*(?:[eE][-+]?[0-9]+)?\s*", num)
+    if braced or (not num and rest[:1] in ("(", "[", "{")):
+        given = f"{{{num}}}" if braced else rest[: rest.find({"(": ")", "[": "]", "{": "}"}[rest[0]]) + 1 or 12]
+        raise _fail(
+            text,
+            f"token {sym}{given} gives fixed family {sym} ({fam.name}) a parameter, which would make it learnable; "
+            f"expected only a count or ratio such as {sym}8 or {sym}0.25 (P for learned kernels)",
+            total,
+        )
 
 
 def _largest_remainder(ratios: Sequence[Fraction], total: int) -> list[int]:
@@ -320,13 +343,17 @@ def compact_factor(
 
     :math:`1 - \frac{\sum_i p_i k_i + n h w}{C_o C_i h w}`, with ``p_i`` AKPs per
     kernel of family ``i``, ``k_i`` its count and ``n`` the Plain count; bias excluded.
-    With groups, ``C_i`` is ``in_channels / groups``.
+    With groups, ``C_i`` is ``in_channels / groups``. Mean and the fixed families
+    (``D``, ``H``, ``S``, ``O``, ``U``) have ``p_i = 0``: their kernels are stored or
+    computed, never learned, so a spec of fixed families only has factor 1. The
+    deployed convolution is full-size either way: the factor counts what is learned,
+    not what is stored or computed at inference.
 
     Examples:
         >>> round(compact_factor("(3x64)G30Lg15Lt15Tf36P96", 3, 64, 7), 4)
         0.4726
-        >>> compact_factor("P192", 3, 64, 7), compact_factor("M192", 3, 64, 7)
-        (0.0, 1.0)
+        >>> compact_factor("P192", 3, 64, 7), compact_factor("M192", 3, 64, 7), compact_factor("D96P96", 3, 64, 7)
+        (0.0, 1.0, 0.5)
     """
     parsed = parse_spec(spec, in_channels, out_channels, groups=groups)
     h, w = pair(kernel_size)

@@ -51,6 +51,8 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, helper, numpy_helper
 
+from deploy.int8.swap import refusal
+from deploy.int8.tensorrt import is_qdq
 from export import passes
 from export.compare import TOLERANCES, compare_outputs
 from export.sessions import open_session
@@ -286,6 +288,8 @@ class HotSwapSession:
         if optimization is not None:
             self._session_args["optimization"] = optimization
         static_model = _load(static)
+        if is_qdq(static_model):
+            raise refusal(str(static) if isinstance(static, (str, Path)) else "the static model given")
         self.generator = KernelGenerator(_load(live))
         self._akps = dict(self.generator.defaults)
         self._kernels = _stored_kernels(static_model, self.generator)
@@ -489,6 +493,10 @@ def triton_version(
             onnxruntime model in ``repo``.
         models: models to update (default: the repository's onnxruntime and python models).
 
+    Raises:
+        Int8SwapRefused: a model to update serves an INT8 (Q/DQ) file (``deploy.int8.swap``
+            says why); pass ``models=`` with the FP32 models alone to update those.
+
     Returns:
         ``{model: new version folder}``. Each gets the static file with new kernels,
         or, for a python model serving the live file, the live file with new AKPs.
@@ -508,10 +516,11 @@ def triton_version(
     )
     if not chosen:
         raise ValueError(f"no onnxruntime or python model to update in {repo}")
+    _refuse_int8_models(repo, chosen, entries)
     values = _as_akps(akps)
     live_model = _load(live)
     if static is None:
-        ort_models = [m for m, e in entries.items() if e.get("backend") == "onnxruntime"]
+        ort_models = [m for m, e in entries.items() if e.get("backend") == "onnxruntime" and "precision" not in e]
         if not ort_models:
             raise ValueError("pass static=: the repository has no onnxruntime model to take the static file from")
         d = repo / ort_models[0]
@@ -526,3 +535,16 @@ def triton_version(
         else:
             out[model] = triton_repo.add_version(repo, model, new_static)
     return out
+
+
+def _refuse_int8_models(repo: Path, chosen: Sequence[str], entries: Mapping[str, Any]) -> None:
+    """``Int8SwapRefused`` for the first model of ``chosen`` that serves an INT8 (Q/DQ) file."""
+    for model in chosen:
+        d = repo / model
+        versions = sorted(int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit()) if d.is_dir() else []
+        served = d / str(versions[-1]) / "model.onnx" if versions else None
+        if entries.get(model, {}).get("precision") == "int8" or (
+            served is not None and served.is_file() and is_qdq(served)
+        ):
+            where = served if served is not None else d
+            raise refusal(f"{where} (model {model})", "or pass models= without it to swap the FP32 models alone")

@@ -28,11 +28,10 @@ def live_layers(model: nn.Module) -> list[passes.LiveLayer]:
     for name, layer in acl.acl_layers(model):
         shape = tuple(layer.weight.shape)
         segs = []
-        for i, (sym, start, stop, param) in enumerate(layer.segment_params()):
+        for i, ((sym, start, stop, param), pname) in enumerate(zip(layer.segment_params(), layer.segment_names())):
             if sym == "M":
                 segs.append(passes.LiveSegment(sym, stop - start, None, f"{name}.mean{i}.count"))
-            else:
-                pname = f"plain{i}" if sym == "P" else f"akp{i}_{sym}"
+            else:  # AKPs, plain kernels, or a fixed family's kernels (a constant: never an AKP input)
                 values = param.detach().to(torch.float32).cpu().numpy()
                 segs.append(passes.LiveSegment(sym, stop - start, values, f"{name}.{pname}"))
         out.append(passes.LiveLayer(name, str(layer.spec), shape, segs))  # type: ignore[arg-type]
@@ -153,7 +152,8 @@ def to_onnx(
             path (``conv1.weight``, exactly the ACL's kernels), standard ONNX ops
             only. ``"live"``: kernels generated in the graph by ``ai.acl`` ops
             (model-local functions) from AKP initializers named like the state dict
-            (``conv1.akp0_G``), plain kernels as initializers (``conv1.plain4``).
+            (``conv1.akp0_G``), plain kernels and fixed-family kernels as initializers
+            (``conv1.plain4``, ``conv1.fixed5_D``), which are never AKP inputs.
             In both, a BatchNorm after an ACL stays a ``BatchNormalization`` node,
             which ONNX Runtime and TensorRT fold into the Conv at load; other
             convolutions are folded by the exporter as usual.

@@ -2,7 +2,8 @@
 
 * ``make_live``: static -> live. Each ACL's baked ``Conv`` weight initializer is
   replaced by ``ai.acl`` kernel-generation nodes over AKP initializers (and the
-  plain-kernel initializer), concatenated in spec order and reshaped to the weight.
+  plain-kernel and fixed-kernel initializers, constants), concatenated in spec order
+  and reshaped to the weight.
 * ``expose_akp_inputs``: every AKP initializer also becomes a graph input of the
   same name, so its stored value is the default and a caller may feed new AKPs.
 * ``bake``: live -> static without PyTorch: every computed Conv weight is
@@ -40,7 +41,7 @@ class LiveSegment:
 
     symbol: str
     count: int
-    values: np.ndarray | None  # AKPs [n, p], plain kernels [n, h, w], or None for Mean
+    values: np.ndarray | None  # AKPs [n, p], plain or fixed-family kernels [n, h, w], or None for Mean
     name: str  # initializer name (module path + parameter name)
 
 
@@ -167,7 +168,7 @@ def make_live(exported: onnx.ModelProto, layers: list[LiveLayer]) -> onnx.ModelP
 
         parts: list[gs.Tensor] = []
         for i, seg in enumerate(layer.segments):
-            if seg.symbol == "P":
+            if seg.symbol not in OP_OF_SYMBOL:  # Plain or a fixed family: the kernels themselves, a constant
                 parts.append(gs.Constant(seg.name, np.ascontiguousarray(seg.values, dtype=np.float32)))
                 continue
             op = OP_OF_SYMBOL[seg.symbol]

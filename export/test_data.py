@@ -177,14 +177,17 @@ def read_test_data(folder: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
 
 
 def file_precision(model: onnx.ModelProto | str | Path) -> str:
-    """The ``export.compare.TOLERANCES`` row a file's outputs are judged at: ``"fp16"`` or ``"fp32"``.
+    """The ``export.compare.TOLERANCES`` row a file's outputs are judged at: ``"int8"``, ``"fp16"`` or ``"fp32"``.
 
-    A file computes in half precision when it stores float16 initializers or casts
-    to float16 (``deploy.fp16.to_fp16_onnx`` keeps FP32 inputs and outputs, so the
+    A file with QuantizeLinear/DequantizeLinear nodes is an INT8 (Q/DQ) file. A file
+    computes in half precision when it stores float16 initializers or casts to
+    float16 (``deploy.fp16.to_fp16_onnx`` keeps FP32 inputs and outputs, so the
     graph's interface alone does not tell).
     """
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model), load_external_data=False)
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+        return "int8"
     half = any(t.data_type == TensorProto.FLOAT16 for t in model.graph.initializer) or any(
         n.op_type == "Cast" and any(a.name == "to" and a.i == TensorProto.FLOAT16 for a in n.attribute)
         for n in model.graph.node
@@ -213,6 +216,7 @@ def reproduce_commands(
     folder: str | Path | None = None,
     batch_sizes: Sequence[int] = (1, 8, 64),
     precision: str | None = None,
+    trtexec: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, str]:
     """Shell commands, run from ``folder`` (default: the file's), that replay the file's test data.
 
@@ -220,7 +224,11 @@ def reproduce_commands(
     outputs at the ``precision`` row of ``export.compare`` (default: the file's,
     ``file_precision``). ``trtexec``: an engine with one profile over
     ``batch_sizes`` and the stored batch, run on the stored inputs, outputs
-    exported to JSON (untested here: no TensorRT). ``check``: this project's own
+    exported to JSON (untested here: no TensorRT); one command per entry of
+    ``trtexec`` (``{command name: precision flags}``; default ``{"trtexec": []}``, no
+    precision flag: TensorRT 11 has none and builds the file as typed; the flags of
+    each major version are ``deploy.tensorrt.versions.trtexec_flags``; ``{}``: no
+    trtexec command). ``check``: this project's own
     check (``python -m export.test_data``, which finds the precision itself). For a
     live-akp file also ``akp_inputs``: the command that writes its variant with
     the AKPs as required inputs, the file TensorRT needs to take AKPs at run time.
@@ -268,10 +276,9 @@ def reproduce_commands(
             n = int(next(iter(stored.values())).shape[0])
             parts.append(f"--shapes={spec(n)}")
             parts.append("--loadInputs=" + ",".join(f"{name}:trtexec-{_safe(name)}.bin" for name in in_names))
-        if precision == "fp16":
-            parts.append("--fp16")
-        parts.append(f"--exportOutput={shlex.quote(str(rel) + '.trtexec-output.json')}")
-        commands["trtexec"] = " ".join(parts)
+        output = f"--exportOutput={shlex.quote(str(rel) + '.trtexec-output.json')}"
+        for name, flags in ({"trtexec": []} if trtexec is None else trtexec).items():
+            commands[name] = " ".join([*parts, *flags, output])
     if akp_kind(model) == "live-akp":
         commands["akp_inputs"] = (
             f"python -m export.akp_inputs {f} {shlex.quote(_required_name(rel))}"
@@ -297,7 +304,8 @@ def _main(argv: list[str]) -> int:
     parser.add_argument(
         "--precision",
         choices=sorted(TOLERANCES),
-        help="tolerance row to judge by (default: the file's own precision: fp16 for a file with float16 weights)",
+        help="tolerance row to judge by (default: the file's own precision: int8 for a file with Q/DQ nodes, fp16 "
+        "for one with float16 weights)",
     )
     args = parser.parse_args(argv)
     model = load_model(args.file, "an exported ONNX file")

@@ -335,7 +335,7 @@ def _mismatch(
     return parts
 
 
-_ACL_PARAM = re.compile(r"(^|\.)(akp\d+_[A-Za-z]+|plain\d+)$")
+_ACL_PARAM = re.compile(r"(^|\.)(akp\d+_[A-Za-z]+|plain\d+|fixed\d+_[A-Za-z]+)$")
 
 
 def _acl_modules(tensors: dict[str, torch.Tensor]) -> list[str]:

@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 
 from pipeline import int8_args
+from pipeline.fix_args import problem as fix_problem
 
 __all__ = [
     "ARCH_NAMES",
@@ -82,6 +83,7 @@ def problem(args: argparse.Namespace) -> str | None:
         _path("", args.checkpoint),
         _path("--init-from: ", args.init_from),
         _training(args.batch_size, args.lr, args.workers),
+        fix_problem(args.fix_spatial, args.checkpoint),
         int8_args.problem(args),
     ):
         if found:

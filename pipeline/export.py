@@ -19,6 +19,7 @@ from deploy.backends import ALL_BACKENDS  # torch-free, like everything imported
 from deploy.cli import HelpFormatter
 from pipeline import early_checks
 from pipeline.early_checks import ARCH_NAMES, MAX_TRAIN_BATCH
+from pipeline.fix_args import add_fix_arguments
 from pipeline.int8_args import add_int8_arguments, int8_fields
 from pipeline.interrupts import Terminated
 from pipeline.interrupts import signals_raise as _signals_raise  # the name pipeline.reproduce imports
@@ -120,6 +121,7 @@ def parser() -> argparse.ArgumentParser:
     _add_run_arguments(p)
     _add_serving_arguments(p)
     add_int8_arguments(p)
+    add_fix_arguments(p)
     return p
 
 
@@ -309,6 +311,7 @@ def job_config(args: argparse.Namespace):
         resume=not args.no_resume,
         triton_repo=args.triton_repo,
         serve_test=args.serve_test,
+        fix_spatial=args.fix_spatial,
         **int8_fields(args),
     )
 

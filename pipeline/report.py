@@ -11,6 +11,8 @@
                 "learnable_kernel", "conv_kernel_equivalent"}},
       "data": {"name", "train", "test", "parity_images", "channels", "num_classes", "image_size",
                "mean": [per channel], "std": [per channel]},
+      "fix_spatial": null | {"method", "fixed": [layers], "learning": [1x1 layers], "frozen", "learnable"},
+                                                # --fix-spatial (pipeline.stages.fix_spatial)
       "accuracy": float,                        # source model, test split
       "verdict": {"passed", "checks", "failed": [keys], "not_available": [keys],
                   "reasons": {check: why it failed}, "warnings": [text]},
@@ -183,7 +185,23 @@ def tensorrt_section(trt: dict[str, Any] | None, listed: bool) -> list[str]:
     for name, problems in trt["check"].items():
         verdict = "ok" if not problems else f"{len(problems)} problem(s): " + "; ".join(problems)
         lines.append(f"  - `{name}`: {verdict}")
-    return lines
+    return lines + _trt_builds(trt.get("builds"))
+
+
+def _trt_builds(builds: dict[str, dict[str, str]] | None) -> list[str]:
+    """How each TensorRT major version builds each precision (as documented; no GPU here to verify it)."""
+    if not builds:
+        return []
+    majors = list(next(iter(builds.values())))
+    lines = [
+        "",
+        "How each precision is built, per TensorRT major version (as TensorRT documents it; not verified on a GPU "
+        "here):",
+        "",
+        "| precision | " + " | ".join(majors) + " |",
+        "|---|" + "---|" * len(majors),
+    ]
+    return lines + [f"| {p} | " + " | ".join(row[m] for m in majors) + " |" for p, row in builds.items()]
 
 
 def fp16_section(fp16: dict[str, Any] | None) -> list[str]:
@@ -258,7 +276,9 @@ def replay_section(repro: dict[str, Any] | None) -> list[str]:
         + ", ".join(f"`{f}`" for f in td["trtexec_inputs"].values())
         + f" hold {repro['images']} test images and the {repro['reference']}'s logits for them. Every ONNX file "
         "of this run must reproduce those logits within its precision's tolerance. Run from this folder; "
-        "`trtexec` needs TensorRT and a GPU and is untested here.",
+        "`trtexec` needs TensorRT and a GPU and is untested here. Each file has one `trtexec` command per TensorRT "
+        "major version: 10 takes precision flags (`--int8` for a Q/DQ file, `--stronglyTyped` for the FP16 file), "
+        "11 has none (the file's types and Q/DQ nodes set the precision).",
     ]
     for name, f in repro["files"].items():
         c = f["check"]
@@ -310,6 +330,19 @@ def _configs_checked(triton: dict[str, Any]) -> str:
     return f"not validated, neither parsed with Triton's protobuf nor checked against the ONNX file: {why}"
 
 
+def _int8_serving(int8: dict[str, Any] | None) -> list[str]:
+    """The INT8 model's line: its answers against ONNX Runtime on the same Q/DQ file."""
+    if not int8:
+        return []
+    p = int8["parity"]
+    if "error" in p:
+        return [f"- **`{int8['model']}` (INT8) against {int8['reference']}: FAIL: {p['error']}**"]
+    return [
+        f"- `{int8['model']}` (INT8) against {int8['reference']} (fp32 tolerance, check `triton-python:static-int8`): "
+        f"max abs err {_fmt(p['max_abs_err'])}, top-1 agreement {p['top1_agreement'] * 100:.2f} %, {_fmt(p['passed'])}"
+    ]
+
+
 def serving_section(serving: dict[str, Any] | None, triton: dict[str, Any] | None) -> list[str]:
     head = ["", "## Serving with Triton", ""]
     if serving is None:
@@ -333,6 +366,7 @@ def serving_section(serving: dict[str, Any] | None, triton: dict[str, Any] | Non
             f"max abs err {_fmt(p['max_abs_err'])}, top-1 agreement {p['top1_agreement'] * 100:.2f} %, "
             f"{_fmt(p['passed'])}"
         )
+    lines += _int8_serving(serving.get("int8"))
     load = serving.get("load")
     if load:
         lines += [

@@ -8,10 +8,12 @@
   (the python-backend model runs that same ONNX Runtime on the same file). A
   ``DIR`` inside ``--out`` is written into the run's staging folder, so it appears
   with the run or not at all; elsewhere ``write_repository`` stages it beside
-  ``DIR`` and renames it into place.
+  ``DIR`` and renames it into place. A run with an INT8 file gets its models
+  beside the FP32 ones (``acl_int8_python``, ``acl_int8_onnxruntime``).
 - ``serve_test``: start nvidia-pytriton's ``tritonserver`` on the python-backend
   model, compare its answers on the test images with PyTorch's, and run the load
-  test at 1, 4 and 16 concurrent clients. Where no server can run (the main
+  test at 1, 4 and 16 concurrent clients; the INT8 python model, when there is
+  one, is served too and compared with ONNX Runtime on its own file. Where no server can run (the main
   environment: nvidia-pytriton pins numpy<2), the result is one
   ``{"available": False, "reason"}``.
 - ``replay``: ``export.test_data`` beside the ONNX files (inputs and the source
@@ -133,7 +135,8 @@ def write_triton(
             ``--serve-test`` alone (``where`` is removed by the caller after serving).
         out: ``--out``; a ``dest`` inside it is written inside ``staging``.
         staging: the run's staging folder.
-        paths: ``{kind: ONNX file}`` of the run (needs ``"static"``).
+        paths: ``{kind: ONNX file}`` of the run (needs ``"static"``; ``"static-int8"``, the
+            run's Q/DQ file, adds the INT8 models beside the FP32 ones).
         latency: the run's latency table (``LATENCY_ROW`` gives the batching curve).
         force: replace a repository written earlier at ``dest``.
         log: progress lines.
@@ -141,7 +144,8 @@ def write_triton(
     from deploy.triton import TritonConfigError, write_repository
 
     curve = _curve(latency)
-    engine = staging / "trt" / "static.fp32.engine"  # pipeline.validate's TensorRT build, when one ran
+    engine = staging / "trt" / "static.fp32.engine"  # pipeline.trt_rows' TensorRT builds, when they ran
+    int8_engine = staging / "trt" / "static-int8.int8.engine"
     kept = dest is not None
     if dest is None:
         where = Path(tempfile.mkdtemp(prefix="acl-triton-repo-")) / "repo"
@@ -153,10 +157,11 @@ def write_triton(
     try:
         info = write_repository(
             where,
-            {k: p for k, p in paths.items() if k in ("static", "live")},
+            {k: p for k, p in paths.items() if k in ("static", "live", "static-int8")},
             name=MODEL_NAME,
             latency=curve,
             engine=engine if engine.is_file() else None,
+            int8_engine=int8_engine if int8_engine.is_file() and "static-int8" in paths else None,
             overwrite=force,
         )
     except BaseException as e:
@@ -211,14 +216,17 @@ def serve_test(
 ) -> dict[str, Any]:
     """Serve the python-backend model of ``repo`` with a real Triton server: parity and a load test.
 
+    When the repository has the INT8 model (``<name>_int8_python``), it is served
+    too and its answers compared with ONNX Runtime's on the same Q/DQ file
+    (``"int8"``): the same runtime on the same file, so at the fp32 tolerance.
+
     Returns:
         ``{"available": False, "reason"}`` where no server can run; otherwise
         ``{"available": True, "model", "server": {"version", "start_seconds"},
-        "parity": compare_outputs(...) | {"passed": False, "error"}, "load": load_test(...)}``.
+        "parity": compare_outputs(...) | {"passed": False, "error"}, "load": load_test(...)}``,
+        and ``"int8": {"model", "reference", "parity"}`` with the INT8 model.
     """
-    import export
     from deploy.triton import ServerUnavailable, find_triton
-    from export.compare import TOLERANCES, compare_outputs
 
     try:
         dist = find_triton()
@@ -227,44 +235,79 @@ def serve_test(
         reason = str(e).split("\n")[0]
         log(f"      Triton server not available: {reason}")
         return {"available": False, "reason": reason}
-    from deploy.triton import load_test, start_server
+    from deploy.triton import start_server
 
-    model = f"{MODEL_NAME}_python"
+    model, int8_model = f"{MODEL_NAME}_python", f"{MODEL_NAME}_int8_python"
+    served = [model, *([int8_model] if int8_model in info.models else [])]
     result: dict[str, Any] = {"available": True, "model": model, "server": {"version": dist.version}}
-    log(f"      serving {model} with tritonserver (nvidia-pytriton {dist.version})")
+    log(f"      serving {', '.join(served)} with tritonserver (nvidia-pytriton {dist.version})")
     try:
-        server = start_server(repo, load_models=[model], timeout=180)
+        server = start_server(repo, load_models=served, timeout=180)
     except ServerUnavailable as e:
         result["parity"] = {"precision": "fp32", "passed": False, "error": f"server did not start: {e}"[:2000]}
         return result
     with server:
         result["server"]["start_seconds"] = server.start_seconds
         chunk = info.batching.max_batch_size if info.batching.max_batch_size > 0 else len(x)
-        try:
-            got = _triton_infer(server.grpc_url, model, x, chunk, export.INPUT_NAME, export.OUTPUT_NAME)
-            result["parity"] = {"precision": "fp32", **compare_outputs(reference, got, TOLERANCES["fp32"])}
-        except Exception as e:  # the server's error is the finding: reported as a failed check
-            result["parity"] = {"precision": "fp32", "passed": False, "error": f"{type(e).__name__}: {e}"[:2000]}
-        result["load"] = load_test(
-            server.grpc_url,
-            model,
-            x,
-            concurrency=concurrency,
-            requests_per_level=requests_per_level,
-            seconds_per_level=seconds_per_level,
-            input_name=export.INPUT_NAME,
-            output_name=export.OUTPUT_NAME,
-        )
+        result["parity"] = _served_parity(server.grpc_url, model, x, chunk, reference)
+        if int8_model in served:
+            int8_file = Path(repo) / int8_model / "1" / "model.onnx"
+            result["int8"] = {
+                "model": int8_model,
+                "reference": "ONNX Runtime on the same Q/DQ file",
+                "parity": _served_parity(server.grpc_url, int8_model, x, chunk, _ort_out(int8_file, x)),
+            }
+        result["load"] = _load(server.grpc_url, model, x, concurrency, requests_per_level, seconds_per_level)
+    _log_load(result["load"], log)
+    return result
+
+
+def _served_parity(url: str, model: str, x: np.ndarray, chunk: int, reference: np.ndarray) -> dict[str, Any]:
+    """The server's answers against ``reference`` at the fp32 tolerance; its error, as a failed check, if it fails."""
+    import export
+    from export.compare import TOLERANCES, compare_outputs
+
+    try:
+        got = _triton_infer(url, model, x, chunk, export.INPUT_NAME, export.OUTPUT_NAME)
+        return {"precision": "fp32", **compare_outputs(reference, got, TOLERANCES["fp32"])}
+    except Exception as e:  # the server's error is the finding: reported as a failed check
+        return {"precision": "fp32", "passed": False, "error": f"{type(e).__name__}: {e}"[:2000]}
+
+
+def _ort_out(path: Path, x: np.ndarray) -> np.ndarray:
+    import export
+    from export.sessions import open_session
+
+    return open_session(path).run([export.OUTPUT_NAME], {export.INPUT_NAME: x})[0]
+
+
+def _load(url: str, model: str, x: np.ndarray, concurrency, requests_per_level, seconds_per_level) -> dict[str, Any]:
+    import export
+    from deploy.triton import load_test
+
+    load = load_test(
+        url,
+        model,
+        x,
+        concurrency=concurrency,
+        requests_per_level=requests_per_level,
+        seconds_per_level=seconds_per_level,
+        input_name=export.INPUT_NAME,
+        output_name=export.OUTPUT_NAME,
+    )
     try:  # the clients share the cores with the server and with whatever else runs here
-        result["load"]["load_avg"], result["load"]["cores"] = float(os.getloadavg()[0]), os.cpu_count()
+        load["load_avg"], load["cores"] = float(os.getloadavg()[0]), os.cpu_count()
     except (AttributeError, OSError):
         pass
-    for clients, level in result["load"]["levels"].items():
+    return load
+
+
+def _log_load(load: dict[str, Any], log: Callable[[str], None]) -> None:
+    for clients, level in load["levels"].items():
         log(
             f"      {clients:3d} client(s): {level['throughput']:.0f} images/s, p50 {level['p50_ms'] or 0:.2f} ms, "
             f"p99 {level['p99_ms'] or 0:.2f} ms, server batch {level['server_mean_batch'] or 0:.2f}"
         )
-    return result
 
 
 def replay(
@@ -278,31 +321,53 @@ def replay(
 
     One data set serves every file of the folder: the files share their input and
     output names, and ``expected`` is the source model's answer, which each of them
-    must reproduce within its precision's tolerance.
+    must reproduce within its precision's tolerance (``export.test_data.file_precision``:
+    the FP16 file at fp16, the INT8 (Q/DQ) files at int8).
 
     Returns:
         ``{"test_data": TestData dict (folder relative), "images": n, "files": {file:
         {"precision", "commands": {tool: command}, "check": {"passed", "max_abs_err"}}}}``.
+        ``commands`` has one trtexec command per TensorRT major version
+        (``deploy.tensorrt.versions.trtexec_variants``).
     """
     import export
-    from export.test_data import check_test_data, reproduce_commands, write_test_data
+    from export.test_data import write_test_data
 
     data = write_test_data(paths["static"], {export.INPUT_NAME: x}, {export.OUTPUT_NAME: expected})
     sizes = sorted({*batch_sizes, len(x)})
-    files: dict[str, Any] = {}
-    for path in paths.values():
-        precision = "fp16" if "fp16" in path.name else "fp32"
-        checked = check_test_data(path, folder, precision)[export.OUTPUT_NAME]
-        commands = reproduce_commands(path, folder=folder, batch_sizes=sizes, precision=precision)
-        files[path.name] = {
-            "precision": precision,
-            "commands": commands,
-            "check": {
-                "passed": bool(checked.get("passed")),
-                "max_abs_err": checked.get("max_abs_err"),
-                **({"error": checked["error"]} if "error" in checked else {}),
-            },
-        }
+    files = {path.name: _replay_file(path, folder, sizes) for path in paths.values()}
     test_data = data.to_dict()
     test_data["folder"] = "."
     return {"test_data": test_data, "images": len(x), "reference": "source PyTorch model", "files": files}
+
+
+def _replay_file(path: Path, folder: Path, sizes: list[int]) -> dict[str, Any]:
+    """One file's precision, replay commands and check against ``folder``'s test data."""
+    import export
+    from deploy.tensorrt.versions import trtexec_variants
+    from export.test_data import check_test_data, file_precision, reproduce_commands
+
+    precision = file_precision(path)
+    checked = check_test_data(path, folder, precision)[export.OUTPUT_NAME]
+    trtexec, note = trtexec_variants(precision), None
+    if precision == "int8":
+        from deploy.int8.tensorrt import TENSORRT_SUFFIX, qdq_problems
+
+        if qdq_problems(path):  # ONNX Runtime's INT32 biases: TensorRT builds the file's TensorRT form instead
+            form = path.name.removesuffix(".onnx") + TENSORRT_SUFFIX
+            trtexec, note = (
+                {},
+                f"# TensorRT's parser rejects this file's Q/DQ nodes (INT32 biases): trtexec builds {form}",
+            )
+    commands = reproduce_commands(path, folder=folder, batch_sizes=sizes, precision=precision, trtexec=trtexec)
+    if note:
+        commands["trtexec"] = note
+    return {
+        "precision": precision,
+        "commands": commands,
+        "check": {
+            "passed": bool(checked.get("passed")),
+            "max_abs_err": checked.get("max_abs_err"),
+            **({"error": checked["error"]} if "error" in checked else {}),
+        },
+    }

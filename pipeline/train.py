@@ -222,7 +222,8 @@ def _eval_loader(data: Dataset, batch_size: int, workers: int) -> DataLoader:
 
 def _build_optimizer(model: nn.Module, name: str, lr: float, total_steps: int):
     if name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr), None
+        # Frozen parameters (--fix-spatial) are never handed to the optimizer.
+        return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr), None
     import acl
 
     akps = {id(p) for _, layer in acl.acl_layers(model) for p in layer.akps().values()}

@@ -5,7 +5,8 @@ Tolerances and the comparator: ``export.compare`` (one table for the whole proje
 A *row* is one backend and export mode (``backend_rows``): ``torch:eager`` (the
 reference), ``torch:baked``, ``ort-<ep>:<static|live|live-akp|static-fp16>``,
 ``<...>:live-akp(fed)`` (new AKPs fed, compared with the PyTorch model holding
-them), ``trt[-fp16]:<static|live|live-akp|refit>``, ``openvino:<static|live>``
+them), ``trt[-fp16]:<static|live|live-akp|refit>`` and ``trt:static-int8``
+(``pipeline.trt_rows``), ``openvino:<static|live>``
 (FP32, asked for explicitly), ``openvino:static-bf16`` (where the CPU has
 native bf16) and, with ``--int8``, ``ort-<ep>:static-int8`` and
 ``openvino:static-int8`` (the INT8 Q/DQ file, precision ``int8``). A runner that reports the precision it computed in
@@ -19,10 +20,9 @@ row whose engine failed to build carries the error and fails. The FP16 file
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +30,8 @@ import torch
 import acl
 from export.compare import TOLERANCES, Tolerance, compare_outputs, tolerance_table
 from export.verify import akp_feed, perturbed_akps
+from pipeline.rows import Row as _Row
+from pipeline.trt_rows import INT8_MODE  # the INT8 Q/DQ file's mode (pipeline.stages.int8)
 
 __all__ = [
     "TOLERANCES",
@@ -47,23 +49,8 @@ __all__ = [
 
 FP16_FILE = "model.static-fp16.onnx"
 INLINED_FILE = "model.live.inlined.onnx"  # the live file for tools that cannot read model-local functions
-INT8_MODE = "static-int8"  # the INT8 Q/DQ file (pipeline.stages.int8)
 OPENVINO_BF16 = "static-bf16"  # the bf16 mode: the static file, OpenVINO computing in bfloat16
 ORT_PROVIDER = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}  # backend -> deploy.runners.ort_providers
-
-
-@dataclass
-class _Row:
-    """One backend and export mode: how to make its runner, what to feed, what to compare to."""
-
-    key: str
-    make: Callable[[], Any] | None  # None: not available (reason) or failed to build (error)
-    precision: str = "fp32"
-    extra: dict[str, np.ndarray] = field(default_factory=dict)  # inputs besides the image, every call
-    reference: str = "source"  # "source" model, or "moved": the model holding the fed AKPs
-    timed: bool = True
-    reason: str | None = None
-    error: str | None = None
 
 
 def backend_rows(model, moved, data, paths, backends, threads, staging, batch_sizes, log, int8=None) -> list[_Row]:
@@ -74,7 +61,8 @@ def backend_rows(model, moved, data, paths, backends, threads, staging, batch_si
     (``ctx.int8_path``), which gets ``ort-*:static-int8`` and ``openvino:static-int8`` rows.
     """
     import export
-    from deploy.runners import OrtRunner, TorchRunner, ort_providers
+    from deploy.runners import TorchRunner
+    from pipeline.trt_rows import trt_modes, trt_rows
 
     meta_in = {export.INPUT_NAME: (np.float32, [None, *data.input_shape])}
     moved_model, moved_feed = moved
@@ -87,49 +75,54 @@ def backend_rows(model, moved, data, paths, backends, threads, staging, batch_si
     for backend, (ok, reason) in backends.items():
         if backend == "torch":
             continue
-        modes = [*paths, "static-fp16"] if backend.startswith("ort") else [*paths, "refit"]
+        modes = [*paths, "static-fp16"] if backend.startswith("ort") else trt_modes(backend, paths, int8)
         if backend == "openvino":
             modes = [*(m for m in paths if m != "live-akp"), OPENVINO_BF16]
         modes += _int8_modes(backend, int8)
-        if backend.startswith("trt"):
-            modes = [m for m in modes if backend == "trt" or m in ("static", "live")]
         if not ok:
             rows += [_Row(f"{backend}:{m}", None, reason=reason) for m in modes]
             continue
         if backend.startswith("ort"):
-            provider = ORT_PROVIDER[backend]
-
-            def ort(path, provider=provider, fp16=False):
-                cache = staging / "ort-trt-cache" if provider == "tensorrt" else None
-                return lambda: OrtRunner(path, ort_providers(provider, cache_dir=cache, fp16=fp16), threads=threads)
-
             if fp16_path is None:
                 fp16_path = write_fp16_file(paths["static"], data.x_test, staging / FP16_FILE, threads)
-            for mode, path in [*paths.items(), ("static-fp16", fp16_path)]:
-                precision = "fp16" if mode == "static-fp16" else "fp32"
-                if provider == "tensorrt" and mode == "static-fp16":
-                    # The TensorRT EP's own FP16 switch (trt_fp16_enable) on the FP32 file.
-                    runner = ort(paths["static"], fp16=True)
-                else:
-                    runner = ort(path)
-                rows.append(_Row(f"{backend}:{mode}", runner, precision, default_feed if mode == "live-akp" else {}))
-            rows += [_Row(f"{backend}:{m}", ort(int8), "int8") for m in _int8_modes(backend, int8)]
-            if "live-akp" in paths:
-                rows.append(
-                    _Row(
-                        f"{backend}:live-akp(fed)",
-                        ort(paths["live-akp"]),
-                        extra=moved_feed,
-                        reference="moved",
-                        timed=False,
-                    )
-                )
+            rows += _ort_rows(backend, paths, fp16_path, int8, staging, threads, (default_feed, moved_feed))
         elif backend == "openvino":
             rows += _openvino_rows(paths, staging, threads, int8)
         else:
-            rows += _trt_rows(
-                backend, moved_model, paths, staging, batch_sizes, len(data.x_test), default_feed, moved_feed, log
+            if backend == "trt-fp16" and fp16_path is None:  # TensorRT 11 builds FP16 from the FP16 file
+                fp16_path = write_fp16_file(paths["static"], data.x_test, staging / FP16_FILE, threads)
+            batches, feeds = [*batch_sizes, len(data.x_test)], (default_feed, moved_feed)
+            rows += trt_rows(
+                backend, moved_model, paths, staging, batches, feeds, log, fp16_file=fp16_path, int8_file=int8
             )
+    return rows
+
+
+def _ort_rows(backend, paths, fp16_path, int8, staging, threads, feeds) -> list[_Row]:
+    """One ONNX Runtime backend's rows: every file, the FP16 and INT8 files, and the fed live-akp row."""
+    from deploy.runners import OrtRunner, ort_providers
+
+    provider = ORT_PROVIDER[backend]
+    default_feed, moved_feed = feeds
+
+    def ort(path, fp16=False):
+        cache = staging / "ort-trt-cache" if provider == "tensorrt" else None
+        return lambda: OrtRunner(path, ort_providers(provider, cache_dir=cache, fp16=fp16), threads=threads)
+
+    rows = []
+    for mode, path in [*paths.items(), ("static-fp16", fp16_path)]:
+        precision = "fp16" if mode == "static-fp16" else "fp32"
+        if provider == "tensorrt" and mode == "static-fp16":
+            # The TensorRT EP's own FP16 switch (trt_fp16_enable) on the FP32 file.
+            runner = ort(paths["static"], fp16=True)
+        else:
+            runner = ort(path)
+        rows.append(_Row(f"{backend}:{mode}", runner, precision, default_feed if mode == "live-akp" else {}))
+    rows += [_Row(f"{backend}:{m}", ort(int8), "int8") for m in _int8_modes(backend, int8)]
+    if "live-akp" in paths:
+        rows.append(
+            _Row(f"{backend}:live-akp(fed)", ort(paths["live-akp"]), extra=moved_feed, reference="moved", timed=False)
+        )
     return rows
 
 
@@ -159,76 +152,6 @@ def _openvino_rows(paths, staging, threads, int8=None) -> list[_Row]:
         rows.append(
             _Row(f"openvino:{INT8_MODE}", partial(OpenVinoRunner, int8, threads=threads, precision="int8"), "int8")
         )
-    return rows
-
-
-def _trt_rows(backend, moved_model, paths, staging, batch_sizes, n_test, default_feed, moved_feed, log) -> list[_Row]:
-    """Engines for one TensorRT backend; a failed build is a failed row, never a skipped one."""
-    import onnx
-
-    from deploy.tensorrt.build import build_engine
-    from deploy.tensorrt.refit import refit, refit_weights
-    from deploy.tensorrt.runner import TrtRunner, engine_loader
-    from export.passes import require_akp_inputs, save
-
-    precision = "fp16" if backend == "trt-fp16" else "fp32"
-    folder = staging / "trt"
-    folder.mkdir(exist_ok=True)
-    batches = [*batch_sizes, n_test]
-    cache = folder / "timing.cache"
-    rows = []
-    sources = {m: p for m, p in paths.items() if m != "live-akp"}
-    if "live-akp" in paths and backend == "trt":
-        sources["live-akp"] = save(
-            require_akp_inputs(onnx.load(str(paths["live-akp"]))), folder / "model.live-akp.required.onnx"
-        )
-    for mode, src in sources.items():
-        key = f"{backend}:{mode}"
-        try:
-            log(f"      building {key} engine")
-            info = build_engine(
-                src, folder / f"{mode}.{precision}.engine", precision=precision, batch_sizes=batches, timing_cache=cache
-            )
-            rows.append(
-                _Row(
-                    key,
-                    lambda e=info.engine: TrtRunner(engine_loader(e)),
-                    precision,
-                    default_feed if mode == "live-akp" else {},
-                )
-            )
-            if mode == "live-akp":
-                rows.append(
-                    _Row(
-                        f"{key}(fed)",
-                        lambda e=info.engine: TrtRunner(engine_loader(e)),
-                        precision,
-                        moved_feed,
-                        "moved",
-                        timed=False,
-                    )
-                )
-        except Exception as e:  # a build failure is reported as a failed check
-            rows.append(_Row(key, None, precision, error=f"engine build failed: {e}"))
-    if backend == "trt":
-        try:
-            info = build_engine(
-                paths["static"],
-                folder / "static.refit.engine",
-                batch_sizes=batches,
-                timing_cache=cache,
-                refittable=True,
-            )
-            weights = refit_weights(moved_model)
-
-            def refitted(e=info.engine, w=weights):
-                from polygraphy.backend.trt import EngineFromBytes
-
-                return TrtRunner(lambda: refit(EngineFromBytes(Path(e).read_bytes())(), w))
-
-            rows.append(_Row(f"{backend}:refit", refitted, reference="moved", timed=False))
-        except Exception as e:
-            rows.append(_Row(f"{backend}:refit", None, error=f"refittable engine build failed: {e}"))
     return rows
 
 

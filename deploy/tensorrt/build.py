@@ -8,6 +8,12 @@ TensorRT name used here and in ``refit.py`` (``BuilderFlag.REFIT_IDENTICAL``,
 ``get_missing_weights``, ``refit_cuda_engine``, ``OnnxParserRefitter.refit_from_file``)
 was found in the compiled bindings of TensorRT 10.0.1, 10.16.1 and 11.4.0 (the
 ``tensorrt-cu12-bindings`` wheels), and ``BuilderFlag.FP16`` only in the 10.x ones.
+``BuilderFlag.INT8`` is set through Polygraphy's ``CreateConfig(int8=True)`` on
+10.x only (TensorRT 10.x ``IBuilderConfig``; removed in 11.x per NVIDIA's
+"Removed Python APIs" migration list, as are ``int8_calibrator`` and the
+quantization flags); ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` through
+``NetworkFromOnnxPath(strongly_typed=True)``. Unverified on a GPU: no machine here
+has one.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ class EngineInfo:
     tensorrt: str
     strongly_typed: bool
     fp16_flag: bool
+    int8_flag: bool
     profile: dict[str, list[int]]  # min/opt/max input shape
     workspace_bytes: int
     refittable: bool
@@ -72,6 +79,7 @@ def build_engine(
     timing_cache: str | Path | None = None,
     refittable: bool = False,
     strip_weights: bool = False,
+    fp16_onnx: str | Path | None = None,
 ) -> EngineInfo:
     """Build and save an engine; write ``<engine>.json`` (options, version) and ``<engine>.log`` beside it.
 
@@ -79,15 +87,21 @@ def build_engine(
         onnx_path: an exported file (static or live; live files parse through their
             model-local functions).
         engine_path: where the plan goes.
-        precision: ``fp32`` or ``fp16``. FP16 on TensorRT 10 sets the FP16 builder flag;
-            on TensorRT 11 (strongly typed, no such flag) the engine is built from an
-            FP16 copy of the ONNX with FP32 inputs and outputs (``fp16.to_fp16_onnx``).
+        precision: ``fp32``, ``fp16`` or ``int8``. FP16 on TensorRT 10 sets the FP16
+            builder flag; on TensorRT 11 (strongly typed, no such flag) the engine is
+            built from an FP16 file with FP32 inputs and outputs: ``fp16_onnx``, or a
+            copy made here (``fp16.to_fp16_onnx``). INT8 needs a Q/DQ file
+            (``onnx_path``): TensorRT 10 builds it weakly typed with the INT8 flag,
+            TensorRT 11 strongly typed (``versions`` says why); INT32 bias
+            ``DequantizeLinear`` nodes are folded first (``deploy.int8.tensorrt``).
         batch_sizes: one optimization profile covers them (``versions.profile_shapes``).
         workspace_bytes: the builder's workspace memory-pool limit.
         timing_cache: a timing-cache file, read if present and written after the build.
         refittable: ``BuilderFlag.REFIT``: weights can be replaced later (``refit``).
         strip_weights: a weight-stripped plan (``STRIP_PLAN`` with ``REFIT_IDENTICAL``),
             refilled from ``onnx_path`` at load by ``refit.load_stripped``.
+        fp16_onnx: the FP16 file of ``onnx_path`` (the run's ``model.static-fp16.onnx``),
+            parsed instead of ``onnx_path`` where the version builds FP16 from a file.
 
     Raises:
         TensorRTUnavailable: no usable TensorRT.
@@ -100,7 +114,7 @@ def build_engine(
     plan = build_plan(version, precision)
     engine_path = Path(engine_path)
     engine_path.parent.mkdir(parents=True, exist_ok=True)
-    src, model = _onnx_for_parser(Path(onnx_path), engine_path, plan)
+    src, model = _onnx_for_parser(Path(onnx_path), engine_path, plan, fp16_onnx)
     name, rest = _input_meta(model)
     mn, opt, mx = profile_shapes(rest, list(batch_sizes))
 
@@ -121,6 +135,7 @@ def build_engine(
         tensorrt=text,
         strongly_typed=plan.strongly_typed,
         fp16_flag=plan.fp16_flag,
+        int8_flag=plan.int8_flag,
         profile={"min": list(mn), "opt": list(opt), "max": list(mx)},
         workspace_bytes=int(workspace_bytes),
         refittable=refittable or strip_weights,
@@ -133,14 +148,22 @@ def build_engine(
     return info
 
 
-def _onnx_for_parser(src: Path, engine_path: Path, plan) -> tuple[Path, onnx.ModelProto]:
-    """The file TensorRT's parser reads (an FP16 copy beside the engine when the plan needs one), checked."""
-    if plan.fp16_onnx:
-        from deploy.fp16 import to_fp16_onnx
+def _onnx_for_parser(src: Path, engine_path: Path, plan, fp16_onnx) -> tuple[Path, onnx.ModelProto]:
+    """The file TensorRT's parser reads for ``plan`` (an FP16 or TensorRT-form copy where needed), checked."""
+    from deploy.int8.tensorrt import is_qdq
 
-        fp16_src = engine_path.with_suffix(".fp16.onnx")
-        to_fp16_onnx(src, fp16_src)
-        src = fp16_src
+    if plan.fp16_onnx:
+        src = Path(fp16_onnx) if fp16_onnx is not None else _fp16_copy(src, engine_path)
+    qdq = is_qdq(src)
+    if plan.qdq_onnx and not qdq:
+        raise ValueError(
+            f"{src} has no QuantizeLinear/DequantizeLinear nodes, expected an INT8 (Q/DQ) file: TensorRT builds INT8 "
+            "from Q/DQ nodes (TensorRT 11 has no INT8 calibration)"
+        )
+    if qdq and not plan.qdq_onnx:
+        raise ValueError(f"{src} is an INT8 (Q/DQ) file, expected precision='int8' for it")
+    if qdq:
+        src = _tensorrt_form(src, engine_path)
     model = onnx.load(str(src))
     problems = check_onnx(model)
     if problems:
@@ -148,14 +171,36 @@ def _onnx_for_parser(src: Path, engine_path: Path, plan) -> tuple[Path, onnx.Mod
     return src, model
 
 
+def _fp16_copy(src: Path, engine_path: Path) -> Path:
+    from deploy.fp16 import to_fp16_onnx
+
+    fp16_src = engine_path.with_suffix(".fp16.onnx")
+    to_fp16_onnx(src, fp16_src)
+    return fp16_src
+
+
+def _tensorrt_form(src: Path, engine_path: Path) -> Path:
+    """``src`` itself when TensorRT's parser takes its Q/DQ nodes, else its TensorRT form beside the engine."""
+    from deploy.int8.tensorrt import qdq_problems, write_tensorrt_form
+
+    if not qdq_problems(src):
+        return src
+    return write_tensorrt_form(src, engine_path.with_suffix(".int8.onnx"))
+
+
 def _builder_config(plan, name: str, shapes, workspace_bytes: int, timing_cache, refittable: bool, strip_weights: bool):
-    """Polygraphy's builder config: precision flag, one profile over ``shapes`` (min, opt, max), refit options."""
+    """Polygraphy's builder config: precision flags, one profile over ``shapes`` (min, opt, max), refit options.
+
+    ``int8=True`` on TensorRT 10 only: with Q/DQ layers in the network Polygraphy
+    sets ``BuilderFlag.INT8`` and no calibrator (explicit quantization).
+    """
     import tensorrt as trt
     from polygraphy.backend.trt import CreateConfig, PostprocessConfig, Profile
 
     mn, opt, mx = shapes
     config = CreateConfig(
         fp16=plan.fp16_flag,
+        int8=plan.int8_flag,
         profiles=[Profile().add(name, min=mn, opt=opt, max=mx)],
         memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(workspace_bytes)},
         load_timing_cache=str(timing_cache) if timing_cache and Path(timing_cache).exists() else None,

@@ -360,10 +360,15 @@ def _node_problems(expanded: onnx.ModelProto) -> list[str]:
     return problems
 
 
+TYPED_INPUTS = {"QuantizeLinear": 1, "DequantizeLinear": 1}
+"""Ops whose support-matrix types are those of their first inputs only (scales and zero points have their own
+rules: ``deploy.int8.tensorrt.qdq_problems``)."""
+
+
 def _input_type_problems(node: onnx.NodeProto, where: str, types: dict[str, int]) -> list[str]:
     allowed = set(SUPPORTED_OPS[node.op_type]) | _ALWAYS_ALLOWED
     problems = []
-    for name in node.input:
+    for name in node.input[: TYPED_INPUTS.get(node.op_type)]:
         if name and name in types and types[name]:
             t = _type_name(types[name])
             if t not in allowed and node.op_type not in ("Shape", "Size"):

@@ -1,11 +1,26 @@
 """TensorRT version detection and the choices that depend on it. Pure Python.
 
 TensorRT 10.x is weakly typed by default: reduced precision is enabled with builder
-flags (``BuilderFlag.FP16``) and the builder picks per-layer precisions. TensorRT
-11.x removed those flags: every network is strongly typed, so an FP16 engine is
-built from an ONNX file whose tensors already are FP16 (inputs and outputs kept
-FP32, as NVIDIA's migration guide does with ModelOpt AutoCast's
-``keep_io_types=True``).
+flags (``BuilderFlag.FP16``, ``BuilderFlag.INT8``) and the builder picks per-layer
+precisions. TensorRT 11.x removed those flags and the INT8 calibrators: every
+network is strongly typed, so an FP16 engine is built from an ONNX file whose
+tensors already are FP16 (inputs and outputs kept FP32, as NVIDIA's migration
+guide does with ModelOpt AutoCast's ``keep_io_types=True``), and an INT8 engine
+from a file with QuantizeLinear/DequantizeLinear (Q/DQ) nodes.
+
+INT8 (explicit quantization from the Q/DQ file) on each version:
+
+- 10.x: weakly typed with ``BuilderFlag.INT8`` set (``trtexec --int8``). A network
+  with Q/DQ layers is built with explicit-quantization logic, and TensorRT 10's
+  guide requires the INT8 flag for a weakly typed Q/DQ network; Polygraphy's
+  ``CreateConfig(int8=True)`` sets it and skips calibration when the network has
+  Q/DQ layers. Strong typing (``--stronglyTyped``) would also build it on 10.x;
+  weak typing is kept so that the 10.x INT8 row differs from the FP32 row only by
+  the file and the flag. No FP16 flag: layers outside Q/DQ stay FP32 as in the
+  file, which is what the ONNX Runtime INT8 row computes too.
+- 11.x: strongly typed, no precision flag (none exists); the Q/DQ nodes alone set
+  INT8. ``trtexec --stronglyTyped`` is a no-op there (11.1), so the 11.x commands
+  carry no precision flag at all.
 """
 
 from __future__ import annotations
@@ -15,7 +30,22 @@ from dataclasses import dataclass
 
 from deploy.devices import cuda_device_present
 
-__all__ = ["BuildPlan", "available", "build_plan", "parse_version", "profile_shapes", "trt_version"]
+__all__ = [
+    "PRECISIONS",
+    "BuildPlan",
+    "available",
+    "build_plan",
+    "build_table",
+    "parse_version",
+    "profile_shapes",
+    "trt_version",
+    "trtexec_flags",
+    "trtexec_variants",
+]
+
+PRECISIONS = ("fp32", "fp16", "int8")
+MAJORS = (10, 11)
+"""The TensorRT major versions this code follows (their documented Python APIs)."""
 
 
 def parse_version(text: str) -> tuple[int, int]:
@@ -65,10 +95,12 @@ def available() -> tuple[bool, str]:
 class BuildPlan:
     """How to build an engine of a precision on a TensorRT version."""
 
-    precision: str  # "fp32" | "fp16"
+    precision: str  # "fp32" | "fp16" | "int8"
     fp16_flag: bool  # set BuilderFlag.FP16 (TensorRT 10 only)
     strongly_typed: bool  # create the network STRONGLY_TYPED
     fp16_onnx: bool  # build from an FP16 ONNX file made beforehand (I/O kept FP32)
+    int8_flag: bool = False  # set BuilderFlag.INT8 for the Q/DQ file (TensorRT 10 only)
+    qdq_onnx: bool = False  # build from a Q/DQ file (explicit quantization; INT8 on both versions)
 
 
 def build_plan(version: tuple[int, int], precision: str) -> BuildPlan:
@@ -76,19 +108,77 @@ def build_plan(version: tuple[int, int], precision: str) -> BuildPlan:
 
     Examples:
         >>> build_plan((10, 8), "fp16")
-        BuildPlan(precision='fp16', fp16_flag=True, strongly_typed=False, fp16_onnx=False)
+        BuildPlan(precision='fp16', fp16_flag=True, strongly_typed=False, fp16_onnx=False, int8_flag=False, qdq_onnx=False)
         >>> build_plan((11, 0), "fp16")
-        BuildPlan(precision='fp16', fp16_flag=False, strongly_typed=True, fp16_onnx=True)
+        BuildPlan(precision='fp16', fp16_flag=False, strongly_typed=True, fp16_onnx=True, int8_flag=False, qdq_onnx=False)
         >>> build_plan((11, 4), "fp32").fp16_flag
         False
+        >>> p10, p11 = build_plan((10, 15), "int8"), build_plan((11, 1), "int8")
+        >>> (p10.int8_flag, p10.strongly_typed, p10.qdq_onnx), (p11.int8_flag, p11.strongly_typed, p11.qdq_onnx)
+        ((True, False, True), (False, True, True))
     """
-    if precision not in ("fp32", "fp16"):
-        raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
     if version[0] < 10:
         raise ValueError(f"TensorRT {version[0]}.{version[1]} is not supported; need 10.x or 11.x")
+    int8 = precision == "int8"
     if version[0] == 10:
-        return BuildPlan(precision, fp16_flag=precision == "fp16", strongly_typed=False, fp16_onnx=False)
-    return BuildPlan(precision, fp16_flag=False, strongly_typed=True, fp16_onnx=precision == "fp16")
+        return BuildPlan(precision, precision == "fp16", False, False, int8_flag=int8, qdq_onnx=int8)
+    return BuildPlan(precision, False, True, precision == "fp16", int8_flag=False, qdq_onnx=int8)
+
+
+def build_table() -> dict[str, dict[str, str]]:
+    """``{precision: {"TensorRT <major>": how its engine is built}}``, from ``build_plan``, for the report.
+
+    Examples:
+        >>> build_table()["int8"]
+        {'TensorRT 10': 'weakly typed, BuilderFlag.INT8, from the Q/DQ file', 'TensorRT 11': 'strongly typed, no precision flag, from the Q/DQ file'}
+    """
+    return {p: {f"TensorRT {m}": _plan_text(build_plan((m, 0), p)) for m in MAJORS} for p in PRECISIONS}
+
+
+def _plan_text(plan: BuildPlan) -> str:
+    flags = [f"BuilderFlag.{f}" for f, on in (("FP16", plan.fp16_flag), ("INT8", plan.int8_flag)) if on]
+    source = ["from the FP16 file"] if plan.fp16_onnx else ["from the Q/DQ file"] if plan.qdq_onnx else []
+    typing = "strongly typed" if plan.strongly_typed else "weakly typed"
+    return ", ".join([typing, *(flags or ["no precision flag"]), *source])
+
+
+def trtexec_flags(major: int, file_precision: str) -> list[str]:
+    """The ``trtexec`` precision flags that build a file of ``file_precision`` as written, on TensorRT ``major``.
+
+    ``file_precision`` is what the file itself computes in: ``fp32`` (the static and
+    live files), ``fp16`` (the FP16 file: FP16 tensors, some nodes kept FP32 for
+    range) or ``int8`` (the Q/DQ file). TensorRT 11 takes every file without flags
+    (strongly typed; ``--fp16``/``--int8``/``--best`` are gone and ``--stronglyTyped``
+    is a no-op). TensorRT 10: ``--int8`` for the Q/DQ file (explicit quantization in
+    a weakly typed network needs the flag) and ``--stronglyTyped`` for the FP16
+    file (``--fp16`` would let the builder run in FP16 the nodes the file keeps in
+    FP32 because their range exceeds FP16).
+
+    Examples:
+        >>> [trtexec_flags(10, p) for p in ("fp32", "fp16", "int8")]
+        [[], ['--stronglyTyped'], ['--int8']]
+        >>> [trtexec_flags(11, p) for p in ("fp32", "fp16", "int8")]
+        [[], [], []]
+    """
+    if file_precision not in PRECISIONS:
+        raise ValueError(f"file precision must be one of {', '.join(map(repr, PRECISIONS))}, got {file_precision!r}")
+    if major not in MAJORS:
+        raise ValueError(f"TensorRT {major} is not followed here; expected one of {MAJORS}")
+    if major >= 11:
+        return []
+    return {"fp32": [], "fp16": ["--stronglyTyped"], "int8": ["--int8"]}[file_precision]
+
+
+def trtexec_variants(file_precision: str) -> dict[str, list[str]]:
+    """``{"trtexec (TensorRT <major>)": flags}`` for every major version followed here.
+
+    Examples:
+        >>> trtexec_variants("int8")
+        {'trtexec (TensorRT 10)': ['--int8'], 'trtexec (TensorRT 11)': []}
+    """
+    return {f"trtexec (TensorRT {major})": trtexec_flags(major, file_precision) for major in MAJORS}
 
 
 def profile_shapes(

@@ -15,6 +15,15 @@ Layout written by ``write_repository(out_dir, files, name="acl")``::
       acl_tensorrt/                   only when an engine file is given
         config.pbtxt                  platform tensorrt_plan, KIND_GPU
         1/model.plan
+      acl_int8_onnxruntime/           only with an INT8 (Q/DQ) file: files["static-int8"]
+      acl_int8_python/                the same two models serving the Q/DQ file
+      acl_int8_tensorrt/              only when an INT8 engine file is given (int8_engine=)
+
+The INT8 file is served as models of its own, beside the FP32 ones, not as a new
+version of them: Triton serves one version of a model by default (the latest), so
+a version would replace the FP32 model, while models of their own let a client
+pick either precision per request, and keep ``deploy.hotswap.triton_version``'s new
+AKPs (FP32 only) away from the INT8 models (``MARKER`` records their ``precision``).
 
 Every config is generated from the ONNX file's inputs and outputs, then, where
 ``tritonclient`` is installed, parsed with Triton's ``model_config.proto`` and
@@ -217,6 +226,7 @@ def write_repository(
     latency_budget_ms: float | None = None,
     max_queue_delay_us: int = 0,
     engine: str | Path | None = None,
+    int8_engine: str | Path | None = None,
     python_source: str = "static",
     instances: int = 1,
     gpu_default: bool = True,
@@ -233,14 +243,18 @@ def write_repository(
             folder is refused unless ``overwrite`` and it holds an earlier
             repository of ours (``MARKER``); a foreign folder is never replaced.
         files: ``{kind: path}`` as ``export.export_files`` returns (needs ``"static"``;
-            ``"live"`` for ``python_source="live"``), one static ONNX path, or an
-            ``nn.Module`` (exported here; needs ``input_shape``).
-        name: model name prefix: ``<name>_onnxruntime``, ``<name>_python``, ``<name>_tensorrt``.
+            ``"live"`` for ``python_source="live"``; ``"static-int8"``, the Q/DQ file,
+            adds the INT8 models), one static ONNX path, or an ``nn.Module``
+            (exported here; needs ``input_shape``).
+        name: model name prefix: ``<name>_onnxruntime``, ``<name>_python``, ``<name>_tensorrt``,
+            and ``<name>_int8_<backend>`` for the INT8 models.
         latency: measured ``{batch: p50_ms}``; batching settings follow ``config.batching_plan``.
         max_batch_size, latency_budget_ms, max_queue_delay_us: see ``config.batching_plan``.
         engine: a TensorRT plan built from the static file; adds the ``tensorrt_plan``
             model (its ``max_batch_size`` is capped by the engine's profile when
             ``<engine>.json`` from ``deploy.tensorrt.build_engine`` is beside it).
+        int8_engine: a TensorRT plan built from ``files["static-int8"]``; adds
+            ``<name>_int8_tensorrt``.
         python_source: which file the python model serves: ``"static"`` or ``"live"``.
         instances: instances per group.
         gpu_default: the onnxruntime model's ``config.pbtxt`` uses ``KIND_GPU`` and
@@ -278,7 +292,10 @@ def write_repository(
             max_queue_delay_us=max_queue_delay_us,
         )
         common = {"count": instances, "warmup": warmup}
-        models = _write_models(tmp, name, paths, io, plan, python_source, engine, gpu_default, intra_op_threads, common)
+        engines = {"static": engine, "static-int8": int8_engine}
+        models = _write_models(
+            tmp, name, paths, io, plan, python_source, engines, gpu_default, intra_op_threads, common
+        )
         shutil.rmtree(tmp / ".export", ignore_errors=True)
         model_files = _model_file_hashes(tmp)
         _write_marker(tmp, models, io, plan, model_files)
@@ -288,15 +305,7 @@ def write_repository(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return RepositoryInfo(
-        path=out,
-        models=models,
-        io=io,
-        batching=plan,
-        validated=do_validate,
-        validation=validation,
-        files=model_files,
-    )
+    return RepositoryInfo(out, models, io, plan, do_validate, validation, files=model_files)
 
 
 def _validation_choice(validate: bool | None) -> tuple[bool, str]:
@@ -315,7 +324,7 @@ def _write_models(
     io: OnnxIO,
     plan: BatchingPlan,
     python_source: str,
-    engine: str | Path | None,
+    engines: dict[str, str | Path | None],
     gpu_default: bool,
     threads: int,
     common: dict[str, Any],
@@ -326,11 +335,41 @@ def _write_models(
         ort_name: _write_onnxruntime_model(tmp / ort_name, paths["static"], io, plan, gpu_default, common),
         py_name: _write_python_model(tmp / py_name, paths[python_source], python_source, io, plan, threads, common),
     }
-    if engine is not None:
+    if engines.get("static") is not None:
         io_from = f"{ort_name}/1/model.onnx"
         models[f"{name}_tensorrt"] = _write_tensorrt_model(
-            tmp / f"{name}_tensorrt", Path(engine), io_from, io, plan, common
+            tmp / f"{name}_tensorrt", Path(engines["static"]), io_from, io, plan, common
         )
+    if "static-int8" in paths:
+        models.update(
+            _write_int8_models(tmp, f"{name}_int8", paths["static-int8"], engines, plan, gpu_default, threads, common)
+        )
+    return models
+
+
+def _write_int8_models(
+    tmp: Path,
+    prefix: str,
+    int8: Path,
+    engines: dict[str, str | Path | None],
+    plan: BatchingPlan,
+    gpu_default: bool,
+    threads: int,
+    common: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """The INT8 (Q/DQ) file's own models, ``<prefix>_onnxruntime`` and ``<prefix>_python`` (and ``_tensorrt``)."""
+    io = onnx_io(onnx.load(str(int8), load_external_data=False))
+    ort_name, py_name = f"{prefix}_onnxruntime", f"{prefix}_python"
+    models = {
+        ort_name: _write_onnxruntime_model(tmp / ort_name, int8, io, plan, gpu_default, common),
+        py_name: _write_python_model(tmp / py_name, int8, "static-int8", io, plan, threads, common),
+    }
+    if engines.get("static-int8") is not None:
+        models[f"{prefix}_tensorrt"] = _write_tensorrt_model(
+            tmp / f"{prefix}_tensorrt", Path(engines["static-int8"]), f"{ort_name}/1/model.onnx", io, plan, common
+        )
+    for entry in models.values():
+        entry.update(source="static-int8", precision="int8")
     return models
 
 
@@ -552,6 +591,23 @@ def validate_repository(repo: str | Path, *, names: Sequence[str] = ()) -> dict[
     return result
 
 
+def _check_precision(model: str, meta: dict[str, Any], onnx_file: str | Path | onnx.ModelProto) -> None:
+    """A new version computes in its model's precision: an INT8 model gets Q/DQ files, an FP32 model none."""
+    from deploy.int8.tensorrt import is_qdq
+
+    int8_model, qdq = meta.get("precision") == "int8", is_qdq(onnx_file)
+    if int8_model and not qdq:
+        raise ValueError(
+            f"model {model!r} serves an INT8 (Q/DQ) file and the new version has no Q/DQ nodes, expected an INT8 "
+            "file (new AKPs for an INT8 model: re-run the job with --int8)"
+        )
+    if qdq and not int8_model:
+        raise ValueError(
+            f"model {model!r} serves an FP32 file and the new version is an INT8 (Q/DQ) file, expected an FP32 file "
+            "(the INT8 file is served as models of its own: write_repository with files['static-int8'])"
+        )
+
+
 def add_version(
     repo: str | Path,
     model: str,
@@ -567,7 +623,8 @@ def add_version(
     model gets ``model.py`` copied from its latest version. The new file must
     have the same inputs and outputs as the config (checked when Triton's
     protobuf is available). TensorRT plans are refused (build or refit an engine
-    instead: ``deploy.tensorrt``).
+    instead: ``deploy.tensorrt``), and so is a file of another precision than the
+    model's (an FP32 file for an INT8 model, or a Q/DQ file for an FP32 one).
 
     Returns:
         The new version folder.
@@ -590,6 +647,7 @@ def add_version(
         raise ValueError(
             f"model {model!r} has backend {backend or 'unknown'!r}; only ONNX-serving models get new versions here"
         )
+    _check_precision(model, meta, onnx_file)
     tmp = Path(tempfile.mkdtemp(prefix=f".{new}.", suffix=".tmp", dir=model_dir))
     try:
         target = tmp / "model.onnx"

@@ -1,7 +1,7 @@
 """The main job as a Python API: ``run(JobConfig) -> report dict``, one module per stage.
 
 ``runner.STAGES`` lists them in order: preflight -> inputs (data; checkpoint or
-architecture) -> model (train, evaluate) -> checkpoint -> ONNX export -> parity -> latency -> TensorRT parser check -> FP16
+architecture) -> fixed spatial filters (``--fix-spatial``) -> model (train, evaluate) -> checkpoint -> ONNX export -> parity -> latency -> TensorRT parser check -> FP16
 range -> replay data -> Triton -> kernel mosaics -> report. Each module's
 ``run(ctx)`` returns a ``StageResult`` (``base``): status, report sections, files and
 verdict checks; ``report.md`` is built from the modules' ``markdown``. Everything is

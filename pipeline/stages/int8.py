@@ -7,8 +7,9 @@ from the test split: the first ``N`` are the calibration images, the next ones
 on which ``--int8-max-drop`` is enforced. The test images then measure the file:
 float and INT8 test accuracy and their difference.
 
-The check ``int8-accuracy`` passes when the validation drop is within the bound
-and the test drop is too. Only then is the file ``model.static-int8.onnx``
+The check ``int8-accuracy`` passes when the validation drop is within the bound,
+the validation top-1 agreement with the float file reaches the ``int8`` row of the
+tolerance table (the parity rows' own bar), and the test images meet both too. Only then is the file ``model.static-int8.onnx``
 (``ctx.int8_path``, which the parity, latency and later stages use); otherwise
 it is kept as ``model.static-int8.failed.onnx`` (the most accurate mix tried),
 for inspection, and no stage deploys it. The run still completes; the verdict
@@ -94,19 +95,36 @@ def _log(ctx: RunContext):
 def _section(ctx: RunContext, result: Any, n_cal: int, n_val: int) -> dict[str, Any]:
     from deploy.int8.sensitivity import accuracy, logits
 
-    float_test = accuracy(logits(ctx.onnx["static"], ctx.x_test, ctx.threads), ctx.data.y_test.numpy())
-    int8_test = accuracy(logits(result.path, ctx.x_test, ctx.threads), ctx.data.y_test.numpy())
+    y = ctx.data.y_test.numpy()
+    float_logits, int8_logits = (logits(p, ctx.x_test, ctx.threads) for p in (ctx.onnx["static"], result.path))
+    float_test, int8_test = accuracy(float_logits, y), accuracy(int8_logits, y)
     bound = result.max_drop
     test = {"images": len(ctx.x_test), "float": float_test, "int8": int8_test, "drop": float_test - int8_test}
-    validation = {"images": n_val, "float": result.float_accuracy, "int8": result.int8_accuracy, "drop": result.drop}
-    passed = result.met_bound and test["drop"] <= bound
+    test["agreement"] = float((float_logits.argmax(-1) == int8_logits.argmax(-1)).mean())
+    validation = {
+        "images": n_val,
+        "float": result.float_accuracy,
+        "int8": result.int8_accuracy,
+        "drop": result.drop,
+        "agreement": result.agreement,
+        "min_agreement": result.min_agreement,
+    }
+    test_agrees = test["agreement"] >= result.min_agreement
+    passed = result.met_bound and test["drop"] <= bound and test_agrees
+    modules = module_names(ctx.onnx["static"])
     if not result.met_bound:
         reason = (
-            f"no mix of INT8 and FP32 layers met the {bound:g} pp bound on the validation images "
-            f"(best: {result.drop:.2f} pp with {len(result.excluded)} of {len(result.layers)} layers in FP32)"
+            f"no mix of INT8 and FP32 layers met the {bound:g} pp bound and {100 * result.min_agreement:g} % top-1 "
+            f"agreement on the validation images (best: {result.drop:.2f} pp, {100 * result.agreement:.1f} % "
+            f"with {len(result.excluded)} of {len(result.layers)} layers in FP32)"
         )
-    elif not passed:
+    elif test["drop"] > bound:
         reason = f"the test accuracy dropped {test['drop']:.2f} pp, more than the {bound:g} pp bound the validation images met"
+    elif not test_agrees:
+        reason = (
+            f"the INT8 top-1 agrees with the float file's on {100 * test['agreement']:.2f} % of the test images, "
+            f"below the {100 * result.min_agreement:g} % the validation images met"
+        )
     else:
         reason = None
     return {
@@ -117,7 +135,7 @@ def _section(ctx: RunContext, result: Any, n_cal: int, n_val: int) -> dict[str, 
         "test": test,
         "layers": result.layers,
         "single_channel_fp32": result.single_channel,
-        "fp32_layers": [{"layer": n, "sensitivity": s} for n, s in result.excluded],
+        "fp32_layers": [{"layer": n, "module": modules.get(n), "sensitivity": s} for n, s in result.excluded],
         "sensitivity": result.sensitivity,
         "tried": result.tried,
         "passed": passed,
@@ -133,12 +151,32 @@ def _single_channel_line(s: dict[str, Any]) -> list[str]:
     return ["", f"Always FP32, reading one input channel (ONNX Runtime's INT8 kernel is slower there): {listed}."]
 
 
+def module_names(static_path) -> dict[str, str]:
+    """ONNX node name -> the PyTorch module it came from, read from its weight's initializer (``conv2.weight``)."""
+    import onnx
+
+    graph = onnx.load(str(static_path), load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    return {
+        n.name: n.input[1].removesuffix(".weight")
+        for n in graph.node
+        if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1 and n.input[1] in weights
+    }
+
+
+def _layer_name(entry: dict[str, Any]) -> str:
+    """``conv2 (node_conv2d_1)``: the module a person knows, and the node the file knows."""
+    module = entry.get("module")
+    return f"{module} ({entry['layer']})" if module else entry["layer"]
+
+
 def console_lines(section: dict[str, Any]) -> list[str]:
     t, v = section["test"], section["validation"]
-    kept = ", ".join(e["layer"] for e in section["fp32_layers"]) or "none"
+    kept = ", ".join(_layer_name(e) for e in section["fp32_layers"]) or "none"
     verdict = "pass" if section["passed"] else f"FAIL: {section['reason']}"
     return [
-        f"validation drop {v['drop']:.2f} pp (bound {section['max_drop']:g}); layers kept in FP32: {kept}",
+        f"validation drop {v['drop']:.2f} pp (bound {section['max_drop']:g}), top-1 agreement "
+        f"{100 * v['agreement']:.1f} % (at least {100 * v['min_agreement']:g} %); layers kept in FP32: {kept}",
         f"test accuracy float {t['float']:.2f} %, INT8 {t['int8']:.2f} % (drop {t['drop']:.2f} pp)  {verdict}",
     ]
 
@@ -154,13 +192,18 @@ def markdown(report: dict[str, Any]) -> list[str]:
         f"weights, symmetric per-tensor INT8 activations), {s['method']} calibration on {s['calibration_images']} "
         f"training images; bound {s['max_drop']:g} pp enforced on {v['images']} other training images."
     )
-    lines += ["", "| images | float top-1 % | INT8 top-1 % | drop (pp) |", "|---|---|---|---|"]
+    lines.append(
+        f"A mix is accepted when its validation drop is within the bound and its top-1 agrees with the float "
+        f"file's on at least {100 * v['min_agreement']:g} % of the validation images (the int8 row of the tolerance table)."
+    )
+    lines += ["", "| images | float top-1 % | INT8 top-1 % | drop (pp) | top-1 agreement % |", "|---|---|---|---|---|"]
     for name, r in (("validation (training split)", v), ("test", t)):
-        lines.append(f"| {name}, {r['images']} | {r['float']:.2f} | {r['int8']:.2f} | {r['drop']:.2f} |")
+        row = f"| {name}, {r['images']} | {r['float']:.2f} | {r['int8']:.2f} | {r['drop']:.2f} |"
+        lines.append(f"{row} {100 * r['agreement']:.2f} |")
     lines.append("")
     if s["fp32_layers"]:
         lines += ["Layers kept in FP32 (sensitivity: relative logit error with that layer alone in INT8):", ""]
-        lines += [f"- `{e['layer']}`: {e['sensitivity']:.4g}" for e in s["fp32_layers"]]
+        lines += [f"- `{_layer_name(e)}`: {e['sensitivity']:.4g}" for e in s["fp32_layers"]]
     else:
         lines.append(f"Every one of the {len(s['layers'])} quantizable Conv/Gemm layers is INT8.")
     lines += _single_channel_line(s)

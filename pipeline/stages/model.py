@@ -123,6 +123,8 @@ def _resume_store(ctx: RunContext, amp, dist):
         "lr": cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.optimizer],
         "amp": str(amp).replace("torch.", "") if amp is not None else "off",
         "world_size": dist.world_size,
+        # only when fixing: keys of earlier runs' states stay as they were
+        **({"fix_spatial": cfg.fix_spatial} if cfg.fix_spatial != "none" else {}),
     }
     quiet = lambda msg: None  # noqa: E731 - one rank speaks
     return ResumeStore.beside(cfg.out, config, reuse=cfg.resume, log=cfg.log if dist.is_main else quiet)

@@ -1,6 +1,6 @@
 """Replay data: a few test images and the source model's logits beside the ONNX files, with the commands that replay them.
 
-Every ONNX file of the run (the FP16 one too) is replayed here in ONNX Runtime
+Every ONNX file of the run (the FP16 and INT8 ones too) is replayed here in ONNX Runtime
 (``pipeline.serving.replay``). Report key ``replay``; as before, a file that does not
 reproduce its logits is marked in the report, not counted in the verdict.
 """
@@ -22,8 +22,9 @@ def run(ctx: RunContext) -> StageResult:
     from pipeline import serving
 
     onnx_files = dict(ctx.onnx)
-    if "onnx:static-fp16" in ctx.files:
-        onnx_files["static-fp16"] = ctx.staging / ctx.files["onnx:static-fp16"]
+    for mode in ("static-fp16", "static-int8", "static-int8-tensorrt"):  # made by the parity, INT8, TensorRT stages
+        if f"onnx:{mode}" in ctx.files:
+            onnx_files[mode] = ctx.staging / ctx.files[f"onnx:{mode}"]
     x = ctx.x_test[: min(serving.TEST_DATA_IMAGES, len(ctx.x_test))]
     with torch.inference_mode():
         expected = ctx.model(torch.from_numpy(x)).numpy()

@@ -19,10 +19,12 @@ from pipeline.output_folder import OutputFolder, signals_deferred
 from pipeline.stages import (
     checkpoint,
     export_onnx,
+    fix_spatial,
     fp16,
     inputs,
     int8,
     int8_data,
+    int8_risk,
     latency,
     model,
     mosaics,
@@ -40,12 +42,14 @@ STAGES = (
     preflight,
     inputs,
     int8_data,  # right after the data: a bad --int8-calibration is reported before training
+    fix_spatial,  # between the model's construction and its training
     model,
     checkpoint,
     export_onnx,
     int8,  # before parity: its file gets parity and latency rows (ctx.int8_path)
     parity,
     fp16,  # right after parity: it can fail FP16 parity rows (pipeline.fp16_verdict)
+    int8_risk,  # after the INT8 file's stage; needs only the source model
     latency,
     tensorrt,
     replay,

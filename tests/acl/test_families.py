@@ -11,11 +11,15 @@ ACL_DOCS = Path(__file__).resolve().parents[2] / "docs" / "acl.md"
 
 
 def test_registry_is_complete_and_consistent():
-    assert list(FAMILIES) == ["G", "Lg", "Lt", "Tf", "Ts", "M", "P"]
+    from acl.fixed_families import _DRAW
+
+    assert list(FAMILIES) == ["G", "Lg", "Lt", "Tf", "Ts", "M", "P", "D", "H", "S", "O", "U"]
     assert len({f.colour for f in FAMILIES.values()}) == len(FAMILIES)
+    assert [s for s, f in FAMILIES.items() if f.fixed] == list(_DRAW), "every fixed family draws its kernels"
     for f in FAMILIES.values():
-        if f.symbol == "P":
-            assert f.op is None and f.formula is None and not f.is_analytic
+        if f.symbol == "P" or f.fixed:
+            assert f.op is None and f.formula is None and not f.is_analytic and f.stores_kernels
+            assert f.num_akps(3) == (9 if f.symbol == "P" else 0)  # eq. 25: a fixed kernel learns nothing
             continue
         assert f.op and f.formula is not None
         # a formula takes its AKP columns by name, then the samples
@@ -37,7 +41,9 @@ def test_docs_family_table_matches_the_registry():
 
 
 def test_unknown_symbol_is_named():
-    with pytest.raises(ValueError, match="unknown kernel family 'Q'; expected one of G, Lg, Lt, Tf, Ts, M, P"):
+    with pytest.raises(
+        ValueError, match="unknown kernel family 'Q'; expected one of G, Lg, Lt, Tf, Ts, M, P, D, H, S, O, U"
+    ):
         family("Q")
 
 

@@ -110,7 +110,12 @@ def test_trtexec_and_check_commands(data, run_dir):
         "--exportOutput=m.static.onnx.trtexec-output.json"
     )
     assert cmds["check"] == "python -m export.test_data m.static.onnx"
-    assert "--fp16" in reproduce_commands(run_dir / "m.static.onnx", precision="fp16")["trtexec"]
+    # The precision picks the tolerance, not a trtexec flag: TensorRT 11 has no --fp16 (issue 21).
+    assert "--fp16" not in reproduce_commands(run_dir / "m.static.onnx", precision="fp16")["trtexec"]
+    per_version = reproduce_commands(run_dir / "m.static.onnx", trtexec={"ten": ["--stronglyTyped"], "eleven": []})
+    assert "trtexec" not in per_version and per_version["eleven"] == cmds["trtexec"]
+    assert per_version["ten"] == cmds["trtexec"].replace(" --exportOutput", " --stronglyTyped --exportOutput")
+    assert not {k for k in reproduce_commands(run_dir / "m.static.onnx", trtexec={}) if k.startswith("trtexec")}
 
 
 def test_cli_exit_codes(data, run_dir, capsys):
@@ -159,7 +164,7 @@ def test_fp16_file_is_judged_at_the_fp16_tolerance(data, run_dir, capsys):
     assert "DIFFERS at the fp32 tolerance" in capsys.readouterr().out
     assert check_test_data(fp16)["logits"]["atol"] == 0.05
     cmds = reproduce_commands(fp16)
-    assert "--atol 0.05 --rtol 0.02" in cmds["polygraphy"] and "--fp16" in cmds["trtexec"]
+    assert "--atol 0.05 --rtol 0.02" in cmds["polygraphy"] and "--fp16" not in cmds["trtexec"]
 
 
 def test_cli_bad_input_is_one_line_exit_2(data, run_dir, capsys):

@@ -144,3 +144,22 @@ def test_weight_stripped_plan_is_refilled_from_onnx(anann, exported, fresh_input
         got = r.infer({"input": fresh_input})["logits"]
     assert compare_outputs(torch_out(anann, fresh_input), got, TOLERANCES["fp32"])["passed"]
     assert full.weight_stripped is False and stripped.weight_stripped is True
+
+
+@pytest.mark.gpu
+@pytest.mark.trt
+@pytest.mark.skipif(not TRT, reason=f"TensorRT not available: {TRT_REASON}")
+def test_int8_engine_from_the_qdq_file_matches_onnxruntime_on_it(tmp_path):
+    """Explicit quantization: the engine computes what the Q/DQ file computes (ONNX Runtime on the same file)."""
+    from deploy.tensorrt.runner import TrtRunner, engine_loader
+    from export.sessions import open_session
+    from tests.qdq_models import images, int8_files
+
+    _, files = int8_files(tmp_path)
+    info = build_engine(files["static-int8"], tmp_path / "i8.engine", precision="int8", batch_sizes=[1, 8])
+    x = images(8, seed=11)
+    with TrtRunner(engine_loader(info.engine)) as r:
+        got = r.infer({"input": x})["logits"]
+    want = open_session(files["static-int8"]).run(None, {"input": x})[0]
+    res = compare_outputs(want, got, TOLERANCES["fp16"])  # INT8 kernels round differently from ONNX Runtime's
+    assert res["passed"], res

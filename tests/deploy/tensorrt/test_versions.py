@@ -3,6 +3,7 @@ import sys
 import pytest
 
 from deploy.tensorrt import available, build_plan, parse_version, profile_shapes, trt_version
+from deploy.tensorrt.versions import trtexec_flags
 
 
 def test_parse_version():
@@ -24,13 +25,32 @@ def test_parse_version():
 def test_build_plan_branches_on_the_major_version(version, precision, flag, typed, fp16_onnx):
     plan = build_plan(version, precision)
     assert (plan.fp16_flag, plan.strongly_typed, plan.fp16_onnx) == (flag, typed, fp16_onnx)
+    assert not plan.int8_flag and not plan.qdq_onnx
+
+
+@pytest.mark.parametrize(
+    "version, int8_flag, typed", [((10, 0), True, False), ((10, 16), True, False), ((11, 1), False, True)]
+)
+def test_int8_is_explicit_quantization_from_the_qdq_file_on_both_versions(version, int8_flag, typed):
+    plan = build_plan(version, "int8")
+    assert plan.qdq_onnx and not plan.fp16_onnx and not plan.fp16_flag
+    assert (plan.int8_flag, plan.strongly_typed) == (int8_flag, typed)
+
+
+def test_trtexec_flags_per_version_carry_no_precision_flag_on_11():
+    for precision in ("fp32", "fp16", "int8"):
+        assert not {"--fp16", "--int8", "--best", "--stronglyTyped"} & set(trtexec_flags(11, precision))
+    assert trtexec_flags(10, "int8") == ["--int8"] and trtexec_flags(10, "fp16") == ["--stronglyTyped"]
+    assert trtexec_flags(10, "fp32") == []
+    with pytest.raises(ValueError, match="TensorRT 9 is not followed here"):
+        trtexec_flags(9, "fp32")
 
 
 def test_build_plan_refuses_what_it_cannot_do():
     with pytest.raises(ValueError, match="need 10.x or 11.x"):
         build_plan((8, 6), "fp32")
-    with pytest.raises(ValueError, match="precision must be 'fp32' or 'fp16', got 'int8'"):
-        build_plan((10, 0), "int8")
+    with pytest.raises(ValueError, match="precision must be one of 'fp32', 'fp16', 'int8', got 'bf16'"):
+        build_plan((10, 0), "bf16")
 
 
 def test_profile_covers_every_batch_size():

@@ -73,9 +73,9 @@ def test_no_mix_meeting_the_bound_fails_the_check_and_deploys_nothing(tmp_path, 
     assert sorted(p.name for p in ctx.staging.iterdir()) == [int8_stage.FAILED_FILE]
     assert result.files == {"onnx:static-int8-failed": int8_stage.FAILED_FILE}
     section = result.sections["int8"]
-    assert section["passed"] is False and section["fp32_layers"] == [{"layer": "node_conv2d", "sensitivity": 0.5}]
+    assert section["passed"] is False and section["fp32_layers"] == [{"layer": "node_conv2d", "module": "0", "sensitivity": 0.5}]
     text = "\n".join(int8_stage.markdown({"int8": section}))
-    assert "FAILED: no mix" in text and "`node_conv2d`: 0.5" in text
+    assert "FAILED: no mix" in text and "`0 (node_conv2d)`: 0.5" in text, "the layer by its PyTorch name and its node name"
 
 
 def test_single_channel_convolutions_are_named_in_the_section_and_the_report(tmp_path):
@@ -85,3 +85,35 @@ def test_single_channel_convolutions_are_named_in_the_section_and_the_report(tmp
     assert section["single_channel_fp32"] == ["node_conv2d"] and section["layers"] == ["node_linear"]
     text = "\n".join(int8_stage.markdown({"int8": {**section, "file": int8_stage.INT8_FILE}}))
     assert "Always FP32, reading one input channel (ONNX Runtime's INT8 kernel is slower there): `node_conv2d`." in text
+
+
+def test_test_images_that_disagree_more_than_the_tolerance_table_allows_fail_the_check(tmp_path, monkeypatch):
+    """Validation met both bars, but on the test images the INT8 answers differ from the float ones too often."""
+    import numpy as np
+
+    from deploy.int8 import sensitivity
+
+    def met(static, out, calibration, x_val, y_val, max_drop, method, threads, log):
+        shutil.copy(static, out)
+        r = sensitivity.Int8Result(Path(out), True, 50.0, 50.0, max_drop, layers=["node_conv2d", "node_linear"])
+        r.min_agreement, r.agreement = 0.97, 1.0
+        return r
+
+    real_logits = sensitivity.logits
+
+    def logits(model, x, threads=None):
+        out = real_logits(model, x, threads)
+        if Path(model).name == int8_stage.INT8_FILE:  # the "INT8" file: every other image's answer moved
+            out, rows = out.copy(), np.arange(0, len(out), 2)
+            out[rows, (out[rows].argmax(-1) + 1) % out.shape[1]] += 1e3
+        return out
+
+    monkeypatch.setattr(sensitivity, "controlled_int8", met)
+    monkeypatch.setattr(sensitivity, "logits", logits)
+    ctx = _context(tmp_path, int8=True)
+    result = int8_stage.run(ctx)
+    section = result.sections["int8"]
+    assert section["test"]["agreement"] == 0.5, section["test"]
+    assert result.status == "failed" and ctx.int8_path is None
+    assert "agrees with the float file's on 50.00 % of the test images, below the 97 %" in result.reasons["int8-accuracy"]
+    assert "| test, 20 |" in "\n".join(int8_stage.markdown({"int8": section}))
