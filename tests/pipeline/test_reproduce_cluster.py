@@ -1,0 +1,126 @@
+"""``reproduce --cluster``: a real local Dask cluster of two worker processes runs the grid as locally, bit for bit.
+
+A worker killed mid-run loses no finished run: its run continues on a worker after its last epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+distributed = pytest.importorskip(
+    "distributed", reason="Dask distributed (the cluster extra) is not installed: pip install -e '.[cluster]'"
+)
+
+from pipeline.experiments.cluster import cluster_executor  # noqa: E402
+from pipeline.experiments.grid import build_grid  # noqa: E402
+from pipeline.experiments.runner import run_grid  # noqa: E402
+from pipeline.reproduce import main, reproduce  # noqa: E402
+
+TINY = ["--quick", "--epochs", "1", "--limit", "40"]
+QUIET = {"progress": False, "log": lambda m: None}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A scheduler in this process and two worker processes (one thread each), closed even when a test fails."""
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+    ) as lc, distributed.Client(lc, set_as_default=False) as client:
+        yield lc, client
+
+
+def _records(runs: Path) -> dict[str, dict]:
+    """Every run record in ``runs`` without its timing, by file name."""
+    out = {}
+    for p in sorted(runs.glob("*.json")):
+        rec = json.loads(p.read_text())
+        rec.pop("seconds")
+        out[p.name] = rec
+    return out
+
+
+@pytest.mark.slow
+def test_cluster_grid_equals_local_bit_for_bit(cluster, tmp_path, capsys):
+    lc, client = cluster
+    before = sum(client.run(lambda dask_worker: dask_worker.state.executed_count).values())
+    local = tmp_path / "local"
+    assert reproduce(build_grid("digits", quick=True, epochs=1, limit=40), local, jobs=2, **QUIET) is not None
+
+    out = tmp_path / "cluster"
+    assert main([*TINY, "--out", str(out), "--cluster", lc.scheduler_address]) == 0
+    assert "2 worker(s), 2 thread(s)" in capsys.readouterr().err
+    executed = client.run(lambda dask_worker: dask_worker.state.executed_count)
+    assert sum(executed.values()) - before == 36 and all(n > 0 for n in executed.values())  # both workers ran runs
+    assert (out / "results.json").read_bytes() == (local / "results.json").read_bytes()
+    assert _records(out / "runs") == _records(local / "runs")
+    assert not list((out / "runs").glob(".*"))  # no resume state, no run lock left behind
+
+
+def _kill_mid_run(client, runs: Path, worker_thread: threading.Thread) -> tuple[str, dict[str, tuple], int]:
+    """Once a run is recorded and another has saved an epoch, SIGKILL the worker training that other run.
+
+    Returns the killed run's id, the records then (name -> (bytes, mtime)) and the killed worker's pid.
+    """
+    deadline = time.monotonic() + 300
+    while worker_thread.is_alive() and time.monotonic() < deadline:
+        recorded = {p.stem for p in runs.glob("*.json")}
+        saved = {p.parent.name[1 : -len(".resume")] for p in runs.glob(".*.resume/state.safetensors")}
+        mid = sorted(saved - recorded)
+        if recorded and mid:
+            holders = [w for w, keys in client.processing().items() if any(f"-{mid[0]}-" in k for k in keys)]
+            if holders:
+                snapshot = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in runs.glob("*.json")}
+                pid = client.run(os.getpid, workers=holders[:1])[holders[0]]
+                os.kill(pid, signal.SIGKILL)
+                return mid[0], snapshot, pid
+        time.sleep(0.02)
+    raise AssertionError("no run was mid-way while another was recorded")
+
+
+@pytest.mark.slow
+def test_killed_worker_loses_no_finished_run(cluster, tmp_path):
+    lc, client = cluster
+    full = build_grid("digits", quick=True, epochs=6, limit=600)
+    # Plain LeNet runs finish first (grid order); AnaNN-LeNet's six epochs leave time to kill one mid-way.
+    grid = dataclasses.replace(full, cells=tuple(c for c in full.cells if c.id in ("lenet-plain", "lenet-exp3")))
+    local = tmp_path / "local"
+    run_grid(grid, local, jobs=1, **QUIET)
+
+    out = tmp_path / "cluster"
+    result: dict = {}
+
+    def run() -> None:
+        with cluster_executor(lc.scheduler_address, out, log=lambda m: None) as executor:
+            result["records"] = run_grid(grid, out, executor=executor, **QUIET)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        killed_run, snapshot, pid = _kill_mid_run(client, out / "runs", thread)
+    finally:
+        thread.join(timeout=600)
+    assert not thread.is_alive() and len(result["records"]) == 6
+    assert not Path(f"/proc/{pid}").exists() or "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    # Every run recorded before the kill is still there, untouched (not trained again).
+    assert snapshot and all(
+        (out / "runs" / name).read_bytes() == data and (out / "runs" / name).stat().st_mtime_ns == mtime
+        for name, (data, mtime) in snapshot.items()
+    )
+    # The killed run continued after its last saved epoch, and every record equals the local run's.
+    assert result["records"][(killed_run.rsplit("-seed", 1)[0], int(killed_run.rsplit("seed", 1)[1]))][
+        "resumed_from_epoch"
+    ] >= 1
+    cluster_records, local_records = _records(out / "runs"), _records(local / "runs")
+    for rec in (*cluster_records.values(), *local_records.values()):
+        rec.pop("resumed_from_epoch")
+    assert cluster_records == local_records
+    client.wait_for_workers(2, timeout=120)  # the nanny restarts the killed worker: the next test has two again
