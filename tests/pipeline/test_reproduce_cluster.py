@@ -16,14 +16,11 @@ from pathlib import Path
 
 import pytest
 
-distributed = pytest.importorskip(
-    "distributed", reason="Dask distributed (the cluster extra) is not installed: pip install -e '.[cluster]'"
-)
-
-from pipeline.experiments.cluster import cluster_executor  # noqa: E402
-from pipeline.experiments.grid import build_grid  # noqa: E402
-from pipeline.experiments.runner import run_grid  # noqa: E402
-from pipeline.reproduce import main, reproduce  # noqa: E402
+from pipeline.experiments import cluster as cluster_module
+from pipeline.experiments.cluster import cluster_executor
+from pipeline.experiments.grid import build_grid
+from pipeline.experiments.runner import run_grid
+from pipeline.reproduce import main, reproduce
 
 TINY = ["--quick", "--epochs", "1", "--limit", "40"]
 QUIET = {"progress": False, "log": lambda m: None}
@@ -32,6 +29,9 @@ QUIET = {"progress": False, "log": lambda m: None}
 @pytest.fixture(scope="module")
 def cluster():
     """A scheduler in this process and two worker processes (one thread each), closed even when a test fails."""
+    distributed = pytest.importorskip(
+        "distributed", reason="Dask distributed (the cluster extra) is not installed: pip install -e '.[cluster]'"
+    )
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
     ) as lc, distributed.Client(lc, set_as_default=False) as client:
@@ -89,8 +89,8 @@ def _kill_mid_run(client, runs: Path, worker_thread: threading.Thread) -> tuple[
 @pytest.mark.slow
 def test_killed_worker_loses_no_finished_run(cluster, tmp_path):
     lc, client = cluster
-    full = build_grid("digits", quick=True, epochs=6, limit=600)
-    # Plain LeNet runs finish first (grid order); AnaNN-LeNet's six epochs leave time to kill one mid-way.
+    full = build_grid("digits", quick=True, epochs=5, limit=400)
+    # Plain LeNet runs finish first (grid order); AnaNN-LeNet's five epochs leave time to kill one mid-way.
     grid = dataclasses.replace(full, cells=tuple(c for c in full.cells if c.id in ("lenet-plain", "lenet-exp3")))
     local = tmp_path / "local"
     run_grid(grid, local, jobs=1, **QUIET)
@@ -124,3 +124,43 @@ def test_killed_worker_loses_no_finished_run(cluster, tmp_path):
         rec.pop("resumed_from_epoch")
     assert cluster_records == local_records
     client.wait_for_workers(2, timeout=120)  # the nanny restarts the killed worker: the next test has two again
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+@pytest.mark.parametrize(
+    "address, match",
+    [
+        ("tcp://127.0.0.1:1", "no Dask scheduler answered"),  # nothing listens on port 1
+        ("no-port", "is not a scheduler address"),
+    ],
+)
+def test_unreachable_cluster_is_one_line_and_writes_nothing(address, match, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("distributed", reason="Dask distributed (the cluster extra) is not installed")
+    monkeypatch.setattr(cluster_module, "CONNECT_TIMEOUT", "1s")
+    out = tmp_path / "new" / "out"
+    assert main([*TINY, "--out", str(out), "--cluster", address]) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith(f"error: --cluster {address}") and match in line and ", expected " in line
+    assert not (tmp_path / "new").exists()
+
+
+def test_cluster_without_dask_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if not installed: its import fails
+    out = tmp_path / "out"
+    assert main([*TINY, "--out", str(out), "--cluster", "tcp://127.0.0.1:8786"]) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith("error: --cluster needs Dask distributed") and "expected" in line
+    assert not out.exists()
+
+
+def test_jobs_and_cluster_together_are_refused(tmp_path, capsys):
+    assert main([*TINY, "--jobs", "2", "--cluster", "tcp://127.0.0.1:8786", "--out", str(tmp_path / "o")]) == 2
+    assert "--jobs and --cluster" in _one_error_line(capsys)
+    assert not (tmp_path / "o").exists()
