@@ -20,7 +20,6 @@ waits, then reads the first's record.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -98,24 +97,46 @@ def connect(address: str):
         ) from None
 
 
-def _check_shared(client, out: Path) -> None:
-    """Every worker sees ``out``'s nearest existing folder and may write there (else records would be lost).
+def _check_workers(client, out: Path) -> None:
+    """Every worker writes ``out``'s nearest existing folder and runs the same code on the same torch.
 
     Raises:
-        UserError: a worker does not see it, or may not write there.
+        UserError: a worker does not see the folder or may not write there (its records would be lost
+            to this machine), lacks acl-deploy, or has another torch (results would differ).
     """
+    import torch
+
     from pipeline.errors import UserError
+
+    def worker_facts(folder: str) -> tuple[bool, bool, str | None]:
+        # Nested, so pickled by value: it runs on a worker that lacks this package too.
+        import importlib.util
+        import os
+
+        writable = os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)
+        try:
+            import torch
+
+            version = torch.__version__
+        except ImportError:
+            version = None
+        return writable, importlib.util.find_spec("pipeline.experiments") is not None, version
 
     here = out
     while not here.exists() and here != here.parent:
         here = here.parent
-    seen = client.run(lambda p: os.path.isdir(p) and os.access(p, os.W_OK | os.X_OK), str(here))
-    blind = sorted(w for w, ok in seen.items() if not ok)
-    if blind:
-        raise UserError(
-            f"--out {out}: worker {blind[0]} cannot write {here}, "
-            "expected --out on a folder every worker and this machine share"
-        )
+    facts = client.run(worker_facts, str(here))
+    for worker, (writable, has_package, torch_version) in sorted(facts.items()):
+        if not writable:
+            raise UserError(
+                f"--out {out}: worker {worker} cannot write {here}, "
+                "expected --out on a folder every worker and this machine share"
+            )
+        if not has_package or torch_version != torch.__version__:
+            raise UserError(
+                f"--cluster: worker {worker} has {'acl-deploy' if has_package else 'no acl-deploy'} "
+                f"and torch {torch_version}, expected acl-deploy and torch {torch.__version__} as here"
+            )
 
 
 class ClusterExecutor:
@@ -156,7 +177,7 @@ def cluster_executor(address: str, out: Path, log: Callable[[str], None]):
     """Connect to ``address``, check ``out`` is shared, yield the executor; closes the connection on the way out."""
     client = connect(address)
     try:
-        _check_shared(client, Path(out).resolve())
+        _check_workers(client, Path(out).resolve())
         workers = client.scheduler_info().get("workers", {})
         threads = sum(w.get("nthreads", 1) for w in workers.values())
         log(f"cluster: {address}, {len(workers)} worker(s), {threads} thread(s)")

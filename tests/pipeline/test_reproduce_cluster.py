@@ -164,3 +164,36 @@ def test_jobs_and_cluster_together_are_refused(tmp_path, capsys):
     assert main([*TINY, "--jobs", "2", "--cluster", "tcp://127.0.0.1:8786", "--out", str(tmp_path / "o")]) == 2
     assert "--jobs and --cluster" in _one_error_line(capsys)
     assert not (tmp_path / "o").exists()
+
+
+class _Workers:
+    """A client whose workers answer ``_check_workers``'s probe with ``facts`` (one tuple per worker)."""
+
+    def __init__(self, *facts):
+        self.facts = facts
+
+    def run(self, fn, *args):
+        real = fn(*args)  # the probe itself runs here, so it is exercised too
+        assert isinstance(real, tuple) and real[0] and real[1]
+        return {f"tcp://w{i}:1": f for i, f in enumerate(self.facts)}
+
+
+@pytest.mark.parametrize(
+    "facts, match",
+    [
+        ((False, True, "same"), "cannot write"),
+        ((True, False, "same"), "no acl-deploy"),
+        ((True, True, "0.0.1"), "torch 0.0.1, expected acl-deploy and torch"),
+    ],
+)
+def test_workers_that_cannot_share_the_folder_or_differ_are_refused(facts, match, tmp_path):
+    import torch
+
+    from pipeline.errors import UserError
+
+    good = (True, True, torch.__version__)
+    bad = tuple(torch.__version__ if f == "same" else f for f in facts)
+    cluster_module._check_workers(_Workers(good, good), tmp_path / "out")  # all fine: no error
+    with pytest.raises(UserError, match=match) as e:
+        cluster_module._check_workers(_Workers(good, bad), tmp_path / "out")
+    assert "tcp://w1:1" in str(e.value) and ", expected " in str(e.value)
