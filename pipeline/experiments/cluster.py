@@ -147,7 +147,9 @@ class ClusterExecutor:
         self.log = log
 
     def __call__(self, doc: dict, todo: list[tuple[Cell, int]], runs_dir: Path, finished: Callable[[dict], None]):
-        from distributed import as_completed
+        from distributed import KilledWorker, as_completed
+
+        from pipeline.errors import UserError
 
         grid = Grid.from_json(doc)
         runs = Path(runs_dir).resolve()  # workers have their own working directory
@@ -158,10 +160,14 @@ class ClusterExecutor:
         ]
         try:
             for future in as_completed(futures, loop=self.client.loop):
-                rec = future.result()
+                try:
+                    rec = future.result()
+                except KilledWorker as e:
+                    raise UserError(
+                        f"the cluster gave up on a run ({e}), expected workers that stay up: the finished runs "
+                        "are kept, the same command continues the grid"
+                    ) from None
                 if read_run(runs / f"{run_id(grid.cell(rec['cell']), rec['seed'])}.json", rec["key"]) is None:
-                    from pipeline.errors import UserError
-
                     raise UserError(
                         f"a worker wrote run {rec['cell']} seed {rec['seed']} where this machine cannot read it, "
                         f"expected --out ({runs.parent}) on a folder every worker and this machine share"

@@ -197,3 +197,38 @@ def test_workers_that_cannot_share_the_folder_or_differ_are_refused(facts, match
     with pytest.raises(UserError, match=match) as e:
         cluster_module._check_workers(_Workers(good, bad), tmp_path / "out")
     assert "tcp://w1:1" in str(e.value) and ", expected " in str(e.value)
+
+
+@pytest.mark.slow
+def test_a_run_the_cluster_gives_up_on_is_one_line_keeping_finished_runs(tmp_path):
+    """With ``allowed-failures`` 0 the first lost worker ends its run's task: a one-line error, records kept."""
+    distributed = pytest.importorskip("distributed", reason="Dask distributed (the cluster extra) is not installed")
+    import dask
+
+    from pipeline.errors import UserError
+
+    full = build_grid("digits", quick=True, epochs=5, limit=400)
+    grid = dataclasses.replace(full, cells=tuple(c for c in full.cells if c.id in ("lenet-plain", "lenet-exp3")))
+    out = tmp_path / "out"
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with cluster_executor(lc.scheduler_address, out, log=lambda m: None) as executor:
+                run_grid(grid, out, executor=executor, **QUIET)
+        except BaseException as e:  # handed to the test
+            errors.append(e)
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.CRITICAL
+    ) as lc, distributed.Client(lc, set_as_default=False) as client:
+        thread = threading.Thread(target=run)
+        thread.start()
+        try:
+            killed_run, snapshot, _ = _kill_mid_run(client, out / "runs", thread)
+        finally:
+            thread.join(timeout=600)
+    assert len(errors) == 1 and isinstance(errors[0], UserError), errors
+    assert "gave up on a run" in str(errors[0]) and "\n" not in str(errors[0])
+    assert snapshot and all((out / "runs" / name).read_bytes() == data for name, (data, _) in snapshot.items())
+    assert not (out / "runs" / f"{killed_run}.json").exists()
