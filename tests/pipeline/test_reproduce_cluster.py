@@ -33,7 +33,7 @@ def cluster():
         "distributed", reason="Dask distributed (the cluster extra) is not installed: pip install -e '.[cluster]'"
     )
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR
     ) as lc, distributed.Client(lc, set_as_default=False) as client:
         yield lc, client
 
@@ -220,7 +220,7 @@ def test_a_run_the_cluster_gives_up_on_is_one_line_keeping_finished_runs(tmp_pat
             errors.append(e)
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), distributed.LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.CRITICAL
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.CRITICAL
     ) as lc, distributed.Client(lc, set_as_default=False) as client:
         thread = threading.Thread(target=run)
         thread.start()
