@@ -58,15 +58,29 @@ class EngineInfo:
 
 
 def _input_meta(model: onnx.ModelProto) -> tuple[str, tuple[int, ...]]:
+    """The image input (the one with a dynamic batch dimension) and its non-batch dimensions.
+
+    Other inputs (the AKPs of a file made by ``require_akp_inputs``) must be fully
+    static: they need no optimization profile, so they are not returned.
+    """
     inits = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
-    if len(inputs) != 1:
-        raise ValueError(f"expected one image input, the model has {[i.name for i in inputs]}")
-    dims = inputs[0].type.tensor_type.shape.dim
+    dynamic = [i for i in inputs if not _static(i)]
+    if len(dynamic) != 1:
+        raise ValueError(
+            f"expected one image input with a dynamic batch dimension and static other inputs (AKPs), "
+            f"the model has dynamic inputs {[i.name for i in dynamic]}"
+        )
+    dims = dynamic[0].type.tensor_type.shape.dim
     rest = tuple(d.dim_value for d in dims[1:])
     if any(v <= 0 for v in rest):
-        raise ValueError(f"input {inputs[0].name!r} must have static non-batch dimensions, got {rest}")
-    return inputs[0].name, rest
+        raise ValueError(f"input {dynamic[0].name!r} must have static non-batch dimensions, got {rest}")
+    return dynamic[0].name, rest
+
+
+def _static(value_info: onnx.ValueInfoProto) -> bool:
+    dims = value_info.type.tensor_type.shape.dim
+    return all(d.HasField("dim_value") and d.dim_value > 0 for d in dims)
 
 
 def build_engine(
