@@ -115,6 +115,7 @@ def open_session(
     log_severity: int = LOG_SEVERITY,
     optimization: Any = OPTIMIZATION,
     external_initializers: Mapping[str, np.ndarray] | None = None,
+    config_entries: Mapping[str, str] | None = None,
     **overrides: Any,
 ) -> Any:
     """An ``onnxruntime.InferenceSession`` on ``model`` (``onnx.ModelProto``, bytes or a path).
@@ -124,10 +125,13 @@ def open_session(
         threads, log_severity, optimization, overrides: as ``session_options``.
         external_initializers: ``{name: array}`` for initializers the model stores as
             external data (``onnx.external_data_helper``); used instead of reading files.
+        config_entries: session config entries (``SessionOptions.add_session_config_entry``).
     """
     import onnxruntime as ort
 
     opts = session_options(threads=threads, log_severity=log_severity, optimization=optimization, **overrides)
+    for key, value in (config_entries or {}).items():
+        opts.add_session_config_entry(key, value)
     values = []
     if external_initializers:
         names = list(external_initializers)
