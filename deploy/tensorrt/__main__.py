@@ -50,8 +50,8 @@ def parser() -> ArgumentParser:
         "check",
         help="check ONNX files against TensorRT's ONNX parser support",
         description="Check ONNX files against TensorRT 10's ONNX parser: IR version and opset, every operator "
-        "(ai.acl functions expanded) with its data types and restrictions, custom-domain nodes, tensor types, "
-        "inputs that also have an initializer.",
+        "(ai.acl functions expanded) with its data types and restrictions, custom-domain nodes and functions "
+        "(none may share a name with an ONNX built-in op), tensor types, inputs that also have an initializer.",
         formatter_class=HelpFormatter,
     )
     c.add_argument("files", nargs="+", type=Path, metavar="FILE.onnx", help="ONNX files (external data is not read)")

@@ -178,6 +178,7 @@ def _onnx_for_parser(src: Path, engine_path: Path, plan, fp16_onnx) -> tuple[Pat
         raise ValueError(f"{src} is an INT8 (Q/DQ) file, expected precision='int8' for it")
     if qdq:
         src = _tensorrt_form(src, engine_path)
+    src = _upgraded(src, engine_path)
     model = onnx.load(str(src))
     problems = check_onnx(model)
     if problems:
@@ -191,6 +192,20 @@ def _fp16_copy(src: Path, engine_path: Path) -> Path:
     fp16_src = engine_path.with_suffix(".fp16.onnx")
     to_fp16_onnx(src, fp16_src)
     return fp16_src
+
+
+def _upgraded(src: Path, engine_path: Path) -> Path:
+    """``src``, or a copy beside the engine with today's ``ai.acl`` op names (``ai.acl.Mean`` -> ``MeanKernel``).
+
+    TensorRT's parser would import an old file's ``ai.acl.Mean`` as the built-in Mean.
+    """
+    from export.legacy import legacy_ops, renamed
+    from export.passes import save
+
+    model = onnx.load(str(src))
+    if not legacy_ops(model):
+        return src
+    return save(renamed(model)[0], engine_path.with_suffix(".renamed.onnx"))
 
 
 def _tensorrt_form(src: Path, engine_path: Path) -> Path:
