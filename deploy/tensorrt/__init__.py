@@ -28,8 +28,10 @@ __all__ = [
     "parse_version",
     "profile_shapes",
     "refit",
+    "refit_from_onnx",
     "refit_weights",
     "trt_version",
+    "with_weights",
 ]
 
 _LAZY = {  # onnx and TensorRT load on first use: `python -m deploy.tensorrt` checks its arguments first
@@ -40,6 +42,8 @@ _LAZY = {  # onnx and TensorRT load on first use: `python -m deploy.tensorrt` ch
     "TrtRunner": "deploy.tensorrt.runner",
     "refit": "deploy.tensorrt.refit",
     "refit_weights": "deploy.tensorrt.refit",
+    "refit_from_onnx": "deploy.tensorrt.refit",
+    "with_weights": "deploy.tensorrt.refit",
 }
 
 
