@@ -22,14 +22,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from deploy.tensorrt.selfcheck_checks import NotAvailable
+
 __all__ = ["EXIT_FAILED", "EXIT_NOT_AVAILABLE", "EXIT_PASSED", "CheckResult", "NotAvailable", "run", "verdict"]
 
 EXIT_PASSED, EXIT_FAILED, EXIT_NOT_AVAILABLE = 0, 1, 3
 VERDICT_FILE = "selfcheck.json"
-
-
-class NotAvailable(Exception):
-    """A check that cannot run on this machine; the message is the reason."""
 
 
 @dataclass
@@ -101,7 +99,7 @@ def run(out: str | Path, *, availability: Callable[[], tuple[bool, str]] | None 
     if not ok:
         return _written(out, verdict(False, reason, {}))
     from deploy.tensorrt.selfcheck_checks import CHECKS
-    from deploy.tensorrt.selfcheck_files import prepare
+    from deploy.tensorrt.selfcheck_files import prepare  # torch and onnx load only now
 
     ctx = prepare(out / "files")
     results = run_checks(ctx, CHECKS)

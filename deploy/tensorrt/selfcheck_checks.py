@@ -12,10 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from deploy.tensorrt.selfcheck import NotAvailable
 from deploy.tensorrt.selfcheck_files import BATCHES, SelfCheckFiles
 
-__all__ = ["CHECKS"]
+__all__ = ["CHECKS", "NotAvailable"]
+
+
+class NotAvailable(Exception):
+    """A check that cannot run on this machine; the message is the reason."""
 
 
 def _reference(model: Any, x: np.ndarray) -> np.ndarray:
