@@ -8,7 +8,7 @@ retry on other providers (``InferenceSession.enable_fallback``). A row labelled
 ``ort-trt`` would then time something else. What the session reports after
 creation (``get_providers``, ``get_provider_options``, and, with the session
 option ``session.record_ep_graph_assignment_info``, ``get_provider_graph_assignment_info``,
-ONNX Runtime 1.23+) says which provider runs what.
+ONNX Runtime 1.24+) says which provider runs what.
 """
 
 from __future__ import annotations
