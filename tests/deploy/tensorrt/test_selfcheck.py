@@ -105,3 +105,13 @@ def test_run_checks_keeps_going_after_a_failure():
     results = sc.run_checks(None, {"boom": boom, "good": good, "missing": missing})
     assert results["boom"].status == "failed" and results["boom"].detail == "RuntimeError: CUDA error 700"
     assert results["good"].status == "passed" and results["missing"].status == "not-available"
+
+
+@pytest.mark.gpu
+@pytest.mark.trt
+@pytest.mark.skipif(not TRT, reason=f"TensorRT not available: {TRT_REASON}")
+def test_selfcheck_passes_on_this_gpu(tmp_path):
+    data = sc.run(tmp_path)
+    failed = {n: c["detail"] for n, c in data["checks"].items() if c["status"] == "failed"}
+    assert data["exit_code"] == 0 and not failed, failed
+    assert data["verified_on_gpu"] is True and data["rules"]
