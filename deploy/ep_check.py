@@ -3,7 +3,8 @@
 ONNX Runtime falls back without raising: a provider missing from its build is
 dropped with a warning, a TensorRT provider whose libraries fail to load (or that
 fails to create its session) is replaced by the CUDA or CPU provider, nodes the
-TensorRT provider cannot take go to the next provider, and a failed ``run`` may
+TensorRT provider cannot take go to the next provider (checked for the TensorRT
+provider only: the CUDA provider puts shape computations on the CPU by design), and a failed ``run`` may
 retry on other providers (``InferenceSession.enable_fallback``). A row labelled
 ``ort-trt`` would then time something else. What the session reports after
 creation (``get_providers``, ``get_provider_options``, and, with the session
@@ -16,8 +17,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Mapping, Sequence
 
-__all__ = ["ASSIGNMENT_ENTRY", "ProviderFallback", "config_entries", "provider_fallback", "requested"]
+__all__ = ["ASSIGNMENT_ENTRY", "ProviderFallback", "checked", "config_entries", "provider_fallback", "requested"]
 
+TENSORRT = "TensorrtExecutionProvider"
 ASSIGNMENT_ENTRY = "session.record_ep_graph_assignment_info"
 """Session config key that makes ONNX Runtime record which provider took which node."""
 
@@ -80,6 +82,14 @@ def _assignment_problem(session: Any, name: str) -> str | None:
     return f"{name} did not take the whole graph: {'; '.join(parts)}"
 
 
+def checked(providers: Sequence[Any]) -> bool:
+    """Whether sessions on ``providers`` are checked: any first provider but the CPU's."""
+    return bool(providers) and requested(providers)[0] != "CPUExecutionProvider"
+
+
 def config_entries(providers: Sequence[Any]) -> Mapping[str, str]:
-    """Session config entries that make ``provider_fallback`` see node assignment."""
-    return {ASSIGNMENT_ENTRY: "1"} if providers and requested(providers)[0] != "CPUExecutionProvider" else {}
+    """Session config entries that make ``provider_fallback`` see node assignment, for the TensorRT provider.
+
+    Not for the CUDA provider: it places shape computations on the CPU on purpose.
+    """
+    return {ASSIGNMENT_ENTRY: "1"} if checked(providers) and requested(providers)[0] == TENSORRT else {}

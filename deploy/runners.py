@@ -145,12 +145,12 @@ class OrtRunner(BaseRunner):
         self.threads = threads or (os.cpu_count() or 1)
 
     def activate_impl(self) -> None:
-        from deploy.ep_check import ProviderFallback, config_entries, provider_fallback
+        from deploy.ep_check import ProviderFallback, checked, config_entries, provider_fallback
         from export.sessions import open_session
 
         entries = config_entries(self.providers)
         self.sess = open_session(self.path, providers=self.providers, threads=self.threads, config_entries=entries)
-        reason = provider_fallback(self.sess, self.providers) if entries else None
+        reason = provider_fallback(self.sess, self.providers) if checked(self.providers) else None
         if reason is not None:
             del self.sess
             raise ProviderFallback(reason)

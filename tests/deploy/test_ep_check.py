@@ -79,3 +79,11 @@ def test_nodes_on_another_provider_are_a_fallback():
 def test_cpu_rows_are_not_checked(exported):
     with OrtRunner(exported["static"], ort_providers("cpu"), threads=1) as runner:
         assert runner.active_providers == ["CPUExecutionProvider"]
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in ort.get_available_providers(), reason="this onnxruntime has the CUDA provider"
+)
+def test_ort_cuda_runner_refuses_to_run_on_the_cpu(exported):
+    with pytest.raises(ProviderFallback, match="fell back from CUDAExecutionProvider to CPUExecutionProvider"):
+        OrtRunner(exported["static"], ort_providers("cuda")).activate()
