@@ -149,7 +149,7 @@ class OrtRunner(BaseRunner):
         from export.sessions import open_session
 
         entries = config_entries(self.providers)
-        self.sess = open_session(self.path, providers=self.providers, threads=self.threads, config_entries=entries)
+        self.sess = open_session(self.path, providers=self.providers, threads=self.threads, config=entries)
         reason = provider_fallback(self.sess, self.providers) if checked(self.providers) else None
         if reason is not None:
             del self.sess
