@@ -20,6 +20,7 @@ _HOME = {
     "FAMILIES": "acl.families",
     "FitReport": "acl.fitting",
     "FixSummary": "acl.fixing",
+    "PruneResult": "acl.pruning",
     "Saliency": "acl.saliency",
     "Spec": "acl.spec",
     "ablate": "acl.ablation",
@@ -28,9 +29,11 @@ _HOME = {
     "attribution": "acl.ablation",
     "bake": "acl.conversion",
     "best_family": "acl.fitting",
+    "channel_prune": "acl.pruning",
     "compact_factor": "acl.spec",
     "convert": "acl.conversion",
     "family_energy": "acl.interpret",
+    "fill_zero": "acl.pruning",
     "fit": "acl.fitting",
     "fix_spatial": "acl.fixing",
     "fixed_kernels": "acl.fixed_families",
@@ -41,6 +44,7 @@ _HOME = {
     "kernel_saliency": "acl.saliency",
     "parse_spec": "acl.spec",
     "zero_kernels": "acl.saliency",
+    "zero_masks": "acl.pruning",
 }
 __all__ = sorted(_HOME)
 # ``acl.fit`` and ``acl.ablate`` are functions: their modules are named otherwise, since importing
@@ -48,6 +52,7 @@ __all__ = sorted(_HOME)
 _SUBMODULES = (
     "ablation",
     "analytic_conv",
+    "channel_graph",
     "conversion",
     "families",
     "fitting",
@@ -55,6 +60,9 @@ _SUBMODULES = (
     "fixing",
     "interpret",
     "kernels",
+    "pruning",
+    "pruning_modules",
+    "pruning_plan",
     "saliency",
     "selection",
     "spec",
