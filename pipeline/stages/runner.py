@@ -30,6 +30,7 @@ from pipeline.stages import (
     mosaics,
     parity,
     preflight,
+    prune,
     replay,
     report,
     tensorrt,
@@ -44,6 +45,7 @@ STAGES = (
     int8_data,  # right after the data: a bad --int8-calibration is reported before training
     fix_spatial,  # between the model's construction and its training
     model,
+    prune,  # after training, before the checkpoint: everything later sees the pruned model
     checkpoint,
     export_onnx,
     int8,  # before parity: its file gets parity and latency rows (ctx.int8_path)
