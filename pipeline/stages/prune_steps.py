@@ -54,6 +54,10 @@ def sizes(model) -> dict[str, int]:
     }
 
 
+FORM_ACL = "FillZero then fine-tuning; ACLs keep their spec for what remains."
+FORM_BAKED = "the exact pruned model, not fine-tuned; its ACLs are baked (an analytic kernel cannot be zero)."
+
+
 def markdown_lines(s: dict[str, Any]) -> list[str]:
     acc, before, after = s["accuracy"], s["parameters"]["before"], s["parameters"]["after"]
     exact = s["exact"]
@@ -73,12 +77,7 @@ def markdown_lines(s: dict[str, Any]) -> list[str]:
         f"- The pruned model equals the zeroed full-size model on {exact['images']} test images: max abs error "
         f"{exact['max_abs_err']:.3g}, max rel {exact['max_rel_err']:.3g}, top-1 agreement {exact['top1_agreement']:.4f} "
         f"({'passed' if exact['passed'] else 'FAILED'}, fp32 row).",
-        "- Form: "
-        + (
-            "FillZero then fine-tuning; ACLs keep their spec for what remains."
-            if s["form"] == "acl"
-            else "exact pruned model without fine-tuning; its ACLs are baked (an analytic kernel cannot be zero)."
-        ),  # fmt: skip
+        "- Form: " + (FORM_ACL if s["form"] == "acl" else FORM_BAKED),
     ]
     if s["kept_classes"]:
         lines += ["- Channels kept, by reason (channel classes): "
