@@ -32,6 +32,7 @@ from deploy.runners import OrtRunner, quiet_polygraphy
 from deploy.timing import measure_latency
 from export.compare import TOLERANCES, compare_outputs
 from pipeline.archs import DEFAULT_SPEC, build
+from pipeline.archs.calibrate import trained_looking_bn
 from pipeline.data import load_dataset
 from pipeline.train import accuracy, train
 
@@ -93,7 +94,7 @@ def main() -> None:
     p.add_argument("--arch", default="resnet18_cifar")
     p.add_argument("--spec", default=DEFAULT_SPEC)
     p.add_argument("--data", default="digits")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=10, help="training epochs of the unpruned model (0: untrained)")
     p.add_argument("--finetune", type=int, default=3)
     p.add_argument("--percents", default="50,90")
     p.add_argument("--rounds", type=int, default=3)
@@ -105,7 +106,10 @@ def main() -> None:
     torch.manual_seed(args.seed)
     base = build(args.arch, args.spec, in_channels=data.channels, num_classes=data.num_classes)
     begin = time.perf_counter()
-    train(base, data, epochs=args.epochs, progress=False, seed=args.seed)
+    if args.epochs:
+        train(base, data, epochs=args.epochs, progress=False, seed=args.seed)
+    else:  # a mechanics check on a loaded machine: no training, measured BatchNorm statistics (accuracy is chance)
+        trained_looking_bn(base, tuple(data.input_shape), seed=args.seed)
     base.eval()
     print(f"trained {args.arch} ({args.spec}) {args.epochs} epochs on {data.describe()} in {time.perf_counter() - begin:.0f} s")
     models, rows = {"unpruned": base}, {"unpruned": {"acc": accuracy(base, data.x_test, data.y_test)}}

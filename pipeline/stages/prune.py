@@ -36,15 +36,13 @@ def run(ctx: RunContext) -> StageResult:
     if cfg.prune is None:
         return StageResult("not-available", NOT_REQUESTED, sections={"prune": None})
     import acl
-    from pipeline.stages.prune_steps import exactness, finetune, saliency_batch, sizes
+    from pipeline.stages.prune_steps import exactness, finetune, prune_model, saliency_batch, sizes
     from pipeline.train import evaluate
 
     model = ctx.model.eval()
     x, y = saliency_batch(ctx.data, SALIENCY_MINIBATCHES * SALIENCY_BATCH)
-    saliency = acl.kernel_saliency(model, x, y, minibatches=SALIENCY_MINIBATCHES, batch_size=SALIENCY_BATCH)
-    masks, emptied = acl.zero_masks(saliency, cfg.prune)
+    saliency, masks, emptied, result = prune_model(model, x, y, cfg.prune)
     total = sum(k.numel() for k in saliency.kernels.values())
-    result = acl.channel_prune(model, masks, x[:2])
     exact = exactness(result, ctx.x_test)
     accuracy = {"trained": evaluate(model, ctx.data), "pruned": evaluate(result.model, ctx.data)}
     final, form = result.model, "baked"

@@ -18,6 +18,27 @@ def saliency_batch(data, n: int):
         return xb, yb
 
 
+def prune_model(model, x, y, percent: float):
+    """Saliency (15 minibatches of 4), the masks and ``acl.channel_prune``'s result; a model it cannot read is a
+    ``UserError`` (no spatial convolution, or a forward ``torch.fx`` cannot trace)."""
+    import torch
+
+    import acl
+    from pipeline.errors import UserError
+
+    try:
+        saliency = acl.kernel_saliency(model, x, y, minibatches=15, batch_size=4)
+        masks, emptied = acl.zero_masks(saliency, percent)
+        return saliency, masks, emptied, acl.channel_prune(model, masks, x[:2])
+    except torch.fx.proxy.TraceError as e:  # a ValueError too: caught first
+        raise UserError(
+            f"--prune cannot trace the model's channels with torch.fx ({str(e).splitlines()[0][:160]}), "
+            "expected a forward without data-dependent control flow"
+        ) from None
+    except ValueError as e:
+        raise UserError(f"--prune: {str(e)[:200]}") from None
+
+
 def exactness(result, x_test) -> dict[str, Any]:
     """The pruned (zero form) model against the zeroed full-size model on the test images, fp32 tolerance row."""
     import torch

@@ -138,3 +138,29 @@ def _check_exported_equals(out: Path, report: dict, model) -> None:
     baked = acl.bake(model)
     for name, w in static.items():
         assert tuple(w.shape) == tuple(baked.get_parameter(name).shape), name
+
+
+def test_a_model_pruning_cannot_read_is_a_one_line_user_error():
+    import torch
+    from torch import nn
+
+    from pipeline.errors import UserError
+    from pipeline.stages.prune_steps import prune_model
+
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3)
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            y = y if y.sum() > 0 else -y  # data-dependent control flow: torch.fx cannot trace it
+            return self.fc(y.mean((2, 3)))
+
+    x, y = torch.randn(60, 1, 8, 8), torch.randint(0, 3, (60,))
+    with pytest.raises(UserError, match="cannot trace the model's channels with torch.fx .* expected a forward"):
+        prune_model(Branchy().eval(), x, y, 50)
+    pointwise = nn.Sequential(nn.Conv2d(1, 4, 1), nn.Flatten(), nn.Linear(256, 3)).eval()
+    with pytest.raises(UserError, match="--prune: the model has no spatial convolution .* expected at least one"):
+        prune_model(pointwise, x, y, 50)
