@@ -115,6 +115,7 @@ def main() -> None:
     models, rows = {"unpruned": base}, {"unpruned": {"acc": accuracy(base, data.x_test, data.y_test)}}
     for pct in [float(v) for v in args.percents.split(",")]:
         models[f"{pct:g} %"], rows[f"{pct:g} %"] = prune_one(base, data, pct, args.finetune, args.seed)
+        print(f"pruned {pct:g} %: {rows[f'{pct:g} %']}", flush=True)
     image = tuple(data.input_shape)
     with tempfile.TemporaryDirectory() as d:
         files = {k: export.to_onnx(m, Path(d) / f"{i}.onnx", (1, *image)) for i, (k, m) in enumerate(models.items())}
