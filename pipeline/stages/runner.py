@@ -18,6 +18,7 @@ from typing import Any, Sequence
 from pipeline.output_folder import OutputFolder, signals_deferred
 from pipeline.stages import (
     checkpoint,
+    explainsteer,
     export_onnx,
     fix_spatial,
     fp16,
@@ -32,6 +33,7 @@ from pipeline.stages import (
     preflight,
     replay,
     report,
+    saliency,
     tensorrt,
     triton,
     unavailable,
@@ -56,6 +58,8 @@ STAGES = (
     triton,
     unavailable,
     mosaics,
+    saliency,  # after training; its ctx.saliency weights ExplainSteer's spectra
+    explainsteer,
     report,
 )
 """In run order, which is also the order of ``report.md``'s sections."""

@@ -58,7 +58,17 @@ def test_spectra_match_the_definitions_on_random_kernels(shape, weighted):
 
 
 def test_display_order_is_the_papers():
-    assert [divmod(i, 3) for i in display_order(3)] == [(0, 0), (0, 1), (1, 0), (0, 2), (2, 0), (1, 1), (1, 2), (2, 1), (2, 2)]
+    assert [divmod(i, 3) for i in display_order(3)] == [
+        (0, 0),
+        (0, 1),
+        (1, 0),
+        (0, 2),
+        (2, 0),
+        (1, 1),
+        (1, 2),
+        (2, 1),
+        (2, 2),
+    ]
     order5 = display_order(5)
     assert sorted(order5) == list(range(25)) and order5[0] == 0 and order5[-1] == 24
     sums = [sum(divmod(i, 5)) for i in order5]
