@@ -37,6 +37,7 @@ from pipeline.experiments.grid import ARCHS, FULL, QUICK, Grid, build_grid
 __all__ = ["GRID_FILE", "main", "parser", "prepare_out", "reproduce"]
 
 EXIT_USER_ERROR = 2
+PAPERS = ("acl", "explainfix")
 GRID_FILE = "grid.json"
 GRID_FORMAT = "acl-deploy/reproduce-grid/1"
 MAX_JOBS = 64
@@ -71,6 +72,16 @@ def parser() -> argparse.ArgumentParser:  # long: one add_argument per option, r
             "Resumable: run the same command again after a kill."
         ),
         formatter_class=HelpFormatter,
+    )
+    p.add_argument(
+        "--paper",
+        choices=PAPERS,
+        default="acl",
+        help="acl: the ACL paper's experiments (the default, below); explainfix: ExplainFix's Sec. 4.1 (fixed "
+        "spatial initialisations unchanged/ones/dct2/ghaar/psine vs learned, plain LeNet) and App. I (saliency "
+        "sanity check: least vs random vs most salient kernels zeroed, on the learned LeNet and AnaNN-LeNet); "
+        "its --quick grid: 7 cells x 3 seeds of 6 epochs, a few minutes on 2 cores with digits, the full one adds "
+        "the 4-layer CNN (5 seeds). --sweep-arch and --finetune are the ACL paper's only",
     )
     p.add_argument(
         "--data", default="digits", help="digits (scikit-learn's 8x8 digits at 32x32), mnist:DIR or cifar10:DIR"
@@ -191,8 +202,12 @@ def reproduce(
         UserError: ``out`` refused (``prepare_out``) or in use by another run.
     """
     from pipeline.experiments.runner import run_grid
-    from pipeline.experiments.tables import results, write_outputs
     from pipeline.output_folder import OutputFolder
+
+    if grid.paper == "explainfix":
+        from pipeline.experiments.explainfix_tables import results, write_outputs
+    else:
+        from pipeline.experiments.tables import results, write_outputs
 
     began = time.perf_counter()
     folder = OutputFolder(Path(out), force=False, log=log)
@@ -229,6 +244,8 @@ def _checked_grid(args: argparse.Namespace) -> Grid:
     problem = data_problem(args.data)
     if problem:
         raise UserError(problem)
+    if args.paper == "explainfix":
+        return _explainfix_grid(args)
     try:
         return build_grid(
             args.data,
@@ -240,6 +257,29 @@ def _checked_grid(args: argparse.Namespace) -> Grid:
             batch_size=args.batch_size,
             lr=args.lr,
             finetune=args.finetune,
+        )
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def _explainfix_grid(args: argparse.Namespace) -> Grid:
+    """``--paper explainfix``'s grid (``pipeline.experiments.explainfix``); the ACL paper's options refused."""
+    from pipeline.errors import UserError
+    from pipeline.experiments.explainfix import build_explainfix_grid
+
+    if args.finetune or args.sweep_arch != "lenet":
+        raise UserError(
+            "--finetune and --sweep-arch belong to the ACL paper's grid, expected them without --paper explainfix"
+        )
+    try:
+        return build_explainfix_grid(
+            args.data,
+            quick=args.quick,
+            seeds=args.seeds,
+            epochs=args.epochs,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            lr=args.lr,
         )
     except ValueError as e:
         raise UserError(str(e)) from None
