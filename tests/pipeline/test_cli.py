@@ -39,6 +39,15 @@ def run_dir(tmp_path_factory):
     return out
 
 
+def test_default_job_has_the_saliency_and_explainsteer_sections(run_dir):
+    r = json.loads((run_dir / "report.json").read_text())
+    assert r["files"]["explainsteer"] == "explainsteer.png" and (run_dir / "explainsteer.png").stat().st_size > 0
+    assert set(r["saliency"]["layers"]) == set(r["explainsteer"]["layers"]) == {"conv1", "conv2"}
+    assert r["stages"]["saliency"]["status"] == r["stages"]["explainsteer"]["status"] == "ok"
+    md = (run_dir / "report.md").read_text()
+    assert "## Spatial-kernel saliency (ExplainFix)" in md and "![ExplainSteer heatmaps](explainsteer.png)" in md
+
+
 def test_default_job_outputs(run_dir):
     names = {p.name for p in run_dir.iterdir()}
     assert {
