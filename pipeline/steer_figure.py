@@ -60,9 +60,9 @@ def plot_explainsteer(
     panels = [(plain, "e^(d) without saliency (w = 1/n)")]
     if salient is not None:
         panels.append((salient, "e^(d) with saliency (w = saliency / model total)"))
-    width = min(24.0, 3.0 + 0.35 * len(names)) * len(panels)
+    width = min(24.0, 4.5 + 0.35 * len(names)) * len(panels)
     fig = plt.figure(figsize=(max(7.0, width), 6.0))
-    outer = fig.add_gridspec(1, len(panels), wspace=0.35)
+    outer = fig.add_gridspec(1, len(panels), wspace=0.55)
     for i, (columns, title) in enumerate(panels):
         inner = outer[i].subgridspec(2, 1, height_ratios=(4, 1), hspace=0.05)
         _panel(fig, inner, names, columns, title)
