@@ -74,6 +74,19 @@ def test_saliency_then_explainsteer_sections_and_heatmap(which, tmp_path):
     assert "![ExplainSteer heatmaps](explainsteer.png)" in md and f"| {next(iter(layers))} |" in md
 
 
+def test_a_plain_cnn_has_layer_shares_and_no_family_table(tmp_path):
+    from pipeline.archs import build
+
+    torch.manual_seed(0)
+    ctx = _context(build("lenet", None).eval(), (1, 32, 32), tmp_path, [])
+    sec = saliency_stage.run(ctx).sections["saliency"]
+    assert sec["families"] == {} and all("families" not in e for e in sec["layers"].values())
+    assert sec["top"][0]["family"] is None and list(sec["layers"]) == ["conv1", "conv2"]
+    md = "\n".join(saliency_stage.markdown({"saliency": {**sec, "seconds": 0.1}}))
+    assert "| ACL family |" not in md and "| conv1 | 6 |" in md and "| plain |" in md
+    assert steer_stage.run(ctx).files == {"explainsteer": "explainsteer.png"}
+
+
 def test_a_model_without_spatial_convolutions_is_not_available(tmp_path):
     model = nn.Sequential(nn.Conv2d(1, 4, 1), nn.Flatten(), nn.Linear(4 * 64, 10))
     ctx = _context(model, (1, 8, 8), tmp_path, [])
