@@ -15,6 +15,7 @@ Cells (the same ``Grid``/``Cell`` and runner as the ACL paper's, so resumption w
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from pipeline.experiments.grid import Cell, Grid, Settings, arrangement, ratio_form
@@ -75,7 +76,7 @@ def build_explainfix_grid(
     for arch in QUICK_ARCHS if quick else FULL_ARCHS:
         for method in METHODS:
             cells.append(Cell(f"{arch}-fix-{method}", arch, f"fix-{method}", None, ep(arch), fix=method))
-        cells[-len(METHODS)] = Cell(**{**cells[-len(METHODS)].to_json(), "sanity": True})  # the learned baseline
+        cells[-len(METHODS)] = replace(cells[-len(METHODS)], sanity=True)  # the learned baseline
     cells.append(Cell("lenet-exp3", "lenet", "exp3", ratio_form(arrangement("exp3")), ep("lenet"), sanity=True))
     cells.extend(PRUNING_CELLS)
     return Grid(
