@@ -55,6 +55,7 @@ _SUBMODULES = (
     "fixing",
     "interpret",
     "kernels",
+    "recos",
     "saliency",
     "selection",
     "spec",

@@ -31,6 +31,7 @@ import copy
 import math
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -47,6 +48,7 @@ __all__ = [
     "composite_kernel",
     "correlations",
     "family_masks",
+    "first_pair",
     "gram_stats",
     "negate_first_layer",
     "patches",
@@ -161,7 +163,7 @@ def _augment(A: Tensor, X: Tensor, bias: Tensor | None, mode: str) -> tuple[Tens
         return A, X
     if mode == "bias":
         head_a = bias.reshape(A.shape[0], A.shape[1], 1).to(A.dtype)
-        head_x = torch.ones(*X.shape[:2], 1, dtype=X.dtype)
+        head_x = torch.ones(*X.shape[:2], 1, dtype=X.dtype, device=X.device)
     elif mode == "mean":
         head_a = -A.sum(-1, keepdim=True)
         head_x = X.mean(-1, keepdim=True)
@@ -241,8 +243,9 @@ def gram_stats(A: Tensor, bins: int = 36) -> dict[str, Any]:
     gram = unit @ unit.T
     pairs = gram[torch.triu_indices(k, k, 1).unbind()].clamp(-1, 1)
     angles = torch.rad2deg(torch.arccos(pairs))
-    # Singular values from the K x K Gram matrix: a wide layer's SVD (512 x 4608) took seconds.
-    eig = torch.linalg.eigvalsh(gram).clamp_min(0) if k else gram.new_zeros(0)
+    # Singular values from the K x K Gram matrix: a wide layer's SVD (512 x 4608) took seconds. NumPy's
+    # eigvalsh: torch's took 1.3 s for 120 x 120 with 2 threads on a busy 2-core machine, NumPy's 0.04 s.
+    eig = torch.from_numpy(np.linalg.eigvalsh(gram.cpu().numpy())).clamp_min(0) if k else gram.new_zeros(0).cpu()
     s = eig.sqrt()
     p = s / s.sum() if k else s
     entropy = -(p[p > 0] * p[p > 0].log()).sum()
@@ -485,7 +488,7 @@ def _families(layer: nn.Module, X: Tensor, bins: int) -> dict[str, Any]:
     A, _ = anchors(layer)
     out = {}
     for name, mask in family_masks(layer).items():
-        part = A * mask.to(A.dtype)
+        part = A * mask.to(A)
         c = correlations(part, X, mode="plain")
         keep = c["a_norm"] > 0
         c = {"cos": c["cos"][:, keep], "x_norm": c["x_norm"][:, keep], "a_norm": c["a_norm"][keep]}
@@ -573,3 +576,63 @@ def negate_first_layer(model: nn.Module) -> nn.Module:
     with torch.no_grad():
         layers[0][1].weight.neg_()
     return out
+
+
+def first_pair(model: nn.Module, x: Tensor) -> dict[str, Any]:
+    """``composite_check`` of the model's first two stacked convolutions, found by running it on ``x``.
+
+    The pair: the first convolution, and the next one in run order whose input has the
+    first one's channels and a size that divides its output's (the ratio is the
+    subsampling that stands in for pooling). BatchNorms that take either output directly
+    are folded in. Dilated pairs and strings other than ``valid`` as padding are skipped.
+
+    Returns:
+        ``{"first", "second", "subsample", **composite_check}``, or ``{"skipped": why}``.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5))
+        >>> c = first_pair(net, torch.randn(2, 1, 32, 32))
+        >>> c["first"], c["second"], c["subsample"], c["kernel"]
+        ('0', '3', 2, [16, 1, 13, 13])
+    """
+    convs = [(n, m) for n, m in recos_layers(model) if isinstance(m, CONV_TYPES)]
+    seen: dict[str, tuple] = {}
+    hooks = [m.register_forward_hook(_shapes(n, seen)) for n, m in convs]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    ran = [(n, m) for n, m in convs if n in seen]
+    if len(ran) < 2:
+        return {"skipped": "fewer than two convolutions"}
+    (name1, conv1), (first_input, out1) = ran[0], seen[ran[0][0]]
+    pick = next((nm for nm in ran[1:] if _stacks(out1, seen[nm[0]][0].shape)), None)
+    if pick is None:
+        return {"skipped": f"no convolution takes {name1}'s {out1[1]} channels at a size dividing its output's"}
+    name2, conv2 = pick
+    step = out1[2] // seen[name2][0].shape[2]
+    _, follows = _capture(model, x[:1], 1, 0)
+    try:
+        check = composite_check(
+            conv1, conv2, first_input, subsample=step, first_bn=follows.get(name1), second_bn=follows.get(name2)
+        )
+    except ValueError as e:
+        return {"skipped": str(e)}
+    return {"first": name1, "second": name2, "subsample": step, **check}
+
+
+def _shapes(name: str, seen: dict[str, tuple]):
+    def hook(_m, args, out):
+        if name not in seen:  # a module run twice: its first call
+            seen[name] = (args[0].detach().clone(), tuple(out.shape))
+
+    return hook
+
+
+def _stacks(out_shape: tuple, in_shape: tuple) -> bool:
+    """A second convolution's input ``in_shape`` can be the first one's output ``out_shape`` subsampled."""
+    c, h, w = out_shape[1:]
+    c2, h2, w2 = in_shape[1:]
+    return c == c2 and h2 > 0 and h % h2 == 0 and h // h2 == w // max(w2, 1) and (h // h2) * h2 == h

@@ -30,6 +30,7 @@ from pipeline.stages import (
     mosaics,
     parity,
     preflight,
+    recos,
     replay,
     report,
     tensorrt,
@@ -56,6 +57,7 @@ STAGES = (
     triton,
     unavailable,
     mosaics,
+    recos,  # after the mosaics: the RECOS view of the trained source model
     report,
 )
 """In run order, which is also the order of ``report.md``'s sections."""
