@@ -25,6 +25,7 @@ the outputs; ``main(argv)`` is the command line.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -40,6 +41,8 @@ EXIT_USER_ERROR = 2
 GRID_FILE = "grid.json"
 GRID_FORMAT = "acl-deploy/reproduce-grid/1"
 MAX_JOBS = 64
+PAPERS = {"acl": "runs/reproduce", "recos": "runs/reproduce-recos"}
+"""``--paper`` choices and their default ``--out``; another paper is ``pipeline.experiments.<name>.main(args)``."""
 # Measured 2026-12-01 on digits, one thread, the shared 2-core machine: seconds per fine-tuning epoch.
 FINETUNE_EPOCH_SECONDS = {"lenet": 0.5, "cnn4": 7.0}
 
@@ -76,7 +79,16 @@ def parser() -> argparse.ArgumentParser:  # long: one add_argument per option, r
         "--data", default="digits", help="digits (scikit-learn's 8x8 digits at 32x32), mnist:DIR or cifar10:DIR"
     )
     p.add_argument(
-        "--out", type=Path, default=Path("runs/reproduce"), help="output folder (new, empty, or this grid's)"
+        "--paper",
+        choices=tuple(PAPERS),
+        default="acl",
+        help="acl: the ACL paper's grid (below); recos: Kuo's RECOS experiments on LeNet-5 (pipeline.experiments.recos)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (new, empty, or this grid's); default runs/reproduce[-PAPER]",
     )
     p.add_argument(
         "--quick",
@@ -247,6 +259,9 @@ def _checked_grid(args: argparse.Namespace) -> Grid:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.out = args.out or Path(PAPERS[args.paper])
+    if args.paper != "acl":
+        return importlib.import_module(f"pipeline.experiments.{args.paper}").main(args)
     from pipeline.errors import UserError
 
     began = time.perf_counter()
