@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from pipeline.experiments import recos
+from pipeline.experiments import recos, recos_runs
 from pipeline.reproduce import main, parser
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -39,20 +44,20 @@ def test_quick_run_writes_every_table_beside_the_papers_numbers(quick):
 
 
 def test_backgrounds_are_ten_distinct_gray_scenes_and_composites_keep_the_digit():
-    scenes = recos.backgrounds(32)
+    scenes = recos_runs.backgrounds(32)
     assert scenes.shape == (10, 1, 32, 32) and 0 <= scenes.min() and scenes.max() <= 1
     flat = scenes.flatten(1)
     assert torch.cdist(flat, flat).add(torch.eye(10)).min() > 0.5  # no two scenes alike
     digit = torch.zeros(3, 1, 32, 32)
     digit[:, :, 10:20, 15] = 1.0
-    x = recos.composite(digit, scenes)
+    x = recos_runs.composite(digit, scenes)
     assert torch.equal(x[:, :, 10:20, 15], digit[:, :, 10:20, 15])  # strokes stay on top
-    assert torch.allclose(x[1, :, 0, 0], recos.SCENE_WEIGHT * scenes[1, :, 0, 0])
-    assert torch.equal(recos.composite((digit * 255).to(torch.uint8), scenes), x)
+    assert torch.allclose(x[1, :, 0, 0], recos_runs.SCENE_WEIGHT * scenes[1, :, 0, 0])
+    assert torch.equal(recos_runs.composite((digit * 255).to(torch.uint8), scenes), x)
 
 
 def test_one_layer_system_has_lenets_head():
-    net = recos.one_layer()
+    net = recos_runs.one_layer()
     assert net.conv.kernel_size == (13, 13) and net.conv.stride == (2, 2)
     assert net(torch.randn(2, 1, 32, 32)).shape == (2, 10)
 
@@ -80,3 +85,14 @@ def test_paper_choice_parses_and_the_default_stays_the_acl_grid():
     with pytest.raises(SystemExit) as e:
         parser().parse_args(["--paper", "nope"])
     assert e.value.code == 2
+
+
+def test_bad_options_are_refused_before_torch_is_imported(tmp_path):
+    code = (
+        "import sys; from pipeline.reproduce import main; "
+        f"rc = main(['--paper', 'recos', '--jobs', '2', '--out', {str(tmp_path / 'o')!r}]); "
+        "print(rc, 'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["2", "False"], done
+    assert done.stderr.strip() == "error: --jobs applies to the ACL paper's grid, expected it without --paper recos"
