@@ -24,6 +24,7 @@ def quick(tmp_path_factory):
     return out, json.loads((out / "recos.json").read_text()), (out / "recos.md").read_text()
 
 
+@pytest.mark.slow
 def test_quick_run_writes_every_table_beside_the_papers_numbers(quick):
     out, doc, md = quick
     assert sorted(p.name for p in out.iterdir()) == ["recos.json", "recos.md"]
@@ -96,3 +97,18 @@ def test_bad_options_are_refused_before_torch_is_imported(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["2", "False"], done
     assert done.stderr.strip() == "error: --jobs applies to the ACL paper's grid, expected it without --paper recos"
+
+
+@pytest.mark.slow
+def test_mnist_files_uint8_images(tmp_path):
+    """MNIST's uint8 images: composites, the 255 - x reversal and the exact swap work on them too."""
+    from tests.pipeline.test_data_models import make_mnist
+
+    folder = make_mnist(tmp_path / "mnist")
+    out = tmp_path / "out"
+    assert main(["--paper", "recos", "--data", f"mnist:{folder}", "--epochs", "1", "--out", str(out)]) == 0
+    doc = json.loads((out / "recos.json").read_text())
+    assert doc["data"].startswith("MNIST") or "mnist" in doc["data"].lower()
+    r = doc["rectification"]
+    assert r["swap_exact"] is True and r["negated_reversed"] == r["original"]
+    assert 0 <= r["literal_reversed"] <= 100 and doc["backgrounds"]["lenet_scenes"]["layer1"] > 0
