@@ -58,6 +58,8 @@ MODES = ("bias", "mean", "plain")
 WORK = 1 << 27
 """Multiply-adds per layer and correlation at most: a large layer gets fewer patches (at least ``MIN_PATCHES``)."""
 MIN_PATCHES = 64
+MAX_GRAM, MIN_GRAM, GRAM_WORK = 1024, 64, 1 << 30
+"""Anchors in a Gram matrix at most; at least; multiply-adds of ``K^2 N`` at most (``gram_stats``)."""
 CONV_TYPES = (nn.Conv2d, AnalyticConv2d)
 
 
@@ -218,7 +220,9 @@ def _dense(A: Tensor) -> Tensor:
 def gram_stats(A: Tensor, bins: int = 36) -> dict[str, Any]:
     """The anchors' Gram matrix of unit vectors: coherence, effective rank, rank, angle histogram.
 
-    Zero anchors (no direction) are left out. The effective rank is Roy and Vetterli's
+    Zero anchors (no direction) are left out. A layer with many wide anchors is measured on
+    ``sampled`` of them, evenly spaced (at most ``MAX_GRAM``, and fewer when ``K^2 N`` would
+    exceed ``GRAM_WORK``). The effective rank is Roy and Vetterli's
     ``exp(-sum p_i log p_i)``, ``p_i = s_i / sum s`` over the singular values ``s`` of the
     unit anchors: ``K`` for orthogonal anchors, 1 when they all point one way (or opposite).
 
@@ -227,16 +231,21 @@ def gram_stats(A: Tensor, bins: int = 36) -> dict[str, Any]:
         bins: angle histogram bins over 0..180 degrees.
 
     Returns:
-        ``{"anchors", "coherence", "effective_rank", "rank", "angles": histogram counts}``
-        over the ``K (K - 1) / 2`` pairs; ``coherence`` is the largest ``|cos|`` between two anchors.
+        ``{"anchors", "sampled", "coherence", "effective_rank", "rank", "angles": histogram counts}``
+        over the sampled anchors' pairs; ``coherence`` is the largest ``|cos|`` between two anchors.
 
     Examples:
         >>> s = gram_stats(torch.eye(3))
         >>> s["coherence"], round(s["effective_rank"], 6), s["rank"], sum(s["angles"])
         (0.0, 3.0, 3, 3)
     """
-    flat = (_dense(A) if A.dim() == 3 else A).double()
-    flat = flat[flat.norm(dim=1) > 0]
+    flat = _dense(A) if A.dim() == 3 else A
+    keep = (flat != 0).any(dim=1).nonzero().flatten()
+    total = len(keep)
+    cap = min(MAX_GRAM, max(MIN_GRAM, math.isqrt(GRAM_WORK // max(1, flat.shape[1]))))
+    if total > cap:  # evenly spaced anchors: a VGG's 4096 x 25088 layer would take minutes
+        keep = keep[torch.linspace(0, total - 1, cap).round().long()]
+    flat = flat[keep].double()
     unit = flat / flat.norm(dim=1, keepdim=True)
     k = len(unit)
     gram = unit @ unit.T
@@ -249,7 +258,8 @@ def gram_stats(A: Tensor, bins: int = 36) -> dict[str, Any]:
     p = s / s.sum() if k else s
     entropy = -(p[p > 0] * p[p > 0].log()).sum()
     return {
-        "anchors": k,
+        "anchors": total,
+        "sampled": k,
         "coherence": float(pairs.abs().max()) if len(pairs) else 0.0,
         "effective_rank": float(entropy.exp()) if k else 0.0,
         "rank": int((eig > eig.max() * k * 1e-12).sum()) if k else 0,

@@ -81,6 +81,14 @@ def _density(ax, edges: np.ndarray, counts: list[int], colour: str, label: str) 
         ax.stairs(counts_a / total, edges, color=colour, label=label, lw=1.0)
 
 
+def _rank(e: dict[str, Any]) -> str:
+    """Effective / numerical rank, and how many anchors they were measured on when not all."""
+    sampled = e.get("sampled", e["anchors"])
+    return f"{e['effective_rank']:.1f} / {e['rank']}" + (
+        f" ({sampled} of {e['anchors']})" if sampled < e["anchors"] else ""
+    )
+
+
 def _pct(v: float) -> str:
     return f"{v * 100:.1f} %"
 
@@ -108,7 +116,7 @@ def markdown(section: dict[str, Any] | None, seconds: float | None) -> list[str]
         lines.append(
             f"| `{name}` | {e['kind']} | {e['N']} | {e['K']} | {e['bn'] or '-'} | {e['patches']} | "
             f"{_pct(b['negative'])} | {_pct(b['negative_energy'])} | {b['mean_cos']:+.3f} | "
-            f"{e['coherence']:.3f} | {e['effective_rank']:.1f} / {e['rank']} |"
+            f"{e['coherence']:.3f} | {_rank(e)} |"
         )
     lines += _first_layer_lines(section) + _family_lines(section) + _pair_lines(section.get("pair") or {})
     return [*lines, "", f"![RECOS view]({FIGURE})"]
@@ -141,7 +149,7 @@ def _family_lines(section: dict[str, Any]) -> list[str]:
     for name, fam, p in rows:
         lines.append(
             f"| `{name}` | {fam} | {p['anchors']} | {_pct(p['negative'])} | {_pct(p['negative_energy'])} | "
-            f"{p['mean_cos']:+.3f} | {p['coherence']:.3f} | {p['effective_rank']:.1f} / {p['rank']} |"
+            f"{p['mean_cos']:+.3f} | {p['coherence']:.3f} | {_rank(p)} |"
         )
     return lines
 

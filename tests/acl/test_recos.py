@@ -139,6 +139,8 @@ def test_gram_stats():
     assert s["rank"] == 2
     # 18.4, 98.1 and 116.6 degrees, in 5-degree bins
     assert [i for i, n in enumerate(s["angles"]) for _ in range(n)] == [3, 19, 23]
+    many = recos.gram_stats(torch.randn(2000, 600))  # more anchors than a Gram matrix takes: evenly sampled
+    assert many["anchors"] == 2000 and many["sampled"] == recos.MAX_GRAM and many["rank"] == 600
     same = recos.gram_stats(torch.tensor([[1.0, 2.0], [2.0, 4.0], [-1.0, -2.0]]))
     assert same["effective_rank"] == pytest.approx(1.0) and same["coherence"] == pytest.approx(1.0)
 
