@@ -59,6 +59,7 @@ _SUBMODULES = (
     "fixing",
     "interpret",
     "kernels",
+    "recos",
     "saliency",
     "selection",
     "spec",

@@ -31,6 +31,7 @@ from pipeline.stages import (
     mosaics,
     parity,
     preflight,
+    recos,
     replay,
     report,
     saliency,
@@ -58,6 +59,7 @@ STAGES = (
     triton,
     unavailable,
     mosaics,
+    recos,  # after the mosaics: the RECOS view of the trained source model
     saliency,  # after training; its ctx.saliency weights ExplainSteer's spectra
     explainsteer,
     report,
