@@ -79,7 +79,7 @@ def test_methods_match_acl():
         (["--paper", "explainfix", "--finetune", "2"], "--finetune and --sweep-arch belong to the ACL paper's grid"),
         (["--paper", "explainfix", "--sweep-arch", "cnn4"], "--finetune and --sweep-arch belong"),
         (["--paper", "explainfix", "--seeds", "2"], "--seeds 2 is too few, expected at least 3"),
-        (["--paper", "recos"], "argument --paper: invalid choice"),
+        (["--paper", "kuo"], "argument --paper: invalid choice"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(argv, match, tmp_path, capsys):
