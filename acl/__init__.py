@@ -22,6 +22,7 @@ _HOME = {
     "FixSummary": "acl.fixing",
     "Saliency": "acl.saliency",
     "Spec": "acl.spec",
+    "Spectrum": "acl.steering",
     "ablate": "acl.ablation",
     "acl_layers": "acl.conversion",
     "akp_summary": "acl.interpret",
@@ -30,6 +31,8 @@ _HOME = {
     "best_family": "acl.fitting",
     "compact_factor": "acl.spec",
     "convert": "acl.conversion",
+    "display_order": "acl.steering",
+    "explainsteer": "acl.steering",
     "family_energy": "acl.interpret",
     "fit": "acl.fitting",
     "fix_spatial": "acl.fixing",
@@ -39,11 +42,12 @@ _HOME = {
     "init_akps": "acl.kernels",
     "is_spatial": "acl.selection",
     "kernel_saliency": "acl.saliency",
+    "model_spectra": "acl.steering",
     "parse_spec": "acl.spec",
     "zero_kernels": "acl.saliency",
 }
 __all__ = sorted(_HOME)
-# ``acl.fit`` and ``acl.ablate`` are functions: their modules are named otherwise, since importing
+# ``acl.fit``, ``acl.ablate`` and ``acl.explainsteer`` are functions: their modules are named otherwise, since importing
 # a submodule binds its name on the package and would shadow a function of the same name.
 _SUBMODULES = (
     "ablation",
@@ -55,9 +59,11 @@ _SUBMODULES = (
     "fixing",
     "interpret",
     "kernels",
+    "recos",
     "saliency",
     "selection",
     "spec",
+    "steering",
 )
 
 
