@@ -23,6 +23,7 @@ _HOME = {
     "PruneResult": "acl.pruning",
     "Saliency": "acl.saliency",
     "Spec": "acl.spec",
+    "Spectrum": "acl.steering",
     "ablate": "acl.ablation",
     "acl_layers": "acl.conversion",
     "akp_summary": "acl.interpret",
@@ -32,6 +33,8 @@ _HOME = {
     "channel_prune": "acl.pruning",
     "compact_factor": "acl.spec",
     "convert": "acl.conversion",
+    "display_order": "acl.steering",
+    "explainsteer": "acl.steering",
     "family_energy": "acl.interpret",
     "fill_zero": "acl.pruning",
     "fit": "acl.fitting",
@@ -42,12 +45,13 @@ _HOME = {
     "init_akps": "acl.kernels",
     "is_spatial": "acl.selection",
     "kernel_saliency": "acl.saliency",
+    "model_spectra": "acl.steering",
     "parse_spec": "acl.spec",
     "zero_kernels": "acl.saliency",
     "zero_masks": "acl.pruning",
 }
 __all__ = sorted(_HOME)
-# ``acl.fit`` and ``acl.ablate`` are functions: their modules are named otherwise, since importing
+# ``acl.fit``, ``acl.ablate`` and ``acl.explainsteer`` are functions: their modules are named otherwise, since importing
 # a submodule binds its name on the package and would shadow a function of the same name.
 _SUBMODULES = (
     "ablation",
@@ -63,9 +67,11 @@ _SUBMODULES = (
     "pruning",
     "pruning_modules",
     "pruning_plan",
+    "recos",
     "saliency",
     "selection",
     "spec",
+    "steering",
 )
 
 

@@ -115,6 +115,7 @@ class RunContext:
     parity: dict[str, Any] = field(default_factory=dict)  # parity; the serve test adds its server's row
     latency: dict[str, Any] = field(default_factory=dict)  # latency; its ORT curve sets Triton's batching
     int8_path: Path | None = None  # int8: model.static-int8.onnx, only when its accuracy check passed
+    saliency: Any = None  # saliency: acl.Saliency of the trained model, ExplainSteer's weights
     # runner bookkeeping
     plan: tuple[Any, ...] = ()  # the stage modules, in order
     sections: dict[str, Any] = field(default_factory=dict)

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 from pipeline.output_folder import OutputFolder, signals_deferred
 from pipeline.stages import (
     checkpoint,
+    explainsteer,
     export_onnx,
     fix_spatial,
     fp16,
@@ -31,8 +32,10 @@ from pipeline.stages import (
     parity,
     preflight,
     prune,
+    recos,
     replay,
     report,
+    saliency,
     tensorrt,
     triton,
     unavailable,
@@ -58,6 +61,9 @@ STAGES = (
     triton,
     unavailable,
     mosaics,
+    recos,  # after the mosaics: the RECOS view of the trained source model
+    saliency,  # after training; its ctx.saliency weights ExplainSteer's spectra
+    explainsteer,
     report,
 )
 """In run order, which is also the order of ``report.md``'s sections."""
