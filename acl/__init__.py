@@ -20,6 +20,7 @@ _HOME = {
     "FAMILIES": "acl.families",
     "FitReport": "acl.fitting",
     "FixSummary": "acl.fixing",
+    "PruneResult": "acl.pruning",
     "Saliency": "acl.saliency",
     "Spec": "acl.spec",
     "Spectrum": "acl.steering",
@@ -29,11 +30,13 @@ _HOME = {
     "attribution": "acl.ablation",
     "bake": "acl.conversion",
     "best_family": "acl.fitting",
+    "channel_prune": "acl.pruning",
     "compact_factor": "acl.spec",
     "convert": "acl.conversion",
     "display_order": "acl.steering",
     "explainsteer": "acl.steering",
     "family_energy": "acl.interpret",
+    "fill_zero": "acl.pruning",
     "fit": "acl.fitting",
     "fix_spatial": "acl.fixing",
     "fixed_kernels": "acl.fixed_families",
@@ -45,6 +48,7 @@ _HOME = {
     "model_spectra": "acl.steering",
     "parse_spec": "acl.spec",
     "zero_kernels": "acl.saliency",
+    "zero_masks": "acl.pruning",
 }
 __all__ = sorted(_HOME)
 # ``acl.fit``, ``acl.ablate`` and ``acl.explainsteer`` are functions: their modules are named otherwise, since importing
@@ -52,6 +56,7 @@ __all__ = sorted(_HOME)
 _SUBMODULES = (
     "ablation",
     "analytic_conv",
+    "channel_graph",
     "conversion",
     "families",
     "fitting",
@@ -59,6 +64,9 @@ _SUBMODULES = (
     "fixing",
     "interpret",
     "kernels",
+    "pruning",
+    "pruning_modules",
+    "pruning_plan",
     "recos",
     "saliency",
     "selection",

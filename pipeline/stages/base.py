@@ -65,6 +65,8 @@ class JobConfig:
     int8_calibration: int | None = None  # None: 256, or half the training split when smaller
     int8_method: str = "minmax"  # or "entropy", "percentile"
     int8_max_drop: float = 1.0  # percentage points of top-1 accuracy
+    prune: float | None = None  # ExplainFix ChannelPrune: % of spatial kernels zeroed (pipeline.prune_args)
+    prune_finetune: int = 0  # fine-tuning epochs after pruning
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 

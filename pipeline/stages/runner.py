@@ -31,6 +31,7 @@ from pipeline.stages import (
     mosaics,
     parity,
     preflight,
+    prune,
     recos,
     replay,
     report,
@@ -47,6 +48,7 @@ STAGES = (
     int8_data,  # right after the data: a bad --int8-calibration is reported before training
     fix_spatial,  # between the model's construction and its training
     model,
+    prune,  # after training, before the checkpoint: everything later sees the pruned model
     checkpoint,
     export_onnx,
     int8,  # before parity: its file gets parity and latency rows (ctx.int8_path)
