@@ -29,6 +29,7 @@ the outputs; ``main(argv)`` is the command line.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -44,6 +45,10 @@ EXIT_USER_ERROR = 2
 GRID_FILE = "grid.json"
 GRID_FORMAT = "acl-deploy/reproduce-grid/1"
 MAX_JOBS = 64
+PAPERS = {"acl": "runs/reproduce", "explainfix": "runs/reproduce-explainfix", "recos": "runs/reproduce-recos"}
+"""``--paper`` choices and their default ``--out``. ``acl`` and ``explainfix`` are grids of training runs (this
+module's runner); another paper is ``pipeline.experiments.<name>.main(args)``."""
+GRID_PAPERS = ("acl", "explainfix")
 # Measured 2026-12-01 on digits, one thread, the shared 2-core machine: seconds per fine-tuning epoch.
 FINETUNE_EPOCH_SECONDS = {"lenet": 0.5, "cnn4": 7.0}
 
@@ -77,10 +82,24 @@ def parser() -> argparse.ArgumentParser:  # long: one add_argument per option, r
         formatter_class=HelpFormatter,
     )
     p.add_argument(
+        "--paper",
+        choices=tuple(PAPERS),
+        default="acl",
+        help="acl: the ACL paper's experiments (the default, below); explainfix: ExplainFix's Sec. 4.1 (fixed "
+        "spatial initialisations unchanged/ones/dct2/ghaar/psine vs learned, plain LeNet) and App. I (saliency "
+        "sanity check: least vs random vs most salient kernels zeroed, on the learned LeNet and AnaNN-LeNet); "
+        "its --quick grid: 7 cells x 3 seeds of 6 epochs, a few minutes on 2 cores with digits, the full one adds "
+        "the 4-layer CNN (5 seeds). --sweep-arch and --finetune are the ACL paper's only; recos: Kuo's RECOS "
+        "experiments on LeNet-5 (pipeline.experiments.recos)",
+    )
+    p.add_argument(
         "--data", default="digits", help="digits (scikit-learn's 8x8 digits at 32x32), mnist:DIR or cifar10:DIR"
     )
     p.add_argument(
-        "--out", type=Path, default=Path("runs/reproduce"), help="output folder (new, empty, or this grid's)"
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (new, empty, or this grid's); default runs/reproduce[-PAPER]",
     )
     p.add_argument(
         "--quick",
@@ -217,8 +236,12 @@ def reproduce(
 
 def _reproduce(grid, out, jobs, progress, max_runs, log, executor) -> dict[str, Any] | None:
     from pipeline.experiments.runner import run_grid
-    from pipeline.experiments.tables import results, write_outputs
     from pipeline.output_folder import OutputFolder
+
+    if grid.paper == "explainfix":
+        from pipeline.experiments.explainfix_tables import results, write_outputs
+    else:
+        from pipeline.experiments.tables import results, write_outputs
 
     began = time.perf_counter()
     folder = OutputFolder(Path(out), force=False, log=log)
@@ -257,6 +280,8 @@ def _checked_grid(args: argparse.Namespace) -> Grid:
     problem = data_problem(args.data)
     if problem:
         raise UserError(problem)
+    if args.paper == "explainfix":
+        return _explainfix_grid(args)
     try:
         return build_grid(
             args.data,
@@ -273,8 +298,34 @@ def _checked_grid(args: argparse.Namespace) -> Grid:
         raise UserError(str(e)) from None
 
 
+def _explainfix_grid(args: argparse.Namespace) -> Grid:
+    """``--paper explainfix``'s grid (``pipeline.experiments.explainfix``); the ACL paper's options refused."""
+    from pipeline.errors import UserError
+    from pipeline.experiments.explainfix import build_explainfix_grid
+
+    if args.finetune or args.sweep_arch != "lenet":
+        raise UserError(
+            "--finetune and --sweep-arch belong to the ACL paper's grid, expected them without --paper explainfix"
+        )
+    try:
+        return build_explainfix_grid(
+            args.data,
+            quick=args.quick,
+            seeds=args.seeds,
+            epochs=args.epochs,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            lr=args.lr,
+        )
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.out = args.out or Path(PAPERS[args.paper])
+    if args.paper not in GRID_PAPERS:
+        return importlib.import_module(f"pipeline.experiments.{args.paper}").main(args)
     from pipeline.errors import UserError
 
     began = time.perf_counter()

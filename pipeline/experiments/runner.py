@@ -80,7 +80,7 @@ def run_key(grid: Grid, cell: Cell, seed: int) -> str:
         "batch_size": grid.batch_size,
         "lr": grid.lr,
         "optimizer": grid.optimizer,
-        "cell": dataclasses.asdict(cell),
+        "cell": cell.to_json(),  # ExplainFix's fields only when set: the ACL grids' keys are unchanged
         "seed": seed,
     }
     if grid.finetune and cell.ablate:  # absent otherwise: the records of grids without fine-tuning stay valid
@@ -215,6 +215,21 @@ def _ablations(model, data, grid: Grid, seed: int) -> dict[str, Any]:
     return out
 
 
+def _model(cell: Cell, data, seed: int):
+    """The cell's untrained model from ``seed``, and its ``acl.fix_spatial`` summary (None without ``cell.fix``)."""
+    import torch
+
+    from pipeline.archs import build
+
+    torch.manual_seed(seed)
+    model = build(cell.arch, cell.spec, layers="all", in_channels=data.channels, num_classes=data.num_classes)
+    if not cell.fix:
+        return model, None
+    import acl
+
+    return model, acl.fix_spatial(model, cell.fix, generator=torch.Generator().manual_seed(seed)).as_dict()
+
+
 def run_one(grid_doc: dict, cell_id: str, seed: int, runs_dir: str) -> dict:
     """Train one cell from one seed, evaluate it (and its ablations), write ``runs/<id>.json``; returns the record.
 
@@ -222,7 +237,6 @@ def run_one(grid_doc: dict, cell_id: str, seed: int, runs_dir: str) -> dict:
     """
     import torch
 
-    from pipeline.archs import build
     from pipeline.resume import ResumeStore, tensor_digest
     from pipeline.train import evaluate
 
@@ -236,8 +250,7 @@ def run_one(grid_doc: dict, cell_id: str, seed: int, runs_dir: str) -> dict:
     key = run_key(grid, cell, seed)
     runs = Path(runs_dir)
 
-    torch.manual_seed(seed)
-    model = build(cell.arch, cell.spec, layers="all", in_channels=data.channels, num_classes=data.num_classes)
+    model, fixed = _model(cell, data, seed)
     init = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}  # ACLs add their spec
     store = ResumeStore(runs / f".{rid}.resume", {"run": key, "init": tensor_digest(init)})
     began = time.perf_counter()
@@ -249,6 +262,7 @@ def run_one(grid_doc: dict, cell_id: str, seed: int, runs_dir: str) -> dict:
         "compact_factor": compact_factor(model),
         "specs": layer_specs(model),
         "parameters": sum(p.numel() for p in model.parameters()),
+        **({"fix": fixed} if cell.fix else {}),
     }
     try:
         result = _train(model, data, grid, seed, cell.epochs, resume=store)
@@ -263,6 +277,10 @@ def run_one(grid_doc: dict, cell_id: str, seed: int, runs_dir: str) -> dict:
             ablations=_ablations(model, data, grid, seed) if cell.ablate else None,
             resumed_from_epoch=result.resumed_from,
         )
+        if cell.sanity:  # ExplainFix's App. I (only its cells: the ACL grid's records are unchanged)
+            from pipeline.experiments.explainfix import sanity
+
+            record["sanity"] = sanity(model, data, seed)
     record["seconds"] = time.perf_counter() - began
     with atomic_output(runs / f"{rid}.json") as tmp:
         tmp.write_text(json.dumps(record, indent=1) + "\n")
