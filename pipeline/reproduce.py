@@ -325,6 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.out = args.out or Path(PAPERS[args.paper])
     if args.paper not in GRID_PAPERS:
+        if args.cluster is not None:
+            print(
+                f"error: --cluster runs grids of training runs, expected it with --paper "
+                f"{' or '.join(GRID_PAPERS)}, not {args.paper}",
+                file=sys.stderr,
+            )
+            return EXIT_USER_ERROR
         return importlib.import_module(f"pipeline.experiments.{args.paper}").main(args)
     from pipeline.errors import UserError
 

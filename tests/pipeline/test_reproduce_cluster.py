@@ -232,3 +232,12 @@ def test_a_run_the_cluster_gives_up_on_is_one_line_keeping_finished_runs(tmp_pat
     assert "gave up on a run" in str(errors[0]) and "\n" not in str(errors[0])
     assert snapshot and all((out / "runs" / name).read_bytes() == data for name, (data, _) in snapshot.items())
     assert not (out / "runs" / f"{killed_run}.json").exists()
+
+
+def test_cluster_with_a_paper_that_is_not_a_grid_is_refused(tmp_path, capsys):
+    from pipeline.reproduce import main
+
+    code = main(["--paper", "recos", "--quick", "--cluster", "tcp://127.0.0.1:1", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --cluster runs grids") and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
