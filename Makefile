@@ -1,7 +1,8 @@
 # One command each: `make test` (the test suite), `make run` (the main job).
 # Both install what they need first, into the current Python environment:
 # PyTorch's CPU build, pinned, because an unpinned `torch` from the package index
-# is a multi-GB CUDA build; then this package with its test extra.
+# is a multi-GB CUDA build; then this package with its test and cluster extras
+# (cluster: Dask distributed, for the tests of `reproduce --cluster` on a real local cluster).
 
 PYTHON ?= python3
 # One stamp per interpreter (its sys.prefix), so a venv never reuses another's.
@@ -14,7 +15,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install --quiet "$(TORCH_CPU)"
-	$(PYTHON) -m pip install --quiet -e ".[test]"
+	$(PYTHON) -m pip install --quiet -e ".[test,cluster]"
 	@mkdir -p .make && touch $@
 
 test: install

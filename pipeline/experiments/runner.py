@@ -321,6 +321,7 @@ def run_grid(
     progress: bool = True,
     max_runs: int | None = None,
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
+    executor: Callable | None = None,
 ) -> dict[tuple[str, int], dict]:
     """Run every (cell, seed) of ``grid`` not yet recorded under ``out/runs``; returns all records.
 
@@ -331,6 +332,8 @@ def run_grid(
         progress: a tqdm bar over the whole grid (on a terminal), else a log line per run.
         max_runs: stop after this many new runs (the rest stay pending, as after a kill).
         log: messages.
+        executor: runs ``todo`` elsewhere instead of ``jobs`` local processes, called as
+            ``executor(grid doc, todo, runs dir, finished)`` (``cluster.ClusterExecutor``).
 
     Returns:
         ``{(cell id, seed): record}`` of the finished runs.
@@ -359,7 +362,9 @@ def run_grid(
 
     doc = grid.to_json()
     try:
-        if jobs <= 1 or len(todo) <= 1:
+        if executor is not None:
+            executor(doc, todo, runs_dir, finished)
+        elif jobs <= 1 or len(todo) <= 1:
             for cell, seed in todo:
                 finished(run_one(doc, cell.id, seed, str(runs_dir)))
         else:
