@@ -2,7 +2,8 @@
 # `make test-slow` runs the tests marked `slow` (larger-scale repeats; CI runs them too).
 # Both install what they need first, into the current Python environment:
 # PyTorch's CPU build, pinned, because an unpinned `torch` from the package index
-# is a multi-GB CUDA build; then this package with its test extra.
+# is a multi-GB CUDA build; then this package with its test and cluster extras
+# (cluster: Dask distributed, for the tests of `reproduce --cluster` on a real local cluster).
 
 PYTHON ?= python3
 # One stamp per interpreter (its sys.prefix), so a venv never reuses another's.
@@ -15,7 +16,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install --quiet "$(TORCH_CPU)"
-	$(PYTHON) -m pip install --quiet -e ".[test]"
+	$(PYTHON) -m pip install --quiet -e ".[test,cluster]"
 	@mkdir -p .make && touch $@
 
 # Two pytest-xdist workers (JOBS=4 on a bigger machine; JOBS=0 runs in this process). `loadgroup`

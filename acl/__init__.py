@@ -20,17 +20,23 @@ _HOME = {
     "FAMILIES": "acl.families",
     "FitReport": "acl.fitting",
     "FixSummary": "acl.fixing",
+    "PruneResult": "acl.pruning",
     "Saliency": "acl.saliency",
     "Spec": "acl.spec",
+    "Spectrum": "acl.steering",
     "ablate": "acl.ablation",
     "acl_layers": "acl.conversion",
     "akp_summary": "acl.interpret",
     "attribution": "acl.ablation",
     "bake": "acl.conversion",
     "best_family": "acl.fitting",
+    "channel_prune": "acl.pruning",
     "compact_factor": "acl.spec",
     "convert": "acl.conversion",
+    "display_order": "acl.steering",
+    "explainsteer": "acl.steering",
     "family_energy": "acl.interpret",
+    "fill_zero": "acl.pruning",
     "fit": "acl.fitting",
     "fix_spatial": "acl.fixing",
     "fixed_kernels": "acl.fixed_families",
@@ -39,15 +45,18 @@ _HOME = {
     "init_akps": "acl.kernels",
     "is_spatial": "acl.selection",
     "kernel_saliency": "acl.saliency",
+    "model_spectra": "acl.steering",
     "parse_spec": "acl.spec",
     "zero_kernels": "acl.saliency",
+    "zero_masks": "acl.pruning",
 }
 __all__ = sorted(_HOME)
-# ``acl.fit`` and ``acl.ablate`` are functions: their modules are named otherwise, since importing
+# ``acl.fit``, ``acl.ablate`` and ``acl.explainsteer`` are functions: their modules are named otherwise, since importing
 # a submodule binds its name on the package and would shadow a function of the same name.
 _SUBMODULES = (
     "ablation",
     "analytic_conv",
+    "channel_graph",
     "conversion",
     "families",
     "fitting",
@@ -55,9 +64,14 @@ _SUBMODULES = (
     "fixing",
     "interpret",
     "kernels",
+    "pruning",
+    "pruning_modules",
+    "pruning_plan",
+    "recos",
     "saliency",
     "selection",
     "spec",
+    "steering",
 )
 
 

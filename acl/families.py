@@ -375,7 +375,7 @@ FAMILIES: dict[str, Family] = {
             tgd1st,
         ),  # blue
         Family("Ts", "TGD2nd", "TGD2nd", (_angle("theta"), _scale("gamma")), "#2ca02c", tgd2nd),  # green
-        Family("M", "Mean", "Mean", (), "#7f7f7f", mean),  # grey (not in Fig. 4a)
+        Family("M", "Mean", "MeanKernel", (), "#7f7f7f", mean),  # grey (not in Fig. 4a)
         Family("P", "Plain", None, None, "#ff7f0e", None),  # orange
         # ExplainFix's fixed initialisations (sec. 3.1): drawn by acl.fixed_kernels, never learned
         Family("D", "DCT2", None, (), "#17becf", None, fixed=True),  # cyan

@@ -118,6 +118,10 @@ def ort_providers(provider: str, *, cache_dir: str | Path | None = None, fp16: b
 class OrtRunner(BaseRunner):
     """ONNX Runtime session on one provider set.
 
+    Activation raises ``deploy.ep_check.ProviderFallback`` when the session does
+    not run every node on the first provider asked for, with the options asked
+    for (ONNX Runtime would silently fall back to the next one).
+
     Initializers that are also graph inputs (a live file's AKPs) are listed in the
     input metadata and may be fed or left out (their stored value is then used).
 
@@ -141,9 +145,16 @@ class OrtRunner(BaseRunner):
         self.threads = threads or (os.cpu_count() or 1)
 
     def activate_impl(self) -> None:
+        from deploy.ep_check import ProviderFallback, checked, config_entries, provider_fallback
         from export.sessions import open_session
 
-        self.sess = open_session(self.path, providers=self.providers, threads=self.threads)
+        entries = config_entries(self.providers)
+        self.sess = open_session(self.path, providers=self.providers, threads=self.threads, config=entries)
+        reason = provider_fallback(self.sess, self.providers) if checked(self.providers) else None
+        if reason is not None:
+            del self.sess
+            raise ProviderFallback(reason)
+        self.sess.disable_fallback()  # a failed run raises instead of retrying on another provider
         self._required = [node.name for node in self.sess.get_inputs()]
         self._all = TensorMetadata()
         for node in [*self.sess.get_inputs(), *self.sess.get_overridable_initializers()]:

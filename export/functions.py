@@ -22,7 +22,7 @@ LoG        akps[n, 1], grid          kernels[n, h, w]; AKP sigma
 LoT        akps[n, 1], grid          kernels[n, h, w]; AKP sigma
 TGD1st     akps[n, 3], grid          kernels[n, h, w]; AKPs theta, gamma1, gamma2
 TGD2nd     akps[n, 2], grid          kernels[n, h, w]; AKPs theta, gamma
-Mean       count: int64[1], grid     kernels[count, h, w] = 1 / sqrt(h w)
+MeanKernel count: int64[1], grid     kernels[count, h, w] = 1 / sqrt(h w)
 =========  ========================  ============================================
 
 >>> import numpy as np
@@ -46,7 +46,15 @@ from onnxscript.values import Opset
 
 from acl.families import FAMILIES, SCALE_MAX, SCALE_MIN, TF_DELTA, TF_RAMP
 
-__all__ = ["DOMAIN", "DOMAIN_VERSION", "OPSET", "OP_OF_SYMBOL", "all_function_protos", "function_proto"]
+__all__ = [
+    "DOMAIN",
+    "DOMAIN_VERSION",
+    "LEGACY_OPS",
+    "OPSET",
+    "OP_OF_SYMBOL",
+    "all_function_protos",
+    "function_proto",
+]
 
 DOMAIN = "ai.acl"
 DOMAIN_VERSION = 1
@@ -54,6 +62,13 @@ OPSET = 18
 
 OP_OF_SYMBOL = {f.symbol: f.op for f in FAMILIES.values() if f.op is not None}
 """Spec symbol -> op name in the ``ai.acl`` domain."""
+
+LEGACY_OPS = {"Mean": "MeanKernel"}
+"""Op names of files written before issue 21 -> today's. ``Mean`` was renamed because
+it is also an ONNX built-in op: TensorRT's ONNX parser picks importers by op type
+alone, built-ins first, and would import ``ai.acl.Mean`` as the element-wise mean of
+its inputs. Old files still run in ONNX Runtime (their functions are in the file);
+``export.legacy.renamed`` upgrades them."""
 
 _ACL = Opset(DOMAIN, DOMAIN_VERSION)
 _STEPS = Opset("ai.acl.steps", 1)  # shared steps, inlined into every op's body by ``function_proto``
@@ -139,13 +154,13 @@ def TGD2nd(akps, grid):
 
 
 @script(_ACL, default_opset=op)
-def Mean(count, grid):
+def MeanKernel(count, grid):
     ones = op.ConstantOfShape(op.Concat(count, op.Shape(grid, start=1), axis=0), value=[1.0])
     kernels = ones / op.Sqrt(op.CastLike(op.Size(grid[0]), ones))
     return kernels
 
 
-_FUNCTIONS = {f.name: f for f in (Gabor, LoG, LoT, TGD1st, TGD2nd, Mean)}
+_FUNCTIONS = {f.name: f for f in (Gabor, LoG, LoT, TGD1st, TGD2nd, MeanKernel)}
 _SHARED = (Scale, Rotate, Radius2, ZeroSum)
 
 

@@ -201,10 +201,14 @@ def make_live(exported: onnx.ModelProto, layers: list[LiveLayer]) -> onnx.ModelP
 
 
 def akp_initializer_names(model: onnx.ModelProto) -> list[str]:
-    """Names of the AKP initializers of a live model (first inputs of ``ai.acl`` nodes, Mean excluded)."""
+    """Names of the AKP initializers of a live model (first inputs of ``ai.acl`` nodes, Mean kernels excluded).
+
+    A Mean node's first input is its kernel count: ``MeanKernel``, or ``Mean`` in files
+    written before the rename (``export.functions.LEGACY_OPS``).
+    """
     names = []
     for node in model.graph.node:
-        if node.domain == DOMAIN and node.op_type != "Mean":
+        if node.domain == DOMAIN and node.op_type not in ("MeanKernel", "Mean"):
             names.append(node.input[0])
     return names
 

@@ -71,6 +71,7 @@ def session_options(
     threads: int | None = None,
     log_severity: int = LOG_SEVERITY,
     optimization: Any = OPTIMIZATION,
+    config: Mapping[str, str] | None = None,
     **overrides: Any,
 ) -> Any:
     """``onnxruntime.SessionOptions`` with this project's choices (see the module docstring).
@@ -80,11 +81,15 @@ def session_options(
         log_severity: ONNX Runtime's minimum severity logged (``LOG_SEVERITY``).
         optimization: ``"disable"``, ``"basic"``, ``"extended"``, ``"all"`` or a
             ``GraphOptimizationLevel``.
+        config: session configuration entries (``add_session_config_entry``), such
+            as ``{"session.qdqisint8allowed": "1"}``; none unless given.
         overrides: further ``SessionOptions`` attributes by name (a misspelt one raises).
     """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    for key, value in (config or {}).items():
+        opts.add_session_config_entry(str(key), str(value))
     opts.graph_optimization_level = _level(ort, optimization)
     opts.log_severity_level = int(log_severity)
     if threads:
@@ -115,19 +120,22 @@ def open_session(
     log_severity: int = LOG_SEVERITY,
     optimization: Any = OPTIMIZATION,
     external_initializers: Mapping[str, np.ndarray] | None = None,
+    config: Mapping[str, str] | None = None,
     **overrides: Any,
 ) -> Any:
     """An ``onnxruntime.InferenceSession`` on ``model`` (``onnx.ModelProto``, bytes or a path).
 
     Args:
         providers: ONNX Runtime providers (default CPU only; ``deploy.runners.ort_providers``).
-        threads, log_severity, optimization, overrides: as ``session_options``.
+        threads, log_severity, optimization, config, overrides: as ``session_options``.
         external_initializers: ``{name: array}`` for initializers the model stores as
             external data (``onnx.external_data_helper``); used instead of reading files.
     """
     import onnxruntime as ort
 
-    opts = session_options(threads=threads, log_severity=log_severity, optimization=optimization, **overrides)
+    opts = session_options(
+        threads=threads, log_severity=log_severity, optimization=optimization, config=config, **overrides
+    )
     values = []
     if external_initializers:
         names = list(external_initializers)

@@ -208,6 +208,7 @@ def load(
         net = archs.convert(net, spec, layers=converted or layers_choice, allow_pointwise=bool(converted))
     except ValueError as e:
         raise UserError(str(e)) from None
+    net = _pruned(path, meta, net)
     _check_tensors(path, tensors, net, f"{flag} {name} --spec {spec}")
     if saved_layers is not None and not _same_specs(saved_layers, net):
         built_layers = {n: str(layer.spec) for n, layer in acl.acl_layers(net)}
@@ -225,6 +226,19 @@ def load(
         **({"image_size": str(image_size)} if image_size is not None else {}),
     }
     return net.eval(), meta
+
+
+def _pruned(path: Path, meta: dict[str, str], net: nn.Module) -> nn.Module:
+    """``net`` with the layers a pruned checkpoint rebuilt smaller (its ``pruned`` entry) in their recorded shapes."""
+    if "pruned" not in meta:
+        return net
+    from pipeline.pruned_shapes import apply
+
+    try:
+        record = json.loads(meta["pruned"])
+    except ValueError:
+        raise UserError(f"checkpoint {path} has a malformed pruned entry, expected JSON of layer shapes") from None
+    return apply(net, record, path)
 
 
 def _identity(

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pipeline import int8_args
 from pipeline.fix_args import problem as fix_problem
+from pipeline.prune_args import problem as prune_problem
 
 __all__ = [
     "ARCH_NAMES",
@@ -84,6 +85,7 @@ def problem(args: argparse.Namespace) -> str | None:
         _path("--init-from: ", args.init_from),
         _training(args.batch_size, args.lr, args.workers),
         fix_problem(args.fix_spatial, args.checkpoint),
+        prune_problem(args.prune, args.prune_finetune),
         int8_args.problem(args),
     ):
         if found:

@@ -23,6 +23,7 @@ from pipeline.fix_args import add_fix_arguments
 from pipeline.int8_args import add_int8_arguments, int8_fields
 from pipeline.interrupts import Terminated
 from pipeline.interrupts import signals_raise as _signals_raise  # the name pipeline.reproduce imports
+from pipeline.prune_args import add_prune_arguments
 
 EXIT_USER_ERROR = 2
 
@@ -122,6 +123,7 @@ def parser() -> argparse.ArgumentParser:
     _add_serving_arguments(p)
     add_int8_arguments(p)
     add_fix_arguments(p)
+    add_prune_arguments(p)
     return p
 
 
@@ -312,6 +314,8 @@ def job_config(args: argparse.Namespace):
         triton_repo=args.triton_repo,
         serve_test=args.serve_test,
         fix_spatial=args.fix_spatial,
+        prune=args.prune,
+        prune_finetune=args.prune_finetune,
         **int8_fields(args),
     )
 

@@ -2,7 +2,10 @@
 
 Fed by a run's parity and latency dicts (``pipeline.validate``). A row counts only
 if it passed parity; ``torch:eager`` is the reference everything is compared
-with, so it counts as passing. The precision shown is the one the runtime
+with, so it counts as passing. An INT8 row (precision ``int8``) also needs the
+INT8 file's accuracy check to have passed (the report's ``int8`` section,
+``pipeline.stages.int8``): its parity is top-1 agreement with the source model,
+which a file that lost more accuracy than ``--int8-max-drop`` can still meet. The precision shown is the one the runtime
 reported computing in (``runtime_precision``) where it reports one, else the
 row's. The ranking is by p50 on this machine at the time of the run: a
 ``loaded`` measurement (``deploy.timing``) is marked as such.
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["REFERENCE", "fastest_passing", "section"]
+__all__ = ["REFERENCE", "fastest_passing", "int8_check_failed", "section"]
 
 REFERENCE = "torch:eager"
 
@@ -30,12 +33,21 @@ def _precision(key: str, parity: dict[str, Any]) -> str:
     return p.get("runtime_precision") or p.get("precision") or "fp32"
 
 
-def fastest_passing(parity: dict[str, Any], latency: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def int8_check_failed(key: str, parity: dict[str, Any], int8: dict[str, Any] | None) -> bool:
+    """``key`` is an INT8 row and the INT8 accuracy check did not pass (or is unknown: no ``int8`` section)."""
+    return parity.get(key, {}).get("precision") == "int8" and not (int8 or {}).get("passed")
+
+
+def fastest_passing(
+    parity: dict[str, Any], latency: dict[str, Any], int8: dict[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
     """``{batch: {"row", "precision", "p50_ms", "loaded", "runner_up", "runner_up_p50_ms"}}``.
 
     Batches as in ``latency`` (strings, ascending); a batch no passing row was timed at is left out.
+    ``int8``: the report's ``int8`` section, whose ``passed`` lets INT8 rows count.
     """
-    passing = {k for k, p in parity.items() if p.get("passed")} | {REFERENCE}
+    passing = {k for k, p in parity.items() if p.get("passed") and not int8_check_failed(k, parity, int8)}
+    passing |= {REFERENCE}
     timed = {k: v for k, v in latency.items() if k in passing and v.get("available", True)}
     batches = sorted({b for v in timed.values() for b in v if b.isdigit()}, key=int)
     out: dict[str, dict[str, Any]] = {}
@@ -85,4 +97,8 @@ def section(report: dict[str, Any]) -> list[str]:
     excluded = _excluded(parity, latency)
     if excluded:
         lines += ["", "Not considered (failed parity): " + ", ".join(excluded)]
+    timed = [k for k, v in latency.items() if v.get("available", True) and k not in excluded]
+    inaccurate = [k for k in timed if int8_check_failed(k, parity, report.get("int8"))]
+    if inaccurate:
+        lines += ["", "Not considered (INT8 accuracy check failed): " + ", ".join(inaccurate)]
     return lines

@@ -11,7 +11,8 @@ __all__ = ["headline_lines", "section"]
 
 RUNS = {
     "onnx-fp16": "`*:static-fp16` rows of ONNX Runtime's CPU and CUDA providers; TensorRT 11 (strongly typed)",
-    "tensorrt": "`trt-fp16:*` (TensorRT 10's FP16 flag), `ort-trt:static-fp16` (`trt_fp16_enable`)",
+    "tensorrt": "`trt-fp16:*` (TensorRT 10's FP16 flag), `ort-trt:static-fp16` (`trt_fp16_enable` of ONNX "
+    "Runtime's TensorRT provider, released for TensorRT 10)",
 }
 CPU_ROW = (
     "Where the FP16 file has an FP16 op without an FP16 CPU kernel (Conv and Gemm among them), ONNX Runtime's "

@@ -180,12 +180,21 @@ def tensorrt_section(trt: dict[str, Any] | None, listed: bool) -> list[str]:
         state = "not built (see *Not available here*)"
     else:
         state = f"not available: {trt['reason']}"
-    lines = ["", "## TensorRT", "", f"- Engines: {state}"]
-    lines.append("- ONNX parser check (`python -m deploy.tensorrt check`) against onnx-tensorrt's support matrix:")
+    lines = ["", "## TensorRT", "", f"- Engines: {state}", f"- Verified on a GPU: {_gpu_verified(trt)}"]
+    lines.append(
+        "- ONNX parser check (`python -m deploy.tensorrt check`, on the CPU without TensorRT) against "
+        "onnx-tensorrt's support matrix and ONNX's built-in op names:"
+    )
     for name, problems in trt["check"].items():
         verdict = "ok" if not problems else f"{len(problems)} problem(s): " + "; ".join(problems)
         lines.append(f"  - `{name}`: {verdict}")
     return lines + _trt_builds(trt.get("builds"))
+
+
+def _gpu_verified(trt: dict[str, Any]) -> str:
+    if trt["available"]:
+        return "by this run's `trt:*` rows above, on this machine's GPU"
+    return "no (no TensorRT or GPU here); `python -m deploy.tensorrt selfcheck` verifies the path on a GPU machine"
 
 
 def _trt_builds(builds: dict[str, dict[str, str]] | None) -> list[str]:

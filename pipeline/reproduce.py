@@ -18,13 +18,18 @@ refused unless its ``grid.json`` is this grid's.
 (inside its run, before the run's record is written) and reports the fine-tuned
 accuracies, losses and attribution beside the zero-shot ones. N is part of the grid.
 
-API: ``reproduce(grid, out, jobs=...)`` runs a ``Grid`` (``build_grid``) and writes
+``--cluster ADDRESS`` runs the grid's runs as tasks on an existing Dask distributed
+cluster instead of local processes (``pipeline.experiments.cluster``); ``--out`` must then
+be a folder every worker and this machine share. Resuming works the same way.
+
+API: ``reproduce(grid, out, jobs=..., cluster=...)`` runs a ``Grid`` (``build_grid``) and writes
 the outputs; ``main(argv)`` is the command line.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -40,6 +45,10 @@ EXIT_USER_ERROR = 2
 GRID_FILE = "grid.json"
 GRID_FORMAT = "acl-deploy/reproduce-grid/1"
 MAX_JOBS = 64
+PAPERS = {"acl": "runs/reproduce", "explainfix": "runs/reproduce-explainfix", "recos": "runs/reproduce-recos"}
+"""``--paper`` choices and their default ``--out``. ``acl`` and ``explainfix`` are grids of training runs (this
+module's runner); another paper is ``pipeline.experiments.<name>.main(args)``."""
+GRID_PAPERS = ("acl", "explainfix")
 # Measured 2026-12-01 on digits, one thread, the shared 2-core machine: seconds per fine-tuning epoch.
 FINETUNE_EPOCH_SECONDS = {"lenet": 0.5, "cnn4": 7.0}
 
@@ -73,10 +82,24 @@ def parser() -> argparse.ArgumentParser:  # long: one add_argument per option, r
         formatter_class=HelpFormatter,
     )
     p.add_argument(
+        "--paper",
+        choices=tuple(PAPERS),
+        default="acl",
+        help="acl: the ACL paper's experiments (the default, below); explainfix: ExplainFix's Sec. 4.1 (fixed "
+        "spatial initialisations unchanged/ones/dct2/ghaar/psine vs learned, plain LeNet) and App. I (saliency "
+        "sanity check: least vs random vs most salient kernels zeroed, on the learned LeNet and AnaNN-LeNet); "
+        "its --quick grid: 7 cells x 3 seeds of 6 epochs, a few minutes on 2 cores with digits, the full one adds "
+        "the 4-layer CNN (5 seeds). --sweep-arch and --finetune are the ACL paper's only; recos: Kuo's RECOS "
+        "experiments on LeNet-5 (pipeline.experiments.recos)",
+    )
+    p.add_argument(
         "--data", default="digits", help="digits (scikit-learn's 8x8 digits at 32x32), mnist:DIR or cifar10:DIR"
     )
     p.add_argument(
-        "--out", type=Path, default=Path("runs/reproduce"), help="output folder (new, empty, or this grid's)"
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (new, empty, or this grid's); default runs/reproduce[-PAPER]",
     )
     p.add_argument(
         "--quick",
@@ -102,6 +125,15 @@ def parser() -> argparse.ArgumentParser:  # long: one add_argument per option, r
     )
     p.add_argument(
         "--jobs", type=int, default=None, help="runs in parallel processes, one thread each (default: min(2, cores))"
+    )
+    p.add_argument(
+        "--cluster",
+        default=None,
+        metavar="ADDRESS",
+        help="run the grid's runs as tasks on the Dask distributed scheduler at ADDRESS (e.g. tcp://HOST:8786; "
+        "needs the cluster extra: pip install 'acl-deploy[cluster]') instead of --jobs local processes; --out "
+        "must be a folder every worker and this machine share (records and resume state go there). A lost "
+        "worker's run continues on another worker after its last epoch; a killed grid resumes as a local one",
     )
     p.add_argument("--limit", type=int, default=None, help="use only the first N training and test images (tests)")
     p.add_argument("--batch-size", type=int, default=64, help="training batch size")
@@ -182,17 +214,34 @@ def reproduce(
     progress: bool = True,
     max_runs: int | None = None,
     log=lambda msg: print(msg, file=sys.stderr, flush=True),
+    cluster: str | None = None,
 ) -> dict[str, Any] | None:
     """Run ``grid`` into ``out`` (locked while it runs) and write the results; None when runs remain.
 
     ``max_runs`` stops after that many new runs (as a kill would); calling again resumes.
+    ``cluster``: the address of a Dask scheduler whose workers run the runs instead of ``jobs``
+    local processes (connected to, and ``out`` checked, before anything is written).
 
     Raises:
-        UserError: ``out`` refused (``prepare_out``) or in use by another run.
+        UserError: ``out`` refused (``prepare_out``) or in use by another run; ``cluster``
+            unreachable, Dask distributed missing, or ``out`` not shared with the workers.
     """
+    if cluster is None:
+        return _reproduce(grid, out, jobs, progress, max_runs, log, None)
+    from pipeline.experiments.cluster import cluster_executor
+
+    with cluster_executor(cluster, Path(out), log) as executor:
+        return _reproduce(grid, out, jobs, progress, max_runs, log, executor)
+
+
+def _reproduce(grid, out, jobs, progress, max_runs, log, executor) -> dict[str, Any] | None:
     from pipeline.experiments.runner import run_grid
-    from pipeline.experiments.tables import results, write_outputs
     from pipeline.output_folder import OutputFolder
+
+    if grid.paper == "explainfix":
+        from pipeline.experiments.explainfix_tables import results, write_outputs
+    else:
+        from pipeline.experiments.tables import results, write_outputs
 
     began = time.perf_counter()
     folder = OutputFolder(Path(out), force=False, log=log)
@@ -200,7 +249,7 @@ def reproduce(
     try:
         if prepare_out(out, grid):
             log(f"resume: {out} holds this grid ({GRID_FILE}); continuing it")
-        records = run_grid(grid, out, jobs=jobs, progress=progress, max_runs=max_runs, log=log)
+        records = run_grid(grid, out, jobs=jobs, progress=progress, max_runs=max_runs, log=log, executor=executor)
         if len(records) < len(grid.runs()):
             log(f"stopped with {len(records)} of {len(grid.runs())} runs recorded; run again to continue")
             return None
@@ -222,6 +271,8 @@ def _checked_grid(args: argparse.Namespace) -> Grid:
 
     if args.jobs is not None and not 1 <= args.jobs <= MAX_JOBS:
         raise UserError(f"--jobs {args.jobs} is out of range, expected 1 to {MAX_JOBS}")
+    if args.jobs is not None and args.cluster is not None:
+        raise UserError("--jobs and --cluster were both given, expected one of them (the cluster's workers run the runs)")
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size} is not usable, expected a positive integer")
     if not (args.lr > 0 and args.lr < float("inf")):
@@ -229,6 +280,8 @@ def _checked_grid(args: argparse.Namespace) -> Grid:
     problem = data_problem(args.data)
     if problem:
         raise UserError(problem)
+    if args.paper == "explainfix":
+        return _explainfix_grid(args)
     try:
         return build_grid(
             args.data,
@@ -245,8 +298,41 @@ def _checked_grid(args: argparse.Namespace) -> Grid:
         raise UserError(str(e)) from None
 
 
+def _explainfix_grid(args: argparse.Namespace) -> Grid:
+    """``--paper explainfix``'s grid (``pipeline.experiments.explainfix``); the ACL paper's options refused."""
+    from pipeline.errors import UserError
+    from pipeline.experiments.explainfix import build_explainfix_grid
+
+    if args.finetune or args.sweep_arch != "lenet":
+        raise UserError(
+            "--finetune and --sweep-arch belong to the ACL paper's grid, expected them without --paper explainfix"
+        )
+    try:
+        return build_explainfix_grid(
+            args.data,
+            quick=args.quick,
+            seeds=args.seeds,
+            epochs=args.epochs,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            lr=args.lr,
+        )
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.out = args.out or Path(PAPERS[args.paper])
+    if args.paper not in GRID_PAPERS:
+        if args.cluster is not None:
+            print(
+                f"error: --cluster runs grids of training runs, expected it with --paper "
+                f"{' or '.join(GRID_PAPERS)}, not {args.paper}",
+                file=sys.stderr,
+            )
+            return EXIT_USER_ERROR
+        return importlib.import_module(f"pipeline.experiments.{args.paper}").main(args)
     from pipeline.errors import UserError
 
     began = time.perf_counter()
@@ -266,9 +352,10 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(str(e)) from None
         print(f"data: {data.describe()}", file=sys.stderr)
         tuned = f", each ablation fine-tuned {grid.finetune} epoch(s)" if grid.finetune else ""
-        print(f"grid: {len(grid.cells)} cells x {len(grid.seeds)} seeds{tuned}, {jobs} process(es)", file=sys.stderr)
+        where = f"the cluster at {args.cluster}" if args.cluster else f"{jobs} process(es)"
+        print(f"grid: {len(grid.cells)} cells x {len(grid.seeds)} seeds{tuned}, {where}", file=sys.stderr)
         with _signals_raise():
-            doc = reproduce(grid, args.out, jobs=jobs)
+            doc = reproduce(grid, args.out, jobs=jobs, cluster=args.cluster)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR

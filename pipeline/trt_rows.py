@@ -3,7 +3,8 @@
 Backend ``trt``: ``trt:static``, ``trt:live``, ``trt:live-akp`` (built from the variant
 whose AKPs are required inputs: TensorRT imports an input that has an initializer
 as a constant) with ``trt:live-akp(fed)`` feeding new AKPs, ``trt:refit`` (a
-refittable static engine refitted from new AKPs) and, when the run has an INT8
+refittable static engine refitted from the static file of new AKPs by TensorRT's
+ONNX parser refitter, which also recomputes a fused BatchNorm) and, when the run has an INT8
 file, ``trt:static-int8``. Backend ``trt-fp16``: ``trt-fp16:static`` and
 ``trt-fp16:live``.
 
@@ -128,16 +129,24 @@ def _engine_rows(build: _Build, key: str, mode: str, src: Path, precision: str) 
     return rows
 
 
+REFIT_FILE = "model.static.refit.onnx"
+"""The static file of the model holding the new AKPs, which the refit row's engine is refitted from."""
+
+
 def _refit_row(build: _Build, key: str, static: Path, moved_model: Any) -> Row:
-    """A refittable static engine, refitted from the new AKPs when its runner is made."""
-    from deploy.tensorrt.refit import refit_weights
+    """A refittable static engine, refitted from the static file of the new AKPs when its runner is made.
+
+    Through the parser's refitter (``refit_from_onnx``): a BatchNorm after an ACL is
+    fused into the convolution, and only the parser's refitter recomputes it.
+    """
+    from deploy.tensorrt.refit import refit_weights, with_weights
 
     try:
         info = build.engine(static, "static.refit.engine", refittable=True)
-        weights = refit_weights(moved_model)
+        new_static = with_weights(static, refit_weights(moved_model), build.folder / REFIT_FILE)
     except Exception as e:
         return Row(key, None, error=f"refittable engine build failed: {e}")
-    return Row(key, partial(_refitted, info.engine, weights), reference="moved", timed=False)
+    return Row(key, partial(_refitted, info.engine, new_static), reference="moved", timed=False)
 
 
 def _runner(engine: str) -> Any:
@@ -146,10 +155,10 @@ def _runner(engine: str) -> Any:
     return TrtRunner(engine_loader(engine))
 
 
-def _refitted(engine: str, weights: dict[str, np.ndarray]) -> Any:
+def _refitted(engine: str, new_static: Path) -> Any:
     from polygraphy.backend.trt import EngineFromBytes
 
-    from deploy.tensorrt.refit import refit
+    from deploy.tensorrt.refit import refit_from_onnx
     from deploy.tensorrt.runner import TrtRunner
 
-    return TrtRunner(lambda: refit(EngineFromBytes(Path(engine).read_bytes())(), weights))
+    return TrtRunner(lambda: refit_from_onnx(EngineFromBytes(Path(engine).read_bytes())(), new_static))

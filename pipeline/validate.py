@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 import acl
+from deploy.ep_check import ProviderFallback
 from export.compare import TOLERANCES, Tolerance, compare_outputs, tolerance_table
 from export.verify import akp_feed, perturbed_akps
 from pipeline.rows import Row as _Row
@@ -174,11 +175,19 @@ def run_parity(model, moved_model, rows: list[_Row], x_test: np.ndarray) -> dict
         if row.error is not None:
             out[row.key] = {"precision": row.precision, "passed": False, "error": row.error}
             continue
-        with row.make() as r:
-            got = r.infer({export.INPUT_NAME: x_test, **row.extra})[export.OUTPUT_NAME].copy()
-            ran = getattr(r, "inference_precision", None)
+        try:
+            got, ran = _infer(row, {export.INPUT_NAME: x_test, **row.extra}, export.OUTPUT_NAME)
+        except ProviderFallback as e:  # ONNX Runtime would have run another provider: not this row's
+            unavailable[row.key] = {"available": False, "reason": str(e)}
+            continue
         out[row.key] = _judged(row.precision, ran, compare_outputs(refs[row.reference], got, TOLERANCES[row.precision]))
     return {**out, **unavailable}
+
+
+def _infer(row: _Row, feed: dict[str, np.ndarray], output: str) -> tuple[np.ndarray, str | None]:
+    """The row's output on ``feed`` and the precision its runtime reports computing in (if it does)."""
+    with row.make() as r:
+        return r.infer(feed)[output].copy(), getattr(r, "inference_precision", None)
 
 
 def _judged(precision: str, ran: str | None, result: dict[str, Any]) -> dict[str, Any]:
@@ -211,13 +220,16 @@ def run_latency(rows: list[_Row], x_test: np.ndarray, batch_sizes, seconds: floa
                 latency[row.key] = {"available": False, "reason": row.reason}
             continue
         table = {}
-        with row.make() as r:
-            for b in batch_sizes:
-                feed = {export.INPUT_NAME: batch(b), **row.extra}
-                entry = measure_latency(r, feed, min_seconds=seconds).to_dict()
-                if hasattr(r, "gpu_compute_ms"):
-                    entry["gpu_compute_p50_ms"] = float(np.median(r.gpu_compute_ms(feed)))
-                table[str(b)] = entry
+        try:
+            with row.make() as r:
+                for b in batch_sizes:
+                    feed = {export.INPUT_NAME: batch(b), **row.extra}
+                    entry = measure_latency(r, feed, min_seconds=seconds).to_dict()
+                    if hasattr(r, "gpu_compute_ms"):
+                        entry["gpu_compute_p50_ms"] = float(np.median(r.gpu_compute_ms(feed)))
+                    table[str(b)] = entry
+        except ProviderFallback as e:  # never time another provider under this row's name
+            table = {"available": False, "reason": str(e)}
         latency[row.key] = table
     base = latency["torch:eager"]
     for table in latency.values():

@@ -12,7 +12,15 @@ What the file holds, and why (the project's shared INT8 conventions):
   weight, of a Gemm weight stored ``[out, in]``);
 - **activations**: INT8, symmetric (zero point 0: TensorRT's explicit
   quantization accepts no other), one scale per tensor, from the calibration
-  method's range (``minmax``, ``entropy`` or ``percentile``).
+  method's range (``minmax``, ``entropy`` or ``percentile``);
+- **convolutions reading a one-channel tensor stay FP32** (``single_channel_convs``:
+  group 1, weight ``[out, 1, kh, kw]``; a depthwise conv reads many channels and
+  is quantized). ONNX Runtime's CPU QLinearConv is far slower than its float Conv
+  on them: with AnaNN-LeNet's ``conv1`` (1 -> 6 channels, 5x5, 32x32) in INT8 the
+  whole file was 19.8x slower than FP32 at batch 32, with it in FP32 2.9x
+  (``benchmarks/bench_int8.py``). Such a layer is a small share of a model's
+  work, so other runtimes lose little by running it in FP32, and it loses no
+  accuracy.
 
 ``Quantizer`` keeps the pre-processed model and the calibrated ranges, so files
 with different layers left in FP32 (``deploy.int8.sensitivity``) are made without
@@ -39,6 +47,7 @@ __all__ = [
     "NonFiniteActivations",
     "Quantizer",
     "quantize_static_file",
+    "single_channel_convs",
 ]
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -104,7 +113,15 @@ class Quantizer:
     ``write``; later ones reuse the ranges (ONNX Runtime's calibration cache).
     """
 
-    def __init__(self, static_path: str | Path, calibration: Any, method: str = "minmax", threads: int | None = None):
+    def __init__(
+        self,
+        static_path: str | Path,
+        calibration: Any,
+        method: str = "minmax",
+        threads: int | None = None,
+        single_channel_fp32: bool = True,
+    ):
+        """``single_channel_fp32=False`` quantizes single-channel convolutions too (to measure what they cost)."""
         import onnx
 
         if len(calibration) == 0:
@@ -120,7 +137,8 @@ class Quantizer:
         except BaseException:
             self.close()
             raise
-        self.layers = layer_names(self.model)
+        self.single_channel = single_channel_convs(self.model) if single_channel_fp32 else []
+        self.layers = [n for n in layer_names(self.model) if n not in self.single_channel]
         self._cache = self._tmp / "ranges.json"
 
     def __enter__(self) -> Quantizer:
@@ -141,12 +159,13 @@ class Quantizer:
         """The Q/DQ file with the layers ``exclude`` names kept in FP32, verified, written atomically."""
         from export.passes import save
 
-        unknown = sorted(set(exclude) - set(self.layers))
+        unknown = sorted(set(exclude) - set(self.layers) - set(self.single_channel))
         if unknown:
             raise ValueError(f"cannot exclude {', '.join(unknown)}: expected names of {', '.join(QUANTIZED_OPS)} nodes")
+        exclude = [n for n in exclude if n not in self.single_channel]
         raw = self._tmp / "quantized.onnx"
-        self._quantize(raw, exclude)
-        model = _finish(raw, self.method, len(self.calibration), exclude)
+        self._quantize(raw, [*exclude, *self.single_channel])
+        model = _finish(raw, self.method, len(self.calibration), exclude, self.single_channel)
         verify(model, np.asarray(self.calibration[:2], dtype=np.float32), self.input_name, self.threads)
         return save(model, out_path)
 
@@ -178,6 +197,18 @@ class Quantizer:
         )
 
 
+def single_channel_convs(model: Any) -> list[str]:
+    """Names of the Conv nodes of ``model`` that read a one-channel tensor (group 1, weight ``[out, 1, ...]``)."""
+    shapes = {i.name: list(i.dims) for i in model.graph.initializer}
+    out = []
+    for node in model.graph.node:
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        shape = shapes.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        if shape is not None and len(shape) > 1 and shape[1] == 1 and group == 1:
+            out.append(node.name)
+    return out
+
+
 def _flush_every(batches: int) -> int | None:
     """Batches between min/max reductions: ONNX Runtime 1.32 raises "No data is collected" when the last
     reduction leaves no batch behind, so a count that divides ``batches`` is avoided."""
@@ -201,7 +232,8 @@ def quantize_static_file(
             ``len`` and slicing that yields them), never the test images.
         method: ``minmax``, ``entropy`` or ``percentile``.
         exclude: names of Conv/Gemm/MatMul nodes (of the pre-processed graph, which
-            keeps the static file's names) to keep in FP32.
+            keeps the static file's names) to keep in FP32, besides the
+            single-channel convolutions, which always are.
         threads: ONNX Runtime threads of the checks (the calibrator uses its default).
 
     Raises:
@@ -227,7 +259,7 @@ def _preprocess(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _finish(path: Path, method: str, count: int, exclude: Sequence[str]) -> Any:
+def _finish(path: Path, method: str, count: int, exclude: Sequence[str], single_channel: Sequence[str] = ()) -> Any:
     """The quantized model as this project saves files: its IR version, metadata saying how it was made."""
     import json
 
@@ -242,7 +274,12 @@ def _finish(path: Path, method: str, count: int, exclude: Sequence[str]) -> Any:
     kept = [o for o in model.opset_import if o.domain in used]
     del model.opset_import[:]
     model.opset_import.extend(kept)
-    info = {"method": method, "calibration_images": int(count), "fp32_layers": list(exclude)}
+    info = {
+        "method": method,
+        "calibration_images": int(count),
+        "fp32_layers": list(exclude),
+        "fp32_single_channel": list(single_channel),
+    }
     entries = {p.key: p.value for p in model.metadata_props}
     entries[META_INT8] = json.dumps(info)
     del model.metadata_props[:]

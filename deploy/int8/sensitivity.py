@@ -55,6 +55,7 @@ class Int8Result:
     tried: list[dict[str, Any]] = field(default_factory=list)  # {"fp32_layers", "accuracy" %, "agreement"} per file
     min_agreement: float = 0.0  # top-1 agreement with the float file each accepted mix needs (a fraction)
     agreement: float = 1.0  # that of the file at ``path``
+    single_channel: list[str] = field(default_factory=list)  # convolutions of one input channel, always FP32
 
     @property
     def drop(self) -> float:
@@ -118,8 +119,16 @@ def controlled_int8(
     ref = logits(static_path, x_val, threads)
     agree = TOLERANCES["int8"].min_top1 if min_agreement is None else float(min_agreement)
     with Quantizer(static_path, calibration, method, threads) as q:
-        result = Int8Result(Path(out_path), False, accuracy(ref, y_val), 0.0, float(max_drop), layers=list(q.layers))
-        result.min_agreement = agree
+        result = Int8Result(
+            Path(out_path),
+            False,
+            accuracy(ref, y_val),
+            0.0,
+            float(max_drop),
+            layers=list(q.layers),
+            single_channel=list(q.single_channel),
+            min_agreement=agree,
+        )
         if _try(q, result, (), x_val, (y_val, ref.argmax(-1)), threads):
             return result
         log(f"all-INT8: {_shortfall(result)}: measuring {len(q.layers)} layers' sensitivity")

@@ -7,7 +7,9 @@ running and refitting engines need TensorRT 10.x or 11.x and a CUDA device, and
 ``available()`` says why they are not there.
 
 CLI: ``python -m deploy.tensorrt check FILE.onnx [FILE.onnx ...]`` (exit 1 when a
-file has problems).
+file has problems); ``python -m deploy.tensorrt selfcheck [--out DIR]`` verifies the
+TensorRT path on a GPU machine (exit 3 where TensorRT or a GPU is missing). Nothing
+here has run on a GPU yet.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ __all__ = [
     "parse_version",
     "profile_shapes",
     "refit",
+    "refit_from_onnx",
     "refit_weights",
     "trt_version",
+    "with_weights",
 ]
 
 _LAZY = {  # onnx and TensorRT load on first use: `python -m deploy.tensorrt` checks its arguments first
@@ -40,6 +44,8 @@ _LAZY = {  # onnx and TensorRT load on first use: `python -m deploy.tensorrt` ch
     "TrtRunner": "deploy.tensorrt.runner",
     "refit": "deploy.tensorrt.refit",
     "refit_weights": "deploy.tensorrt.refit",
+    "refit_from_onnx": "deploy.tensorrt.refit",
+    "with_weights": "deploy.tensorrt.refit",
 }
 
 

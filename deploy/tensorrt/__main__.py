@@ -1,7 +1,9 @@
-"""``python -m deploy.tensorrt check FILE.onnx ...``: TensorRT parser problems, without TensorRT.
+"""``python -m deploy.tensorrt check FILE.onnx ...``: TensorRT parser problems, without TensorRT;
+``python -m deploy.tensorrt selfcheck [--out DIR]``: the TensorRT path verified on a GPU machine.
 
-Exit codes: 0 no problems, 1 problems found (listed one per line), 2 bad usage or an
-unreadable file.
+Exit codes of ``check``: 0 no problems, 1 problems found (listed one per line), 2 bad
+usage or an unreadable file. Of ``selfcheck``: 0 passed, 1 a check failed, 2 bad
+usage, 3 not available here (no TensorRT or no CUDA device).
 """
 
 from __future__ import annotations
@@ -17,11 +19,27 @@ MAX_ONNX_BYTES = 2 << 30
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "selfcheck":
+        return _selfcheck(args.out)
+    return _check(args.files)
 
+
+def _selfcheck(out: Path) -> int:
+    if out.exists() and not out.is_dir():
+        print(f"error: --out {out} is a file, expected a folder (created if missing)", file=sys.stderr)
+        return EXIT_USER_ERROR
+    from deploy.tensorrt.selfcheck import run
+
+    result = run(out)
+    print(result["summary"])
+    return result["exit_code"]
+
+
+def _check(files: list[Path]) -> int:
     from deploy.tensorrt.support import check_onnx
 
     status = 0
-    for path in args.files:
+    for path in files:
         model, why = _load(path)
         if model is None:
             print(f"error: {path}: {why}", file=sys.stderr)
@@ -42,7 +60,8 @@ def parser() -> ArgumentParser:
     p = ArgumentParser(
         prog="python -m deploy.tensorrt",
         description="TensorRT parser problems of ONNX files, found without TensorRT.",
-        epilog="exit codes: 0 no problems, 1 problems found (listed one per line), 2 bad usage or an unreadable file",
+        epilog="exit codes of check: 0 no problems, 1 problems found (listed one per line), 2 bad usage or an "
+        "unreadable file; of selfcheck: 0 passed, 1 a check failed, 2 bad usage, 3 not available (no TensorRT or GPU)",
         formatter_class=HelpFormatter,
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -50,11 +69,21 @@ def parser() -> ArgumentParser:
         "check",
         help="check ONNX files against TensorRT's ONNX parser support",
         description="Check ONNX files against TensorRT 10's ONNX parser: IR version and opset, every operator "
-        "(ai.acl functions expanded) with its data types and restrictions, custom-domain nodes, tensor types, "
-        "inputs that also have an initializer.",
+        "(ai.acl functions expanded) with its data types and restrictions, custom-domain nodes and functions "
+        "(none may share a name with an ONNX built-in op), tensor types, inputs that also have an initializer.",
         formatter_class=HelpFormatter,
     )
     c.add_argument("files", nargs="+", type=Path, metavar="FILE.onnx", help="ONNX files (external data is not read)")
+    s = sub.add_parser(
+        "selfcheck",
+        help="verify the TensorRT path on this machine (needs TensorRT and a CUDA device)",
+        description="Build FP32, FP16 and INT8 engines from a small AnaNN's exported files, check parity with "
+        "PyTorch, refit from new AKPs (by weight names, and after BatchNorm through the ONNX parser's refitter), "
+        "build from the live file with AKPs as inputs, refill a weight-stripped plan and check that ONNX "
+        "Runtime's TensorRT provider does not fall back. Writes DIR/selfcheck.json and prints one line.",
+        formatter_class=HelpFormatter,
+    )
+    s.add_argument("--out", type=Path, default=Path("trt-selfcheck"), metavar="DIR", help="verdict, files, engines")
     return p
 
 

@@ -58,15 +58,29 @@ class EngineInfo:
 
 
 def _input_meta(model: onnx.ModelProto) -> tuple[str, tuple[int, ...]]:
+    """The image input (the one with a dynamic batch dimension) and its non-batch dimensions.
+
+    Other inputs (the AKPs of a file made by ``require_akp_inputs``) must be fully
+    static: they need no optimization profile, so they are not returned.
+    """
     inits = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
-    if len(inputs) != 1:
-        raise ValueError(f"expected one image input, the model has {[i.name for i in inputs]}")
-    dims = inputs[0].type.tensor_type.shape.dim
+    dynamic = [i for i in inputs if not _static(i)]
+    if len(dynamic) != 1:
+        raise ValueError(
+            f"expected one image input with a dynamic batch dimension and static other inputs (AKPs), "
+            f"the model has dynamic inputs {[i.name for i in dynamic]}"
+        )
+    dims = dynamic[0].type.tensor_type.shape.dim
     rest = tuple(d.dim_value for d in dims[1:])
     if any(v <= 0 for v in rest):
-        raise ValueError(f"input {inputs[0].name!r} must have static non-batch dimensions, got {rest}")
-    return inputs[0].name, rest
+        raise ValueError(f"input {dynamic[0].name!r} must have static non-batch dimensions, got {rest}")
+    return dynamic[0].name, rest
+
+
+def _static(value_info: onnx.ValueInfoProto) -> bool:
+    dims = value_info.type.tensor_type.shape.dim
+    return all(d.HasField("dim_value") and d.dim_value > 0 for d in dims)
 
 
 def build_engine(
@@ -164,6 +178,7 @@ def _onnx_for_parser(src: Path, engine_path: Path, plan, fp16_onnx) -> tuple[Pat
         raise ValueError(f"{src} is an INT8 (Q/DQ) file, expected precision='int8' for it")
     if qdq:
         src = _tensorrt_form(src, engine_path)
+    src = _upgraded(src, engine_path)
     model = onnx.load(str(src))
     problems = check_onnx(model)
     if problems:
@@ -177,6 +192,20 @@ def _fp16_copy(src: Path, engine_path: Path) -> Path:
     fp16_src = engine_path.with_suffix(".fp16.onnx")
     to_fp16_onnx(src, fp16_src)
     return fp16_src
+
+
+def _upgraded(src: Path, engine_path: Path) -> Path:
+    """``src``, or a copy beside the engine with today's ``ai.acl`` op names (``ai.acl.Mean`` -> ``MeanKernel``).
+
+    TensorRT's parser would import an old file's ``ai.acl.Mean`` as the built-in Mean.
+    """
+    from export.legacy import legacy_ops, renamed
+    from export.passes import save
+
+    model = onnx.load(str(src))
+    if not legacy_ops(model):
+        return src
+    return save(renamed(model)[0], engine_path.with_suffix(".renamed.onnx"))
 
 
 def _tensorrt_form(src: Path, engine_path: Path) -> Path:

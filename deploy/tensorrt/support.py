@@ -4,7 +4,8 @@ The operator table is onnx-tensorrt's support matrix (``docs/operators.md`` of t
 TensorRT 10.x parser: ops, data types and restrictions). Model-local functions are
 expanded the way the parser expands them (``onnx.inliner``), so the ops of the
 ``ai.acl`` function bodies are checked too, with the data types shape inference
-gives them.
+gives them. Custom-domain op names that are also ONNX built-in ops are refused:
+the parser would import the built-in (the old ``ai.acl.Mean``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import onnx
+import onnx.defs
 from onnx import TensorProto
+
+from export.functions import DOMAIN, LEGACY_OPS
 
 __all__ = ["KNOWN_PLUGINS", "OPSET_RANGE", "PARSER_MAX_IR", "SUPPORTED_OPS", "check_onnx"]
 
@@ -287,6 +291,7 @@ def check_onnx(model_or_path: str | Path | onnx.ModelProto, *, opset_range: tupl
     expanded = _expanded(model)
     return [
         *_version_problems(model, opset_range),
+        *_builtin_name_problems(model),
         *_custom_domain_problems(model),
         *_graph_io_problems(model),
         *_node_problems(expanded),
@@ -306,6 +311,30 @@ def _version_problems(model: onnx.ModelProto, opset_range: tuple[int, int]) -> l
     if default is None or not lo <= default <= hi:
         problems.append(f"default-domain opset {default} is outside {lo}-{hi}, the range TensorRT 10's parser supports")
     return problems
+
+
+def _builtin_name_problems(model: onnx.ModelProto) -> list[str]:
+    """Custom-domain ops (functions or plugin nodes) named like an ONNX built-in op.
+
+    onnx-tensorrt's ``ModelImporter`` (``parseNode``, 10.1) looks importers up by op
+    type alone, built-ins first, then local functions, then plugins: such an op is
+    imported as the built-in, whatever its domain and body.
+    """
+    named = {(f.domain, f.name): "function" for f in model.functions}
+    for node in model.graph.node:
+        named.setdefault((node.domain, node.op_type), "op")
+    return [
+        f"{kind} {domain}.{name} has the name of ONNX's built-in op {name}: TensorRT's ONNX parser picks importers "
+        f"by op type alone, built-ins first, and would import the built-in {name} instead"
+        + (
+            f" (a file from before the rename to {domain}.{LEGACY_OPS[name]}: upgrade it with export.legacy.renamed "
+            "or export it again)"
+            if domain == DOMAIN and name in LEGACY_OPS
+            else ""
+        )
+        for (domain, name), kind in sorted(named.items())
+        if domain not in ("", "ai.onnx") and onnx.defs.has(name)
+    ]
 
 
 def _custom_domain_problems(model: onnx.ModelProto) -> list[str]:

@@ -41,6 +41,7 @@ __all__ = [
     "trt_version",
     "trtexec_flags",
     "trtexec_variants",
+    "version_rules",
 ]
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -202,3 +203,42 @@ def profile_shapes(
         raise ValueError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
     opt = sizes[(len(sizes) - 1) // 2]
     return tuple((b, *input_shape) for b in (sizes[0], opt, sizes[-1]))
+
+
+_COMMON_RULES = {
+    "refit": "BuilderFlag.REFIT at build; trt.Refitter + OnnxParserRefitter.refit_from_file(new static file) "
+    "+ Refitter.refit_cuda_engine (recomputes a BatchNorm fused into a convolution; the parser's refitter does "
+    "not walk model-local function bodies, so live files are not refitted)",
+    "weight_stripped": "BuilderFlag.STRIP_PLAN + BuilderFlag.REFIT_IDENTICAL at build; refilled at load from the "
+    "file it was built from with OnnxParserRefitter.refit_from_file",
+    "timing_cache": "IBuilderConfig.create_timing_cache/set_timing_cache (Polygraphy load_timing_cache, "
+    "save_timing_cache); a cache is valid for one TensorRT version and GPU, one per engine folder",
+}
+_MAJOR_RULES = {
+    10: {
+        "typing": "weakly typed by default; NetworkDefinitionCreationFlag.STRONGLY_TYPED optional",
+        "precision": "BuilderFlag.FP16 for FP16, BuilderFlag.INT8 with Q/DQ nodes (explicit quantization); "
+        "INT8 calibrators exist but are not used",
+        "trtexec": "--stronglyTyped for the FP16 file, --int8 for the Q/DQ file",
+    },
+    11: {
+        "typing": "always strongly typed; NetworkDefinitionCreationFlag.STRONGLY_TYPED deprecated and ignored",
+        "precision": "no precision builder flags (BuilderFlag.FP16/INT8 removed) and no INT8 calibrators: FP16 "
+        "from the FP16 ONNX file, INT8 from Q/DQ nodes",
+        "trtexec": "no precision flag (--fp16/--int8/--best/--calib removed; --stronglyTyped a no-op)",
+    },
+}
+
+
+def version_rules(major: int) -> dict[str, str]:
+    """What this code does on TensorRT ``major``, rule by rule (the report, the docs and the self-check show it).
+
+    Examples:
+        >>> version_rules(11)["trtexec"]
+        'no precision flag (--fp16/--int8/--best/--calib removed; --stronglyTyped a no-op)'
+        >>> sorted(version_rules(10)) == sorted(version_rules(11))
+        True
+    """
+    if major not in MAJORS:
+        raise ValueError(f"TensorRT {major} is not followed here; expected one of {MAJORS}")
+    return {**_MAJOR_RULES[major], **_COMMON_RULES}

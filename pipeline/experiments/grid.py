@@ -115,6 +115,8 @@ class Cell:
         spec: ratio-form arrangement for every convolution; None: the plain CNN.
         epochs: training epochs.
         ablate: evaluate Table 3's Mean substitutions on the trained model.
+        fix: ExplainFix (``--paper explainfix``): an ``acl.fix_spatial`` method applied before training.
+        sanity: ExplainFix: the saliency sanity check (App. I) on the trained model.
     """
 
     id: str
@@ -123,6 +125,20 @@ class Cell:
     spec: str | None
     epochs: int
     ablate: bool = False
+    fix: str | None = None
+    sanity: bool = False
+
+    def to_json(self) -> dict:
+        """The cell as JSON; ``fix`` and ``sanity`` only when set, so ACL grids and run keys stay as they were."""
+        doc = asdict(self)
+        for name, default in _LATER_FIELDS.items():
+            if doc[name] == default:
+                del doc[name]
+        return doc
+
+
+_LATER_FIELDS = {"fix": None, "sanity": False}
+"""Fields added with ``--paper explainfix``, left out of the JSON at their defaults (``Cell.to_json``)."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +154,8 @@ class Grid:
         cells: the models, in table order.
         finetune: epochs of fine-tuning for each of Table 3's ablated models after its zero-shot
             accuracy (``--finetune``); 0: none. A grid stored before this field existed means 0.
+        paper: ``acl`` (Cui et al.) or ``explainfix`` (Gaudio et al., ``pipeline.experiments.explainfix``);
+            left out of the JSON when ``acl``, so the ACL grids stored before it existed still resume.
     """
 
     data: str
@@ -149,9 +167,14 @@ class Grid:
     optimizer: str
     cells: tuple[Cell, ...] = field(default_factory=tuple)
     finetune: int = 0
+    paper: str = "acl"
 
     def to_json(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
+        doc = asdict(self)
+        doc["cells"] = [c.to_json() for c in self.cells]
+        if self.paper == "acl":
+            del doc["paper"]
+        return json.loads(json.dumps(doc))
 
     @property
     def key(self) -> str:

@@ -80,7 +80,7 @@ def run_key(grid: Grid, cell: Cell, seed: int) -> str:
         "batch_size": grid.batch_size,
         "lr": grid.lr,
         "optimizer": grid.optimizer,
-        "cell": dataclasses.asdict(cell),
+        "cell": cell.to_json(),  # ExplainFix's fields only when set: the ACL grids' keys are unchanged
         "seed": seed,
     }
     if grid.finetune and cell.ablate:  # absent otherwise: the records of grids without fine-tuning stay valid
@@ -215,6 +215,21 @@ def _ablations(model, data, grid: Grid, seed: int) -> dict[str, Any]:
     return out
 
 
+def _model(cell: Cell, data, seed: int):
+    """The cell's untrained model from ``seed``, and its ``acl.fix_spatial`` summary (None without ``cell.fix``)."""
+    import torch
+
+    from pipeline.archs import build
+
+    torch.manual_seed(seed)
+    model = build(cell.arch, cell.spec, layers="all", in_channels=data.channels, num_classes=data.num_classes)
+    if not cell.fix:
+        return model, None
+    import acl
+
+    return model, acl.fix_spatial(model, cell.fix, generator=torch.Generator().manual_seed(seed)).as_dict()
+
+
 def run_one(grid_doc: dict, cell_id: str, seed: int, runs_dir: str) -> dict:
     """Train one cell from one seed, evaluate it (and its ablations), write ``runs/<id>.json``; returns the record.
 
@@ -222,7 +237,6 @@ def run_one(grid_doc: dict, cell_id: str, seed: int, runs_dir: str) -> dict:
     """
     import torch
 
-    from pipeline.archs import build
     from pipeline.resume import ResumeStore, tensor_digest
     from pipeline.train import evaluate
 
@@ -236,8 +250,7 @@ def run_one(grid_doc: dict, cell_id: str, seed: int, runs_dir: str) -> dict:
     key = run_key(grid, cell, seed)
     runs = Path(runs_dir)
 
-    torch.manual_seed(seed)
-    model = build(cell.arch, cell.spec, layers="all", in_channels=data.channels, num_classes=data.num_classes)
+    model, fixed = _model(cell, data, seed)
     init = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}  # ACLs add their spec
     store = ResumeStore(runs / f".{rid}.resume", {"run": key, "init": tensor_digest(init)})
     began = time.perf_counter()
@@ -249,6 +262,7 @@ def run_one(grid_doc: dict, cell_id: str, seed: int, runs_dir: str) -> dict:
         "compact_factor": compact_factor(model),
         "specs": layer_specs(model),
         "parameters": sum(p.numel() for p in model.parameters()),
+        **({"fix": fixed} if cell.fix else {}),
     }
     try:
         result = _train(model, data, grid, seed, cell.epochs, resume=store)
@@ -263,6 +277,10 @@ def run_one(grid_doc: dict, cell_id: str, seed: int, runs_dir: str) -> dict:
             ablations=_ablations(model, data, grid, seed) if cell.ablate else None,
             resumed_from_epoch=result.resumed_from,
         )
+        if cell.sanity:  # ExplainFix's App. I (only its cells: the ACL grid's records are unchanged)
+            from pipeline.experiments.explainfix import sanity
+
+            record["sanity"] = sanity(model, data, seed)
     record["seconds"] = time.perf_counter() - began
     with atomic_output(runs / f"{rid}.json") as tmp:
         tmp.write_text(json.dumps(record, indent=1) + "\n")
@@ -303,6 +321,7 @@ def run_grid(
     progress: bool = True,
     max_runs: int | None = None,
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
+    executor: Callable | None = None,
 ) -> dict[tuple[str, int], dict]:
     """Run every (cell, seed) of ``grid`` not yet recorded under ``out/runs``; returns all records.
 
@@ -313,6 +332,8 @@ def run_grid(
         progress: a tqdm bar over the whole grid (on a terminal), else a log line per run.
         max_runs: stop after this many new runs (the rest stay pending, as after a kill).
         log: messages.
+        executor: runs ``todo`` elsewhere instead of ``jobs`` local processes, called as
+            ``executor(grid doc, todo, runs dir, finished)`` (``cluster.ClusterExecutor``).
 
     Returns:
         ``{(cell id, seed): record}`` of the finished runs.
@@ -341,7 +362,9 @@ def run_grid(
 
     doc = grid.to_json()
     try:
-        if jobs <= 1 or len(todo) <= 1:
+        if executor is not None:
+            executor(doc, todo, runs_dir, finished)
+        elif jobs <= 1 or len(todo) <= 1:
             for cell, seed in todo:
                 finished(run_one(doc, cell.id, seed, str(runs_dir)))
         else:

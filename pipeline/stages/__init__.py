@@ -2,7 +2,7 @@
 
 ``runner.STAGES`` lists them in order: preflight -> inputs (data; checkpoint or
 architecture) -> fixed spatial filters (``--fix-spatial``) -> model (train, evaluate) -> checkpoint -> ONNX export -> parity -> latency -> TensorRT parser check -> FP16
-range -> replay data -> Triton -> kernel mosaics -> report. Each module's
+range -> replay data -> Triton -> kernel mosaics -> saliency -> ExplainSteer -> report. Each module's
 ``run(ctx)`` returns a ``StageResult`` (``base``): status, report sections, files and
 verdict checks; ``report.md`` is built from the modules' ``markdown``. Everything is
 written into a staging folder beside ``--out`` and moved into place only when the

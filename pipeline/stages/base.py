@@ -65,6 +65,8 @@ class JobConfig:
     int8_calibration: int | None = None  # None: 256, or half the training split when smaller
     int8_method: str = "minmax"  # or "entropy", "percentile"
     int8_max_drop: float = 1.0  # percentage points of top-1 accuracy
+    prune: float | None = None  # ExplainFix ChannelPrune: % of spatial kernels zeroed (pipeline.prune_args)
+    prune_finetune: int = 0  # fine-tuning epochs after pruning
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
@@ -113,6 +115,7 @@ class RunContext:
     parity: dict[str, Any] = field(default_factory=dict)  # parity; the serve test adds its server's row
     latency: dict[str, Any] = field(default_factory=dict)  # latency; its ORT curve sets Triton's batching
     int8_path: Path | None = None  # int8: model.static-int8.onnx, only when its accuracy check passed
+    saliency: Any = None  # saliency: acl.Saliency of the trained model, ExplainSteer's weights
     # runner bookkeeping
     plan: tuple[Any, ...] = ()  # the stage modules, in order
     sections: dict[str, Any] = field(default_factory=dict)

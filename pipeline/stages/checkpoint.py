@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pipeline.stages.base import RunContext, StageResult
 
 NAME = "checkpoint"
@@ -26,5 +28,8 @@ def run(ctx: RunContext) -> StageResult:
         "num_classes": data.num_classes,
         "data": data.name,
     }
+    pruned = (ctx.sections.get("prune") or {}).get("shapes")
+    if pruned:  # the rebuilt layers' shapes, so that --checkpoint rebuilds them (pipeline.pruned_shapes)
+        meta["pruned"] = json.dumps(pruned)
     ckpt.save(ctx.model, ctx.staging / FILE, meta)
     return StageResult(files={"checkpoint": FILE})

@@ -134,12 +134,21 @@ def _section(ctx: RunContext, result: Any, n_cal: int, n_val: int) -> dict[str, 
         "validation": validation,
         "test": test,
         "layers": result.layers,
+        "single_channel_fp32": result.single_channel,
         "fp32_layers": [{"layer": n, "module": modules.get(n), "sensitivity": s} for n, s in result.excluded],
         "sensitivity": result.sensitivity,
         "tried": result.tried,
         "passed": passed,
         "reason": reason,
     }
+
+
+def _single_channel_line(s: dict[str, Any]) -> list[str]:
+    names = s.get("single_channel_fp32") or []
+    if not names:
+        return []
+    listed = ", ".join(f"`{n}`" for n in names)
+    return ["", f"Always FP32, reading one input channel (ONNX Runtime's INT8 kernel is slower there): {listed}."]
 
 
 def module_names(static_path) -> dict[str, str]:
@@ -196,6 +205,7 @@ def markdown(report: dict[str, Any]) -> list[str]:
         lines += ["Layers kept in FP32 (sensitivity: relative logit error with that layer alone in INT8):", ""]
         lines += [f"- `{_layer_name(e)}`: {e['sensitivity']:.4g}" for e in s["fp32_layers"]]
     else:
-        lines.append(f"Every one of the {len(s['layers'])} Conv/Gemm layers is INT8.")
+        lines.append(f"Every one of the {len(s['layers'])} quantizable Conv/Gemm layers is INT8.")
+    lines += _single_channel_line(s)
     lines += ["", f"Result: {'pass' if s['passed'] else 'FAILED: ' + s['reason']}."]
     return lines

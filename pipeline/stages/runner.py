@@ -18,6 +18,7 @@ from typing import Any, Sequence
 from pipeline.output_folder import OutputFolder, signals_deferred
 from pipeline.stages import (
     checkpoint,
+    explainsteer,
     export_onnx,
     fix_spatial,
     fp16,
@@ -30,8 +31,11 @@ from pipeline.stages import (
     mosaics,
     parity,
     preflight,
+    prune,
+    recos,
     replay,
     report,
+    saliency,
     tensorrt,
     triton,
     unavailable,
@@ -44,6 +48,7 @@ STAGES = (
     int8_data,  # right after the data: a bad --int8-calibration is reported before training
     fix_spatial,  # between the model's construction and its training
     model,
+    prune,  # after training, before the checkpoint: everything later sees the pruned model
     checkpoint,
     export_onnx,
     int8,  # before parity: its file gets parity and latency rows (ctx.int8_path)
@@ -56,6 +61,9 @@ STAGES = (
     triton,
     unavailable,
     mosaics,
+    recos,  # after the mosaics: the RECOS view of the trained source model
+    saliency,  # after training; its ctx.saliency weights ExplainSteer's spectra
+    explainsteer,
     report,
 )
 """In run order, which is also the order of ``report.md``'s sections."""

@@ -17,7 +17,7 @@ ANALYTIC = ["G", "Lg", "Lt", "Tf", "Ts"]
 
 
 def one_op_model(op: str, first: np.ndarray, h: int, w: int) -> onnx.ModelProto:
-    first_type = TensorProto.INT64 if op == "Mean" else TensorProto.FLOAT
+    first_type = TensorProto.INT64 if op == "MeanKernel" else TensorProto.FLOAT
     node = helper.make_node(op, ["first", "grid"], ["kernels"], domain=DOMAIN)
     graph = helper.make_graph(
         [node],
@@ -45,12 +45,12 @@ def akps_for(sym: str, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def test_contract_is_unchanged():
-    # Files written before keep loading and new files keep the same interface.
+    # Files written before keep loading and new files keep the same interface (Mean renamed: issue 21).
     assert (DOMAIN, DOMAIN_VERSION, OPSET) == ("ai.acl", 1, 18)
-    assert OP_OF_SYMBOL == {"G": "Gabor", "Lg": "LoG", "Lt": "LoT", "Tf": "TGD1st", "Ts": "TGD2nd", "M": "Mean"}
+    assert OP_OF_SYMBOL == {"G": "Gabor", "Lg": "LoG", "Lt": "LoT", "Tf": "TGD1st", "Ts": "TGD2nd", "M": "MeanKernel"}
     for f in all_function_protos():
         assert f.domain == DOMAIN
-        assert list(f.input) == (["count", "grid"] if f.name == "Mean" else ["akps", "grid"]), f.name
+        assert list(f.input) == (["count", "grid"] if f.name == "MeanKernel" else ["akps", "grid"]), f.name
         assert list(f.output) == ["kernels"], f.name
 
 
@@ -93,7 +93,7 @@ def test_function_bodies_match_the_oracle(sym, size):
 def test_mean_op(size):
     h, w = size
     count = np.array([3], dtype=np.int64)
-    model = one_op_model("Mean", count, h, w)
+    model = one_op_model("MeanKernel", count, h, w)
     out = ReferenceEvaluator(model).run(None, {"first": count, "grid": grid_array(h, w)})[0]
     assert out.shape == (3, h, w) and np.allclose(out, np.array(mean(h, w)))
 

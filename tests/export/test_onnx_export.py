@@ -65,7 +65,7 @@ def test_live_stores_akps_not_kernels(anann, exported):
     stored = sum(v.size for k, v in names.items() if k.startswith("2.") and (".akp" in k or ".plain" in k))
     learnable = sum(p.numel() for n, p in anann[2].named_parameters() if n != "bias")
     assert stored == learnable < anann[2].weight.numel()
-    assert {f.name for f in m.functions} == {"Gabor", "LoG", "LoT", "TGD1st", "TGD2nd", "Mean"}
+    assert {f.name for f in m.functions} == {"Gabor", "LoG", "LoT", "TGD1st", "TGD2nd", "MeanKernel"}
     assert {n.op_type for n in m.graph.node if n.domain == "ai.acl"} == {f.name for f in m.functions}
 
 

@@ -71,6 +71,15 @@ def test_defaults_are_the_documented_ones():
     assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
 
 
+def test_config_entries_reach_the_session():
+    """Session configuration entries are not attributes (``bench_int8.py`` uses them to study INT8 kernels)."""
+    session = open_session(conv_bn(external=False), config={"session.x64quantprecision": "1"})
+    assert session.get_session_options().get_session_config_entry("session.x64quantprecision") == "1"
+    plain = open_session(conv_bn(external=False)).get_session_options()
+    with pytest.raises(Exception, match="does not have configuration"):  # none unless given
+        plain.get_session_config_entry("session.x64quantprecision")
+
+
 def test_a_proto_its_bytes_and_its_file_give_the_same_outputs(tmp_path):
     model = conv_bn(external=False)
     path = tmp_path / "m.onnx"

@@ -38,6 +38,15 @@ def run_dir(lenet_run):
     return lenet_run["out"]
 
 
+def test_default_job_has_the_saliency_and_explainsteer_sections(run_dir):
+    r = json.loads((run_dir / "report.json").read_text())
+    assert r["files"]["explainsteer"] == "explainsteer.png" and (run_dir / "explainsteer.png").stat().st_size > 0
+    assert set(r["saliency"]["layers"]) == set(r["explainsteer"]["layers"]) == {"conv1", "conv2"}
+    assert r["stages"]["saliency"]["status"] == r["stages"]["explainsteer"]["status"] == "ok"
+    md = (run_dir / "report.md").read_text()
+    assert "## Spatial-kernel saliency (ExplainFix)" in md and "![ExplainSteer heatmaps](explainsteer.png)" in md
+
+
 def test_default_job_outputs(run_dir):
     names = {p.name for p in run_dir.iterdir()}
     assert {
@@ -361,3 +370,14 @@ def test_training_under_torchrun_ddp_with_two_gloo_processes(tmp_path):
     assert r["model"]["world_size"] == 2
     assert r["accuracy"] > 0.7, r["accuracy"]
     assert r["verdict"]["passed"]
+
+
+def test_default_job_report_has_the_recos_view(run_dir):
+    r = json.loads((run_dir / "report.json").read_text())
+    assert list(r["recos"]["layers"]) == ["conv1", "conv2", "fc1", "fc2", "fc3"]
+    assert r["stages"]["recos"]["status"] == "ok" and r["stages"]["recos"]["seconds"] > 0
+    assert r["files"]["recos"] == "recos.png" and (run_dir / "recos.png").read_bytes()[:4] == b"\x89PNG"
+    assert r["recos"]["pair"]["max_abs"] < 1e-5
+    text = (run_dir / "report.md").read_text()
+    assert "## RECOS view" in text and f"Cost: {r['stages']['recos']['seconds']:.2f} s." in text
+    assert text.index("## RECOS view") > text.index("## Kernel mosaics")

@@ -72,3 +72,67 @@ def test_report_md_has_the_section(tmp_path):
     text = write_markdown(r, tmp_path / "r.md").read_text()
     assert "## Fastest passing runtime per batch size" in text
     assert "| 1 | ort-cpu:static | fp32 | 0.500 | torch:eager | 1.000 |  |" in text
+
+
+INT8_ROWS = {
+    **PARITY,
+    # top-1 agreement with the source model met: parity passed; the accuracy drop bound is a separate check
+    "ort-cpu:static-int8": {"precision": "int8", "passed": True},
+    "openvino:static-int8": {"precision": "int8", "runtime_precision": "int8", "passed": True},
+}
+INT8_LATENCY = {
+    **LATENCY,
+    "ort-cpu:static-int8": _lat(b1=0.05, b8=0.7, b64=5.0),
+    "openvino:static-int8": _lat(b1=0.08, b8=0.6, b64=6.0),
+}
+
+
+def test_int8_rows_count_only_when_the_int8_accuracy_check_passed():
+    passed = fastest_passing(INT8_ROWS, INT8_LATENCY, {"passed": True})
+    assert {b: (f["row"], f["precision"]) for b, f in passed.items()} == {
+        "1": ("ort-cpu:static-int8", "int8"),
+        "8": ("openvino:static-int8", "int8"),
+        "64": ("ort-cpu:static-int8", "int8"),
+    }
+    for int8 in ({"passed": False, "reason": "no mix met the bound"}, None):  # failed, or no INT8 section at all
+        got = fastest_passing(INT8_ROWS, INT8_LATENCY, int8)
+        assert {b: f["row"] for b, f in got.items()} == {
+            "1": "ort-cpu:static",
+            "8": "openvino:static",
+            "64": "ort-cpu:static",
+        }
+        assert {f["precision"] for f in got.values()} == {"fp32"}
+        assert not any((f["runner_up"] or "").endswith("int8") for f in got.values()), "nor runners-up"
+
+
+def test_the_section_says_which_int8_rows_were_left_out_and_why():
+    int8 = {"passed": False}
+    report = {"parity": INT8_ROWS, "latency": INT8_LATENCY, "int8": int8}
+    report["fastest"] = fastest_passing(INT8_ROWS, INT8_LATENCY, int8)
+    text = "\n".join(section(report))
+    assert "Not considered (INT8 accuracy check failed): ort-cpu:static-int8, openvino:static-int8" in text
+    report["int8"] = {"passed": True}
+    assert "INT8 accuracy check failed" not in "\n".join(section(report))
+
+
+def test_the_latency_stage_passes_the_int8_section(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from pipeline import validate
+    from pipeline.stages import latency as latency_stage
+
+    monkeypatch.setattr(validate, "run_latency", lambda *a, **k: INT8_LATENCY)
+    monkeypatch.setattr(latency_stage.rep, "plot_latency", lambda *a, **k: None)
+    cfg = SimpleNamespace(batch_sizes=(1, 8, 64), latency_seconds=0.1)
+    for passed, fastest_at_1 in ((False, "ort-cpu:static"), (True, "ort-cpu:static-int8")):
+        ctx = SimpleNamespace(
+            cfg=cfg,
+            log=lambda m: None,
+            rows=[],
+            x_test=None,
+            staging=tmp_path,
+            parity=INT8_ROWS,
+            latency={},
+            sections={"int8": {"passed": passed}},
+        )
+        assert latency_stage.run(ctx).sections["fastest"]["1"]["row"] == fastest_at_1

@@ -128,6 +128,7 @@ def test_unavailable_backends_are_listed_once_and_not_in_the_tables(tmp_path):
     assert "| trt (static) | not available: TensorRT \\| not installed |" in text
     assert "| Triton server (--serve-test) | not available: nvidia-pytriton is not installed |" in text
     assert "Engines: not built (see *Not available here*)" in text
+    assert "- Verified on a GPU: no (no TensorRT or GPU here); `python -m deploy.tensorrt selfcheck`" in text
     tables = text.split("## Parity against")[1].split("## TensorRT")[0]
     assert "ort-cuda" not in tables and "| trt:static" not in tables and "not available" not in tables
 

@@ -35,7 +35,7 @@ def test_weights_have_one_symmetric_int8_scale_per_output_channel(model_and_file
     producers = {o: n for n in m.graph.node for o in n.output}
     layers = [n for n in m.graph.node if n.op_type in ("Conv", "Gemm")]
     assert len(layers) == 4, "stem, depthwise, pointwise, classifier"
-    for layer in layers:
+    for layer in layers[1:]:  # the stem reads one channel: FP32 (test_single_channel_convolutions_stay_fp32)
         dq = producers[layer.input[1]]
         assert dq.op_type == "DequantizeLinear", f"{layer.name}'s weight is not quantized"
         q, scale, zero = (inits[name] for name in dq.input)
@@ -64,7 +64,26 @@ def test_batchnorm_is_folded_and_the_file_is_saved_as_the_project_saves(model_an
     assert m.ir_version <= 10 and {o.domain for o in m.opset_import} == {""}
     assert not [n for n in m.graph.node if n.op_type == "BatchNormalization"]
     info = json.loads({p.key: p.value for p in m.metadata_props}[META_INT8])
-    assert info == {"method": "minmax", "calibration_images": 40, "fp32_layers": []}
+    stem = next(n.name for n in m.graph.node if n.op_type == "Conv")
+    assert info == {"method": "minmax", "calibration_images": 40, "fp32_layers": [], "fp32_single_channel": [stem]}
+
+
+def test_single_channel_convolutions_stay_fp32_and_depthwise_ones_are_int8(model_and_file, tmp_path):
+    """ONNX Runtime's CPU QLinearConv is many times slower than its float Conv on a one-channel input (module
+    docstring); a depthwise conv (weight ``[C, 1, k, k]`` too, but group C) is not one and stays INT8."""
+    _, static, path = model_and_file
+    m = onnx.load(str(path))
+    inits, producers = _initializers(m), {o: n for n in m.graph.node for o in n.output}
+    convs = [n for n in m.graph.node if n.op_type == "Conv"]
+    stem, depthwise = convs[0], convs[1]
+    assert inits[stem.input[1]].shape[1] == 1 and stem.input[1] in inits, "the stem's weight stays a float initializer"
+    assert stem.input[0] not in producers, "and it reads the float input: no Q/DQ before it"
+    groups = {a.name: a.i for a in depthwise.attribute}.get("group", 1)
+    assert groups > 1 and producers[depthwise.input[1]].op_type == "DequantizeLinear"
+    # Naming the stem among the layers to exclude is allowed (it is FP32 already), and changes nothing.
+    cal = splits()["calibration"][0][:8]
+    again = onnx.load(str(quantize_static_file(static, tmp_path / "x.onnx", cal, exclude=[stem.name])))
+    assert json.loads({p.key: p.value for p in again.metadata_props}[META_INT8])["fp32_layers"] == []
 
 
 def test_after_accuracy_control_the_file_keeps_its_accuracy_on_test_images(model_and_file, tmp_path):

@@ -78,6 +78,15 @@ def test_no_mix_meeting_the_bound_fails_the_check_and_deploys_nothing(tmp_path, 
     assert "FAILED: no mix" in text and "`0 (node_conv2d)`: 0.5" in text, "the layer by its PyTorch name and its node name"
 
 
+def test_single_channel_convolutions_are_named_in_the_section_and_the_report(tmp_path):
+    """The fixture's first conv reads the one-channel image: FP32 always, said as such, not ranked."""
+    ctx = _context(tmp_path, int8=True)
+    section = int8_stage.run(ctx).sections["int8"]
+    assert section["single_channel_fp32"] == ["node_conv2d"] and section["layers"] == ["node_linear"]
+    text = "\n".join(int8_stage.markdown({"int8": {**section, "file": int8_stage.INT8_FILE}}))
+    assert "Always FP32, reading one input channel (ONNX Runtime's INT8 kernel is slower there): `node_conv2d`." in text
+
+
 def test_test_images_that_disagree_more_than_the_tolerance_table_allows_fail_the_check(tmp_path, monkeypatch):
     """Validation met both bars, but on the test images the INT8 answers differ from the float ones too often."""
     import numpy as np
