@@ -1,4 +1,8 @@
-"""Shared fixtures: a small AnaNN with every kernel family, exported once per session."""
+"""Shared fixtures: a small AnaNN with every kernel family, exported once per test run.
+
+Also the grouping of tests for pytest-xdist (``tests.xdist_groups``): ``make test``
+runs two workers with ``--dist loadgroup``.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from torch import nn
 
 import acl
 from pipeline.archs.calibrate import trained_looking_bn  # noqa: F401  (re-exported for tests)
+from tests.built_once import built_once
+from tests.xdist_groups import group_of
 
 ALL_FAMILIES = "G0.2Lg0.1Lt0.1Tf0.15Ts0.1M0.05P0.3"
 
@@ -31,6 +37,14 @@ def small_anann(seed: int = 0) -> nn.Module:
     return acl.convert(net, ALL_FAMILIES, layers="all").eval()
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        group = group_of(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def anann() -> nn.Module:
     return small_anann()
@@ -40,14 +54,15 @@ def anann() -> nn.Module:
 def exported(anann, tmp_path_factory) -> dict:
     import export
 
-    d = tmp_path_factory.mktemp("onnx")
-    shape = (1, 1, 12, 12)
-    return {
-        "static": export.to_onnx(anann, d / "m.static.onnx", shape, mode="static"),
-        "live": export.to_onnx(anann, d / "m.live.onnx", shape, mode="live"),
-        "live-akp": export.to_onnx(anann, d / "m.live-akp.onnx", shape, mode="live", akp_inputs=True),
-        "dir": d,
-    }
+    def build(d: Path) -> None:
+        shape = (1, 1, 12, 12)
+        export.to_onnx(anann, d / "m.static.onnx", shape, mode="static")
+        export.to_onnx(anann, d / "m.live.onnx", shape, mode="live")
+        export.to_onnx(anann, d / "m.live-akp.onnx", shape, mode="live", akp_inputs=True)
+
+    # small_anann() is deterministic, so another worker's files are this worker's model
+    d = built_once(tmp_path_factory, "onnx", build)
+    return {kind: d / f"m.{kind}.onnx" for kind in ("static", "live", "live-akp")} | {"dir": d}
 
 
 @pytest.fixture()

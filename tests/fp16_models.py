@@ -51,3 +51,33 @@ def overflowing_resnet(num_classes: int = 10, in_channels: int = 3) -> nn.Module
         net.layer2[0].bn1.running_var.mul_(9e8)
         net.layer4[1].conv2.weight.mul_(1e5)
     return net
+
+
+def overflowing_blocks(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+    """``overflowing_resnet``'s two cases in the smallest net of the built-in ResNet's blocks.
+
+    ``1.conv1`` (``layer2.0.conv1`` there) is scaled by 1e5 with its BatchNorm's
+    statistics (only a file that keeps BatchNorm apart overflows); ``2.conv2``
+    (``layer4.1.conv2``) by 1e5 alone (it overflows in every form). ``2.conv2`` has
+    72 x 72 kernels, more than a kernel mosaic charts, as ``layer4.1.conv2`` has.
+    """
+    from pipeline.archs.calibrate import trained_looking_bn
+    from pipeline.archs.resnet import BasicBlock
+
+    def down(cin: int, cout: int) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(cin, cout, 1, 2, bias=False), nn.BatchNorm2d(cout))
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Sequential(nn.Conv2d(in_channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU()),
+        BasicBlock(16, 32, 2, down(16, 32)),
+        BasicBlock(32, 72, 2, down(32, 72)),
+        nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(72, num_classes)),
+    )
+    net = trained_looking_bn(net, (in_channels, 32, 32))
+    with torch.no_grad():
+        net[1].conv1.weight.mul_(1e5)  # 3e4 there: this conv sums fewer inputs
+        net[1].bn1.running_mean.mul_(1e5)
+        net[1].bn1.running_var.mul_(1e10)
+        net[2].conv2.weight.mul_(1e5)
+    return net

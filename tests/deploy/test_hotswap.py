@@ -101,7 +101,11 @@ def test_resnet18_swap_gives_the_new_models_outputs(tmp_path):
     got = hs.run(None, {"input": x})[0]
     _assert_close(_out(moved, x), got, "after the swap")
     assert np.abs(got - _out(model, x)).max() > 1e-2, "the swap did not change the outputs"
-    # the rewritten static file holds the moved model's raw kernels (what a fresh export would store)
+    _assert_static_model_holds_the_kernels_of(hs, moved)
+
+
+def _assert_static_model_holds_the_kernels_of(hs: HotSwapSession, moved: torch.nn.Module) -> None:
+    """The rewritten static file holds the moved model's raw kernels (what a fresh export would store)."""
     import acl
 
     ours = {t.name: onnx.numpy_helper.to_array(t) for t in hs.static_model().graph.initializer}
@@ -131,6 +135,7 @@ def test_swap_on_depthwise_residual_blocks_gives_the_new_models_outputs(tmp_path
         f"(the old model's outputs are {_max_diff(want, _out(model, x)):.3g} away)"
     )
     assert _max_diff(got, before) > 1e-2, "the swap did not change the outputs"
+    _assert_static_model_holds_the_kernels_of(hs, moved)
     hs.swap_akps(model)
     back = hs.run(None, {"input": x})[0]
     assert np.allclose(back, before, atol=tol.atol, rtol=tol.rtol), (

@@ -37,13 +37,10 @@ MAX_ERROR_CHARS = 700
 """An error line quotes user input clipped; paths of the test's temporary folders make up most of it."""
 
 
-@pytest.fixture(scope="module")
-def good_run(tmp_path_factory) -> Path:
-    from pipeline.export import main
-
-    out = tmp_path_factory.mktemp("good") / "run"
-    assert main(["--out", str(out), *FAST, "--epochs", "2"]) == 0
-    return out
+@pytest.fixture()
+def good_run(lenet_run) -> Path:
+    """The default job's run (tests/pipeline/conftest.py); each case works on a copy."""
+    return lenet_run["out"]
 
 
 # --- builders of bad inputs: (tmp folder, good run) -> the case's own arguments ---------------

@@ -14,8 +14,8 @@ import pytest
 from pipeline.export import main
 from pipeline.output_folder import first_unproven
 from tests.conftest import digest
+from tests.pipeline.conftest import JOB_FAST as FAST
 
-FAST = ["--epochs", "4", "--batch-sizes", "1,4", "--latency-seconds", "0.02", "--no-progress"]
 ROOT = Path(__file__).resolve().parents[2]
 QUICK_CPU = ["--batch-sizes", "2", "--latency-seconds", "0.01", "--backends", "ort-cpu"]
 
@@ -32,11 +32,10 @@ def run_cli(*args, env_extra=None, timeout=600):
     )
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cli") / "run"
-    assert main(["--out", str(out), *FAST]) == 0
-    return out
+@pytest.fixture()
+def run_dir(lenet_run):
+    """The default job's run with ``FAST`` (tests/pipeline/conftest.py): read it, or copy it to change it."""
+    return lenet_run["out"]
 
 
 def test_default_job_has_the_saliency_and_explainsteer_sections(run_dir):
@@ -102,7 +101,9 @@ def test_default_job_outputs(run_dir):
         assert p["passed"] and p["runtime_precision"] == p["precision"], (key, p)
     assert r["verdict"] == {
         "passed": True,
-        "checks": 6 + len(openvino) + 2,  # the parity rows that ran, and the FP16 range of the FP16 file and of TensorRT
+        "checks": 6
+        + len(openvino)
+        + 2,  # the parity rows that ran, and the FP16 range of the FP16 file and of TensorRT
         "failed": [],
         "not_available": [
             k for k in r["parity"] if ("cuda" in k or "trt" in k or "openvino" in k) and k not in openvino

@@ -44,7 +44,6 @@ def test_ratio_forms_give_the_papers_counts_on_3x64():
         assert acl.compact_factor(spec, 3, 64, 7) == pytest.approx(cf, abs=6e-4), exp
 
 
-@pytest.mark.slow
 def test_tiny_grid_produces_every_table(uninterrupted):
     out, doc = uninterrupted
     assert doc is not None
@@ -100,7 +99,6 @@ def test_tiny_grid_produces_every_table(uninterrupted):
     assert "| exp3 | `G30Lg15Lt15Tf36P96` |" in md and "90.68" in md  # the paper's numbers beside ours
 
 
-@pytest.mark.slow
 def test_resumed_grid_equals_uninterrupted(uninterrupted, tmp_path):
     a_out, _ = uninterrupted
     out = tmp_path / "b"
@@ -172,7 +170,6 @@ def test_sigkill_mid_grid_then_resume_gives_the_same_results(uninterrupted, tmp_
     assert (out / "results.json").read_bytes() == (a_out / "results.json").read_bytes()
 
 
-@pytest.mark.slow
 def test_mnist_idx_files(tmp_path):
     folder = make_mnist(tmp_path / "m", n_train=40, n_test=20)
     grid = tiny_grid(f"mnist:{folder}", limit=None)
@@ -245,7 +242,6 @@ def test_help_says_what_quick_means(capsys):
     assert "Cost: 7 x N more epochs of exp3's model per seed" in text
 
 
-@pytest.mark.slow
 def test_full_grid_trains_table3_arrangements_from_scratch(tmp_path):
     grid = build_grid("digits", epochs=1, limit=20, seeds=3)
     assert len(grid.runs()) == 22 * 3 and grid.cell("lenet-exp9").spec == ratio_form("M30Lg15Lt15Tf36P96")
@@ -258,7 +254,6 @@ def test_full_grid_trains_table3_arrangements_from_scratch(tmp_path):
     assert rows[("exp9", "trained")]["accuracy"]["n"] == 3 and rows[("exp9", "ablated")]["accuracy"]["n"] == 3
 
 
-@pytest.mark.slow
 def test_diverged_runs_are_results_not_failures(tmp_path):
     """Adam at lr 1e20 overflows every model by its second step: each run is recorded as diverged and every table still comes out."""
     doc = reproduce(tiny_grid(lr=1e20, limit=100), tmp_path / "d", jobs=1, progress=False, log=lambda m: None)
@@ -276,9 +271,9 @@ def test_diverged_runs_are_results_not_failures(tmp_path):
 
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory):
-    """The tiny grid with --finetune 1, run in one go in 2 worker processes."""
+    """The tiny grid with --finetune 1, run in one go (in this process: ``uninterrupted`` runs 2 workers)."""
     out = tmp_path_factory.mktemp("repro-ft") / "a"
-    doc = reproduce(tiny_grid(finetune=1), out, jobs=2, progress=False, log=lambda m: None)
+    doc = reproduce(tiny_grid(finetune=1), out, jobs=1, progress=False, log=lambda m: None)
     return out, doc
 
 
@@ -331,7 +326,6 @@ def test_finetune_is_part_of_the_grid(tmp_path):
         prepare_out(out, one)
 
 
-@pytest.mark.slow
 def test_finetune_records_and_tables(finetuned):
     out, doc = finetuned
     assert doc is not None and doc["grid"]["finetune"] == 1
@@ -371,7 +365,6 @@ def test_finetune_records_and_tables(finetuned):
     assert (out / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.slow
 def test_resumed_finetuned_grid_equals_uninterrupted(finetuned, tmp_path, monkeypatch):
     """Killed while fine-tuning an ablation: the run resumes from its complete training state and fine-tunes again."""
     from pipeline.experiments import runner

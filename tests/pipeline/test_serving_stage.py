@@ -1,8 +1,8 @@
 """The job's Triton stage (``--triton-repo``, ``--serve-test``) and replay data (``test_data_set_0``), end to end.
 
-One small run (LeNet on the digits, every backend asked for, so that the
-unavailable ones are reported) writes a Triton repository beside ``--out``; the
-tests read what it wrote. Config parsing with Triton's protobuf needs
+The default job's run (``lenet_run``, tests/pipeline/conftest.py: LeNet on the
+digits, every backend asked for, so that the unavailable ones are reported) wrote a
+Triton repository beside ``--out``; the tests read what it wrote. Config parsing with Triton's protobuf needs
 ``tritonclient`` (skipped without it, with the reason); the real server test is
 marker ``serve`` (the serve environment: ``make test-serve``).
 """
@@ -23,7 +23,6 @@ import pytest
 from pipeline.export import main
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = ["--batch-sizes", "1,4", "--latency-seconds", "0.02", "--no-progress"]
 QUICK = ["--backends", "ort-cpu", "--batch-sizes", "2", "--latency-seconds", "0.01", "--no-progress"]
 
 
@@ -37,11 +36,10 @@ def has_pytriton() -> bool:
     return importlib.util.find_spec("pytriton") is not None
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("serving")
-    out, repo = base / "run", base / "triton"
-    assert main(["--out", str(out), "--epochs", "2", "--triton-repo", str(repo), *SMALL]) == 0
+@pytest.fixture()
+def run(lenet_run):
+    """The default job's run, with ``--triton-repo`` and batch sizes 1 and 4 (tests/pipeline/conftest.py)."""
+    out, repo = lenet_run["out"], lenet_run["repo"]
     report = json.loads((out / "report.json").read_text())
     return {"out": out, "repo": repo, "report": report, "md": (out / "report.md").read_text()}
 
@@ -130,7 +128,7 @@ def test_latency_rows_give_mean_and_standard_deviation(run):
             assert ("loaded:" in body.split(line)[1].splitlines()[0]) == row["loaded"]
 
 
-def test_test_data_beside_the_files_replays_with_polygraphy_and_the_check(run):
+def test_test_data_beside_the_files_replays_with_polygraphy_and_the_check(run, tmp_path):
     import torch
 
     from export.test_data import read_test_data
@@ -158,7 +156,7 @@ def test_test_data_beside_the_files_replays_with_polygraphy_and_the_check(run):
     res = subprocess.run([sys.executable, *check[1:]], cwd=out, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and "logits: ok" in res.stdout, res.stdout + res.stderr
     # The replay is a real check: other logits make it fail.
-    tampered = run["out"].parent / "tampered"
+    tampered = tmp_path / "tampered"  # not beside the shared run, which other tests list
     tampered.mkdir()
     (tampered / "model.live.onnx").write_bytes((out / "model.live.onnx").read_bytes())
     from export.test_data import write_test_data

@@ -138,7 +138,6 @@ def test_pack_keeps_key_types_tuples_and_tensors():
     assert torch.equal(back["state"][0]["buf"], torch.ones(2))
 
 
-@pytest.mark.slow
 def test_cli_resumes_after_a_kill_and_removes_the_state(tmp_path, monkeypatch, capsys):
     import pipeline.train as T
     from pipeline.export import main

@@ -407,7 +407,6 @@ def _run(tmp_path, *args):
     return code, json.loads((out / "report.json").read_text()), (out / "report.md").read_text(), out
 
 
-@pytest.mark.slow
 def test_plain_model_whose_batchnorm_the_exporter_folds_gives_no_fp16_alarm(tmp_path, capsys):
     code, r, text, _ = _run(tmp_path, "--model", "tests.fp16_models:overflow_net", "--spec", "none")
     f = r["fp16_range"]
@@ -422,7 +421,6 @@ def test_plain_model_whose_batchnorm_the_exporter_folds_gives_no_fp16_alarm(tmp_
     assert "warning" not in text.split("## Parity against")[0] and "it does not prove FP16 arithmetic" in text
 
 
-@pytest.mark.slow
 def test_acl_whose_conv_overflows_before_batchnorm_keeps_it_fp32_and_says_so(tmp_path, capsys):
     import onnx
 
@@ -461,31 +459,40 @@ def rgb_folder(tmp_path):
     return f"folder:{root}:32"
 
 
-@pytest.mark.slow
+# (model, the layer BatchNorm brings back, the layer that overflows in every form, how many of the two have
+# a kernel mosaic); the ResNet-18 repeats the small net of its own blocks at full size, where both layers
+# have more kernels than a mosaic charts
+OVERFLOWING = [
+    pytest.param("overflowing_blocks", "1.conv1", "2.conv2", 1, id="resnet-blocks"),
+    pytest.param("overflowing_resnet", "layer2.0.conv1", "layer4.1.conv2", 0, id="resnet18", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize(("factory", "back", "over", "charted"), OVERFLOWING)
 def test_resnet_predicted_to_overflow_fails_the_verdict_on_the_console_and_in_the_headline(
-    tmp_path, capsys, rgb_folder
+    tmp_path, capsys, rgb_folder, factory, back, over, charted
 ):
     # The two layers made to overflow are the ACLs (an ACL's BatchNorm stays apart in the FP16 file). Under
     # --layers all every 3x3 conv became an ACL with random analytic kernels under BatchNorm statistics measured
     # on the plain net: logits of 1e20 whose FP16 row passed or failed by chance (9.5 % off once the 1x1
     # downsample convs stayed plain and ran in FP16).
-    layers = "layer2.0.conv1,layer4.1.conv2"
     code, r, text, _ = _run(
-        tmp_path, "--model", "tests.fp16_models:overflowing_resnet", "--data", rgb_folder, "--layers", layers
+        tmp_path, "--model", f"tests.fp16_models:{factory}", "--data", rgb_folder, "--layers", f"{back},{over}"
     )
     v, f = r["verdict"], r["fp16_range"]
-    assert "layer4.1.conv2" in f["overflow"]["tensorrt"] and "layer4.1.conv2" in f["flagged"]
+    assert over in f["overflow"]["tensorrt"] and over in f["flagged"]
     assert code == 1 and not v["passed"] and "fp16-range:tensorrt" in v["failed"]
-    assert "`layer4.1.conv2`" in v["reasons"]["fp16-range:tensorrt"]
-    assert "`layer2.0.conv1`" in v["warnings"][0]
+    assert f"`{over}`" in v["reasons"]["fp16-range:tensorrt"]
+    assert f"`{back}`" in v["warnings"][0]
     err = capsys.readouterr().err
-    assert "FP16 range, TensorRT FP16 (BatchNorm folded): FAIL" in err and "`layer4.1.conv2`" in err
-    assert "warning: FP16 file:" in err and "`layer2.0.conv1`" in err
+    assert "FP16 range, TensorRT FP16 (BatchNorm folded): FAIL" in err and f"`{over}`" in err
+    assert "warning: FP16 file:" in err and f"`{back}`" in err
     assert "checks FAILED for" in err and "fp16-range:tensorrt" in err.splitlines()[-1]
+    assert f"kernel mosaics for the first {charted} ACLs of at most 4096 kernels; {2 - charted} not charted" in err
     headline = text.split("## Parity against")[0]
-    assert "**fp16-range:tensorrt: FAILED**" in headline and "`layer4.1.conv2`" in headline
+    assert "**fp16-range:tensorrt: FAILED**" in headline and f"`{over}`" in headline
     # The FP16 file keeps every overflowing node FP32, so the row that runs it is right to pass,
     # and the layer BatchNorm brings back is within range once TensorRT folds it.
     assert r["parity"]["ort-cpu:static-fp16"]["passed"], r["parity"]["ort-cpu:static-fp16"]
-    layer = {x["name"]: x for x in f["layers"]}["layer2.0.conv1"]
-    assert layer["forms"]["onnx-fp16"]["precision"] == "fp32" and "layer2.0.conv1" not in f["overflow"]["tensorrt"]
+    layer = {x["name"]: x for x in f["layers"]}[back]
+    assert layer["forms"]["onnx-fp16"]["precision"] == "fp32" and back not in f["overflow"]["tensorrt"]
