@@ -63,18 +63,22 @@ def test_mobilenet_v2_int8_keeps_its_accuracy_and_agrees_on_unseen_digits(tmp_pa
     static = export.to_onnx(net, tmp_path / "model.static.onnx", (1, *IMAGE), mode="static")
     r = controlled_int8(static, tmp_path / "int8.onnx", x[:128], x[200:600], y[200:600], max_drop=1.0)
     assert r.float_accuracy > 40, f"the fixture should classify: {r.float_accuracy:.1f} % on validation digits"
-    assert r.met_bound and r.drop <= 1.0, r.tried
+    assert r.met_bound and r.drop <= 1.0 and r.agreement >= TOLERANCES["int8"].min_top1, r.tried
     x_test, y_test = x[1200:], y[1200:]
     with torch.no_grad():
         ref = net(torch.from_numpy(x_test)).numpy()
     out = open_session(r.path).run(None, {"input": x_test})[0]
     assert accuracy(ref, y_test) - accuracy(out, y_test) <= 2.0  # the bound was met on other digits
-    # A briefly trained model has near-ties the 0.97 of the int8 row does not allow for; 0.9 here.
+    # Control met 0.97 on the validation digits; unseen digits of a briefly trained model have other near-ties.
     assert compare_outputs(ref, out, TOLERANCES["int8"])["top1_agreement"] >= 0.9
-    # Most depthwise convolutions (group = channels) stay INT8: their weights are dequantized, not float.
+    # The depthwise convolutions (group = channels) are FP32 exactly where control kept them (float weights)
+    # and INT8 elsewhere (dequantized weights); the agreement bar keeps more of them FP32 than the drop bound
+    # alone did (3 of 17 INT8 with it, 14 without), but not all.
     m = onnx.load(str(r.path))
     producers = {o: n for n in m.graph.node for o in n.output}
     depthwise = [
         n for n in m.graph.node if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)
     ]
-    assert len(depthwise) == 17 and sum(n.input[1] in producers for n in depthwise) >= 14
+    kept = {name for name, _ in r.excluded}
+    assert len(depthwise) == 17 and all((n.input[1] in producers) == (n.name not in kept) for n in depthwise)
+    assert sum(n.input[1] in producers for n in depthwise) >= 1, "some depthwise convolutions stay INT8"
