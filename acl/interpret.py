@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from acl.analytic_conv import AnalyticConv2d
 from acl.conversion import acl_layers
 from acl.families import FAMILIES, SCALE_MAX, SCALE_MIN
+from acl.hooks import forward_with_hooks
 
 __all__ = ["akp_summary", "conv_input", "family_energy", "family_index"]
 
@@ -140,10 +141,5 @@ def family_energy(model: nn.Module, x: Tensor) -> dict[str, dict[str, Any]]:
         layer.register_forward_pre_hook(lambda _m, args, name=name: inputs.__setitem__(name, args[0].detach()))
         for name, layer in acl_layers(model)
     ]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    forward_with_hooks(model, x, hooks)
     return {name: _layer_energy(layer, inputs[name]) for name, layer in acl_layers(model) if name in inputs}

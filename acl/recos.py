@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from acl.analytic_conv import AnalyticConv2d
+from acl.hooks import forward_with_hooks
 
 __all__ = [
     "MODES",
@@ -465,12 +466,7 @@ def _capture(model: nn.Module, x: Tensor, max_patches: int | None, seed: int) ->
     hooks = [layer.register_forward_pre_hook(take(name, layer)) for name, layer in layers]
     hooks += [layer.register_forward_hook(produced(name)) for name, layer in layers if isinstance(layer, CONV_TYPES)]
     hooks += [m.register_forward_pre_hook(consumed(m)) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    forward_with_hooks(model, x, hooks)
     return found, follows
 
 
@@ -607,12 +603,7 @@ def first_pair(model: nn.Module, x: Tensor) -> dict[str, Any]:
     convs = [(n, m) for n, m in recos_layers(model) if isinstance(m, CONV_TYPES)]
     seen: dict[str, tuple] = {}
     hooks = [m.register_forward_hook(_shapes(n, seen)) for n, m in convs]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    forward_with_hooks(model, x, hooks)
     ran = [(n, m) for n, m in convs if n in seen]
     if len(ran) < 2:
         return {"skipped": "fewer than two convolutions"}
