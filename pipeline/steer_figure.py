@@ -27,14 +27,15 @@ def _matrix(columns: list[list[float]]) -> np.ndarray:
     return out
 
 
-def _panel(fig, grid_spec, names: list[str], columns: list[list[float]], title: str) -> None:
+def _panel(fig, grid_spec, names: list[str], columns: list[list[float]], title: str, first: bool) -> None:
     heat_ax = fig.add_subplot(grid_spec[0])
     bar_ax = fig.add_subplot(grid_spec[1], sharex=heat_ax)
     m = _matrix(columns)
     image = heat_ax.imshow(m, aspect="auto", cmap="viridis", interpolation="nearest")
     fig.colorbar(image, ax=[heat_ax, bar_ax], fraction=0.04, pad=0.02)
     heat_ax.set_title(title, fontsize=10)
-    heat_ax.set_ylabel("basis index (low -> high frequency)")
+    if first:  # the panels share their rows; a second label would run into the first panel's colour bar
+        heat_ax.set_ylabel("basis index (low -> high frequency)")
     bar_ax.bar(range(len(columns)), np.nansum(m, axis=0), color="tab:gray")
     bar_ax.set_ylabel("sum", fontsize=8)
     labels = names if len(names) <= MAX_LABELLED else [str(i) for i in range(len(names))]
@@ -62,10 +63,10 @@ def plot_explainsteer(
         panels.append((salient, "e^(d) with saliency (w = saliency / model total)"))
     width = min(24.0, 4.5 + 0.35 * len(names)) * len(panels)
     fig = plt.figure(figsize=(max(7.0, width), 6.0))
-    outer = fig.add_gridspec(1, len(panels), wspace=0.55)
+    outer = fig.add_gridspec(1, len(panels), wspace=0.35)
     for i, (columns, title) in enumerate(panels):
         inner = outer[i].subgridspec(2, 1, height_ratios=(4, 1), hspace=0.05)
-        _panel(fig, inner, names, columns, title)
+        _panel(fig, inner, names, columns, title, first=i == 0)
     fig.suptitle("ExplainSteer (ExplainFix Eq. 3): DCT-II energy of each spatial layer's kernels", fontsize=11)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
