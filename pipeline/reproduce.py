@@ -280,45 +280,35 @@ def _checked_grid(args: argparse.Namespace) -> Grid:
     problem = data_problem(args.data)
     if problem:
         raise UserError(problem)
-    if args.paper == "explainfix":
-        return _explainfix_grid(args)
+    build, extra = _grid_builder(args)
     try:
-        return build_grid(
+        return build(
             args.data,
             quick=args.quick,
             seeds=args.seeds,
             epochs=args.epochs,
-            sweep_arch=args.sweep_arch,
             limit=args.limit,
             batch_size=args.batch_size,
             lr=args.lr,
-            finetune=args.finetune,
+            **extra,
         )
     except ValueError as e:
         raise UserError(str(e)) from None
 
 
-def _explainfix_grid(args: argparse.Namespace) -> Grid:
-    """``--paper explainfix``'s grid (``pipeline.experiments.explainfix``); the ACL paper's options refused."""
+def _grid_builder(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The grid builder of ``--paper`` and the options only it takes; the ACL paper's options refused elsewhere."""
     from pipeline.errors import UserError
+
+    if args.paper != "explainfix":
+        return build_grid, {"sweep_arch": args.sweep_arch, "finetune": args.finetune}
     from pipeline.experiments.explainfix import build_explainfix_grid
 
     if args.finetune or args.sweep_arch != "lenet":
         raise UserError(
             "--finetune and --sweep-arch belong to the ACL paper's grid, expected them without --paper explainfix"
         )
-    try:
-        return build_explainfix_grid(
-            args.data,
-            quick=args.quick,
-            seeds=args.seeds,
-            epochs=args.epochs,
-            limit=args.limit,
-            batch_size=args.batch_size,
-            lr=args.lr,
-        )
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    return build_explainfix_grid, {}
 
 
 def main(argv: list[str] | None = None) -> int:
