@@ -51,10 +51,18 @@ SIZES = [("resnet18_cifar", 32, 64), ("resnet18", 224, 16)]  # (arch, image side
 
 
 def _rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB (``ru_maxrss`` is in kB on Linux)."""
-    import resource
+    """Peak resident memory of this process so far, in MB.
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ``VmHWM`` where Linux has it: ``ru_maxrss`` of a child started by a large parent
+    starts at the parent's peak (it survives fork and exec), so it hides the child's own.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 def _steps(arch: str, spec: str, side: int, batch: int, steps: int, threads: int) -> dict:
