@@ -7,6 +7,7 @@ runs two workers with ``--dist loadgroup``.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,13 @@ def small_anann(seed: int = 0) -> nn.Module:
         nn.Linear(32, 10),
     )
     return acl.convert(net, ALL_FAMILIES, layers="all").eval()
+
+
+def pytest_configure(config) -> None:
+    # Two xdist workers on two cores: a second intra-op thread per worker only spins
+    # against the other worker (CPU time, no speed). Jobs in the tests pass --threads 1 too.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
