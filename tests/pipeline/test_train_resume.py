@@ -13,7 +13,7 @@ import torch
 
 from pipeline.resume import ResumeStore, pack, unpack
 from pipeline.train import _build_optimizer, check_options, resolve_amp
-from tests.pipeline.in_process import run_main
+from tests.in_process import run_main
 from tests.pipeline.resume_job import Killed, run, tiny_net
 from tests.pipeline.test_datasets import make_cifar
 
