@@ -14,8 +14,8 @@ import pytest
 from pipeline.export import main
 from pipeline.output_folder import first_unproven
 from tests.conftest import digest
-from tests.pipeline.conftest import JOB_FAST as FAST
 from tests.in_process import run_main
+from tests.pipeline.conftest import JOB_FAST as FAST
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK_CPU = ["--batch-sizes", "2", "--latency-seconds", "0.01", "--backends", "ort-cpu", "--threads", "1"]
