@@ -101,7 +101,7 @@ class Samples(NamedTuple):
 
 def zero_sum(w: Tensor, s: Samples) -> Tensor:
     """``W - sum(W) * I(x = y = 0)`` of eqs. 19 and 23, per kernel (see the module docstring)."""
-    return w - w.sum(-1, keepdim=True) * s.centre
+    return w.addcmul(w.sum(-1, keepdim=True), s.centre, value=-1)  # one pass over the bank, not two
 
 
 def gabor(inv_lam: Tensor, theta: Tensor, psi: Tensor, inv_sigma: Tensor, s: Samples) -> Tensor:
@@ -222,8 +222,9 @@ def tgd1st(theta: Tensor, inv_gamma1: Tensor, inv_gamma2: Tensor, s: Samples) ->
     # is its slope, so autograd agrees with finite differences everywhere.
     x = s.x
     side = x.sign().detach() * ((x.abs() - TF_DELTA) * (1 / TF_RAMP)).clamp(0.0, 1.0)
-    a, b = s.x * inv_gamma1, s.y * inv_gamma2
-    return (-(a * a) - b * b).exp() * side
+    # -x'^2/gamma1^2 - y'^2/gamma2^2 in 4 passes over the bank rather than 6 (issue 24)
+    exponent = (x * x * -(inv_gamma1 * inv_gamma1)).addcmul(s.y * s.y, -(inv_gamma2 * inv_gamma2))
+    return exponent.exp() * side
 
 
 def tgd2nd(theta: Tensor, inv_gamma: Tensor, s: Samples) -> Tensor:

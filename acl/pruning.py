@@ -103,6 +103,8 @@ class PruneResult:
         kept: why channel classes were kept: reason -> number of classes.
         folded: ``{module: channels}`` of constant channels folded into that module's bias.
         bias_delta: per module, the bias correction of those folds (full output size).
+        column_delta: per zero-padded reader, ``{carrier input: [Co, kh, kw]}`` added to its weights
+            (``acl.pruning_carrier``); ``fill_zero`` takes it out again.
     """
 
     model: nn.Module
@@ -114,6 +116,7 @@ class PruneResult:
     kept: dict[str, int]
     folded: dict[str, int] = field(default_factory=dict)
     bias_delta: dict[str, Tensor] = field(default_factory=dict)
+    column_delta: dict[str, dict[int, Tensor]] = field(default_factory=dict)
 
 
 @torch.no_grad()
@@ -136,12 +139,21 @@ def channel_prune(model: nn.Module, masks: dict[str, Tensor], example: Tensor) -
     kept, channels = {}, {}
     for name, node in graph.calls.items():
         kin, kout = _kept(graph, plan, graph.inputs[node]), _kept(graph, plan, node)
-        module = zeroed.get_submodule(name)
+        module = _with_columns(zeroed.get_submodule(name), plan.column_delta.get(name))
         _set(out, name, _rebuild(module, kin, kout, plan.bias_delta.get(name)))
         kept[name] = (kin, kout)
         channels[name] = _counts(module, kin, kout)
     return PruneResult(out.eval(), zeroed, model, masks, kept, channels, plan.kept_reasons(), plan.folded_counts(),
-                       plan.bias_delta)  # fmt: skip
+                       plan.bias_delta, plan.column_delta)  # fmt: skip
+
+
+def _with_columns(module: nn.Module, delta: dict[int, Tensor] | None) -> nn.Module:
+    if not delta:
+        return module
+    module = copy.deepcopy(module)
+    for k, d in delta.items():
+        module.weight[:, k] += d
+    return module
 
 
 def _set(root: nn.Module, name: str, module: nn.Module) -> None:
@@ -194,5 +206,12 @@ def fill_zero(result: PruneResult, seed: int = 0) -> nn.Module:
                 redraw_acl_kernels(new, sub)
                 _set(out, name, new)
             else:
+                _drop_carried(out.get_submodule(name), result.column_delta.get(name), kin, kout)
                 redraw_conv_kernels(out.get_submodule(name), sub)
     return out.eval()
+
+
+def _drop_carried(conv: nn.Conv2d, delta: dict[int, Tensor] | None, kin: list[int], kout: list[int]) -> None:
+    """The carrier's own weights back: FillZero redraws the carrier's zeroed producer, so it is no constant any more."""
+    for k, d in (delta or {}).items():
+        conv.weight[:, kin.index(k)] -= d[kout]

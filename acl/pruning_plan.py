@@ -3,9 +3,11 @@
 A class (``acl.channel_graph``) goes when every channel-mixing reader of every
 value in it either has all-zero weights for that channel, or reads a constant
 (structurally: a zeroed output row's bias, through BatchNorm, activations,
-max/adaptive pooling and additions of constants) and has no zero padding, so the
-constant times its weights moves into its bias exactly. A constant read through
-zero padding is not constant at the border, so that channel is kept.
+max/adaptive pooling and additions of constants). Without zero padding the constant
+times its weights moves into the reader's bias exactly. Through zero padding it is
+not constant at the border, so it moves onto one kept constant channel of the same
+value instead (``acl.pruning_carrier``), also exactly. A constant that is exactly
+zero (a ReLU of a non-positive shift) just goes.
 A module never loses every input or output channel: one class is kept for it.
 """
 
@@ -19,6 +21,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from acl.channel_graph import ChannelGraph
+from acl.pruning_carrier import choose_carriers, column_deltas
 
 __all__ = ["Plan", "plan_removal"]
 
@@ -34,14 +37,16 @@ _CONSTANT_FUNCTIONS = {torch.relu, torch.nn.functional.relu, torch.nn.functional
 class Plan:
     removed: set[int] = field(default_factory=set)
     kept: dict[int, str] = field(default_factory=dict)  # class root -> why
-    folds: list[tuple[str, str, int]] = field(default_factory=list)  # (reader module, value node, channel)
+    folds: list[tuple[str, str, int, bool]] = field(default_factory=list)  # (reader, value node, channel, padded)
     bias_delta: dict[str, Tensor] = field(default_factory=dict)
+    carriers: dict[str, int] = field(default_factory=dict)  # value node -> its carrier channel (acl.pruning_carrier)
+    column_delta: dict[str, dict[int, Tensor]] = field(default_factory=dict)
 
     def kept_reasons(self) -> dict[str, int]:
         return dict(Counter(self.kept.values()).most_common())
 
     def folded_counts(self) -> dict[str, int]:
-        return dict(Counter(m for m, _, _ in self.folds))
+        return dict(Counter(f[0] for f in self.folds))
 
 
 def _values(gm: fx.GraphModule, example: Tensor) -> dict[str, Tensor]:
@@ -123,18 +128,26 @@ def _reader_weights(g: ChannelGraph, gm: fx.GraphModule) -> dict[str, tuple[Tens
     return out
 
 
-def _decide(g: ChannelGraph, gm: fx.GraphModule, members, const, weights) -> tuple[str | None, list]:
-    """Why a class must stay (None: it can go), and the reads whose constant folds into a bias."""
+def _decide(g: ChannelGraph, gm: fx.GraphModule, members, const, weights, values) -> tuple[str | None, list]:
+    """Why a class must stay (None: it can go), and the reads whose constant folds into a bias.
+
+    A constant that is exactly zero (a ReLU of a non-positive BatchNorm shift) is what
+    zero padding pads with, so it goes whatever the reader's padding, with nothing to fold.
+    """
     folds = []
     for node, c in members:
         for r in g.readers.get(node, []):
-            if bool(const[node][c]) and r.foldable:
-                folds.append((r.module, node, c))
+            if bool(const[node][c]) and _is_zero(values[node], c):
+                continue
+            if bool(const[node][c]) and (r.foldable or bool(weights[r.module][1][c])):
+                folds.append((r.module, node, c, not r.foldable))  # through padding: onto a carrier
             elif bool(weights[r.module][1][c]):
-                if bool(const[node][c]):
-                    return f"constant channel read by {_kind(gm, r.module)} with zero padding (folding inexact)", []
                 return f"read by {_kind(gm, r.module)} with nonzero weights", []
     return None, folds
+
+
+def _is_zero(value: Tensor, c: int) -> bool:
+    return not bool(value[:, c].any())
 
 
 def _kind(gm: fx.GraphModule, module: str) -> str:
@@ -152,21 +165,24 @@ def plan_removal(g: ChannelGraph, gm: fx.GraphModule, example: Tensor) -> Plan:
     produced = {g.cls(node, c) for name, node in g.calls.items()
                 if isinstance(gm.get_submodule(name), nn.Conv2d) for c in range(g.channels[node])}  # fmt: skip
     weights = _reader_weights(g, gm)
+    values = _values(gm, example)
     plan = Plan()
     candidate_folds: dict[int, list] = {}
     for root in sorted(produced):
         why = g.pinned(root)
         folds: list = []
         if why is None:
-            why, folds = _decide(g, gm, members[root], const, weights)
+            why, folds = _decide(g, gm, members[root], const, weights, values)
         if why is None:
             plan.removed.add(root)
             candidate_folds[root] = folds
         else:
             plan.kept[root] = why
+    plan.carriers = choose_carriers(plan, candidate_folds, values, g.cls)
     _keep_every_module_alive(g, gm, plan)
     plan.folds = [f for root in plan.removed for f in candidate_folds[root]]
-    _bias_deltas(plan, _values(gm, example), weights)
+    _bias_deltas(plan, values, weights)
+    plan.column_delta = column_deltas(plan, gm, values)
     return plan
 
 
@@ -182,7 +198,9 @@ def _keep_every_module_alive(g: ChannelGraph, gm: fx.GraphModule, plan: Plan) ->
 
 
 def _bias_deltas(plan: Plan, values: dict[str, Tensor], weights) -> None:
-    for module, node, c in plan.folds:
+    for module, node, c, through_padding in plan.folds:
+        if through_padding:
+            continue
         v = values[node][0, c].flatten()[0]
         delta = weights[module][0][:, c] * v
         plan.bias_delta[module] = plan.bias_delta.get(module, 0) + delta

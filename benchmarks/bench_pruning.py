@@ -57,8 +57,16 @@ def prune_one(model, data, percent: float, finetune: int, seed: int) -> tuple[to
         train(final, data, epochs=finetune, progress=False, seed=seed)
     final.eval()
     row = {"exact": exact["passed"], "exact_max_abs": exact["max_abs_err"], "pruned_acc": pruned_acc,
-           "acc": accuracy(final, data.x_test, data.y_test), "kept_one": emptied}  # fmt: skip
+           "acc": accuracy(final, data.x_test, data.y_test), "kept_one": emptied, "removed": _removed(result),
+           "kept": result.kept, "folded": sum(result.folded.values())}  # fmt: skip
     return final, row
+
+
+def _removed(result) -> dict[str, int]:
+    """Output channels of spatial layers whose kernels were all zeroed, against those removed."""
+    rows = sum(int(m.all(1).sum()) for m in result.masks.values())
+    gone = sum(c["out"][0] - c["out"][1] for n, c in result.channels.items() if n in result.masks)
+    return {"all_zero_rows": rows, "removed": gone, "of": sum(m.shape[0] for m in result.masks.values())}
 
 
 def ort_parity(model, path: Path, x: torch.Tensor) -> bool:
@@ -89,6 +97,19 @@ def latencies(files: dict[str, Path], image, batches, rounds: int, seconds: floa
     return {k: statistics.median(v) for k, v in p50.items()}
 
 
+def trained_base(base, data, args) -> None:
+    """Train ``base`` (or load it from ``--base``, so several pruning runs share one trained model)."""
+    if args.base and args.base.exists():
+        base.load_state_dict(torch.load(args.base, weights_only=True))
+    elif args.epochs:
+        train(base, data, epochs=args.epochs, progress=False, seed=args.seed)
+    else:  # a mechanics check on a loaded machine: no training, measured BatchNorm statistics (accuracy is chance)
+        trained_looking_bn(base, tuple(data.input_shape), seed=args.seed)
+    base.eval()
+    if args.base and not args.base.exists():
+        torch.save(base.state_dict(), args.base)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="resnet18_cifar")
@@ -100,17 +121,14 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--base", type=Path, help="trained unpruned state dict: loaded if it exists, else saved there")
     args = p.parse_args()
     quiet_polygraphy()
     data = load_dataset(args.data)
     torch.manual_seed(args.seed)
     base = build(args.arch, args.spec, in_channels=data.channels, num_classes=data.num_classes)
     begin = time.perf_counter()
-    if args.epochs:
-        train(base, data, epochs=args.epochs, progress=False, seed=args.seed)
-    else:  # a mechanics check on a loaded machine: no training, measured BatchNorm statistics (accuracy is chance)
-        trained_looking_bn(base, tuple(data.input_shape), seed=args.seed)
-    base.eval()
+    trained_base(base, data, args)
     print(f"trained {args.arch} ({args.spec}) {args.epochs} epochs on {data.describe()} in {time.perf_counter() - begin:.0f} s")
     models, rows = {"unpruned": base}, {"unpruned": {"acc": accuracy(base, data.x_test, data.y_test)}}
     for pct in [float(v) for v in args.percents.split(",")]:

@@ -1,6 +1,19 @@
-"""Training throughput (images/s) of ResNet-18-CIFAR through ``pipeline.train.train``: workers and bf16.
+"""Training throughput (images/s) and peak memory: plain vs AnaNN-ResNet-18 side by side; workers and bf16.
 
-Runs the real training path (DataLoader, batch gather, CIFAR crop-and-flip
+Default (``--compare``): plain ResNet-18 against AnaNN-ResNet-18 (every spatial
+convolution an ACL with ``--spec``, exp3's ratio by default) at 3x32x32 batch 64
+(``resnet18_cifar``) and at 3x224x224 batch 16 (``resnet18``), in alternating rounds:
+each round runs both models, each in a fresh process (so that its peak resident
+memory is its own), in the order plain, ACL on even rounds and ACL, plain on odd
+ones, so a drift of the machine's load cancels in the per-round ratio. A step is
+forward, cross-entropy, backward and SGD with momentum on a fixed random batch (no
+input pipeline: ``--loader`` times that). Printed per model and size: the median
+images/s over rounds, the median of the per-round ratios ACL / plain (issue 24's
+target: >= 0.95 at both sizes) and the peak resident memory of the training process
+(``ru_maxrss``) with the part added by training (peak minus the resident memory
+after building the model and before the first step).
+
+``--pipeline`` runs the real training path (DataLoader, batch gather, CIFAR crop-and-flip
 augmentation, standardisation, SGD with momentum and the cosine schedule) on a
 synthetic CIFAR-format training split held in memory like the real one, and
 reports the images per second of the steady epochs (the first, which pays for
@@ -16,7 +29,8 @@ standardisation; no model) with 0 and 2 workers, on the in-memory CIFAR split an
 on an image folder of synthetic 500x375 JPEGs cropped to 224 (decoded lazily):
 what the model's step has to hide.
 
-    python benchmarks/bench_train_throughput.py [--arch resnet18_cifar] [--spec none] [--steps 8] [--epochs 3]
+    python benchmarks/bench_train_throughput.py [--rounds 3] [--steps 4] [--spec G0.15625...]
+    python benchmarks/bench_train_throughput.py --pipeline [--arch resnet18_cifar] [--spec none] [--steps 8] [--epochs 3]
     python benchmarks/bench_train_throughput.py --loader
 """
 
@@ -26,11 +40,85 @@ import argparse
 import itertools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
 
 CASES = [("fp32, workers 0", 0, "off"), ("fp32, workers 2", 2, "off"), ("bf16, workers 0", 0, "bf16")]
+EXP3 = "G0.15625Lg0.078125Lt0.078125Tf0.1875P0.5"
+SIZES = [("resnet18_cifar", 32, 64), ("resnet18", 224, 16)]  # (arch, image side, batch): issue 24's two cells
+
+
+def _rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB.
+
+    ``VmHWM`` where Linux has it: ``ru_maxrss`` of a child started by a large parent
+    starts at the parent's peak (it survives fork and exec), so it hides the child's own.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def _steps(arch: str, spec: str, side: int, batch: int, steps: int, threads: int) -> dict:
+    """Images/s of ``steps`` timed training steps (after 2 warm-up steps) and the peak memory of the process."""
+    import torch
+    import torch.nn.functional as F
+
+    from pipeline import archs
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = archs.build(arch, None if spec == "none" else spec, in_channels=3, num_classes=10)
+    x, y = torch.randn(batch, 3, side, side), torch.randint(0, 10, (batch,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    before = _rss_mb()
+    times = []
+    for i in range(steps + 2):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        if i >= 2:  # the first steps pay for allocation and oneDNN's kernel selection
+            times.append(time.perf_counter() - t0)
+    return {"images_per_s": batch / statistics.median(times), "peak_mb": _rss_mb(), "built_mb": before}
+
+
+def _child(args: list[str]) -> dict:
+    res = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _compare(spec: str, rounds: int, steps: int, threads: int, sides: list[int]) -> None:
+    """Plain and ACL models side by side per size, in rounds of alternating order; medians printed."""
+    print(f"plain vs AnaNN-ResNet-18 (spec {spec}), {steps} steps per run, {rounds} rounds, {threads} threads")
+    print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
+    for arch, side, batch in (size for size in SIZES if size[1] in sides):
+        runs: dict[str, list[dict]] = {"plain": [], "acl": []}
+        for r in range(rounds):
+            for kind in ("plain", "acl") if r % 2 == 0 else ("acl", "plain"):
+                one = f"{arch}|{'none' if kind == 'plain' else spec}|{side}|{batch}|{steps}|{threads}"
+                runs[kind].append(_child(["--steps-case", one]))
+        _print_size(arch, side, batch, runs)
+    print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
+
+
+def _print_size(arch: str, side: int, batch: int, runs: dict[str, list[dict]]) -> None:
+    ratios = [a["images_per_s"] / p["images_per_s"] for a, p in zip(runs["acl"], runs["plain"])]
+    print(
+        f"{arch} 3x{side}x{side}, batch {batch}: ACL / plain = {statistics.median(ratios):.3f} (median of rounds: "
+        f"{', '.join(f'{v:.3f}' for v in ratios)})"
+    )
+    for kind, rs in runs.items():
+        ips = statistics.median(r["images_per_s"] for r in rs)
+        peak = max(r["peak_mb"] for r in rs)
+        extra = max(r["peak_mb"] - r["built_mb"] for r in rs)
+        print(f"  {kind:5s} {ips:8.1f} images/s   peak RSS {peak:7.0f} MB (training adds {extra:6.0f} MB)", flush=True)
 
 
 def _one(arch: str, spec: str, steps: int, epochs: int, batch: int, workers: int, amp: str, threads: int) -> dict:
@@ -108,61 +196,71 @@ def _jpeg_folder(root: str, per_class: int = 96) -> str:
     return root
 
 
-def main() -> None:
+def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", default="resnet18_cifar")
-    p.add_argument("--spec", default="none", help="'none' (plain convolutions) or an ACL spec for every layer")
-    p.add_argument("--steps", type=int, default=8, help="steps per epoch")
-    p.add_argument("--epochs", type=int, default=3, help="epochs (the first is warm-up)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=3, help="compare: rounds of both models per size")
+    p.add_argument("--acl-spec", default=EXP3, help="compare: the ACL spec of every spatial convolution")
+    p.add_argument("--sizes", default="32,224", help="compare: image sides to run (32: batch 64, 224: batch 16)")
+    p.add_argument("--pipeline", action="store_true", help="the pipeline.train cases (workers, bf16) instead")
+    p.add_argument("--arch", default="resnet18_cifar", help="--pipeline: the network")
+    p.add_argument("--spec", default="none", help="--pipeline: 'none' (plain convolutions) or an ACL spec")
+    p.add_argument("--steps", type=int, help="timed steps per run (compare: 4) or per epoch (--pipeline: 8)")
+    p.add_argument("--epochs", type=int, default=3, help="--pipeline: epochs (the first is warm-up)")
+    p.add_argument("--batch-size", type=int, default=128, help="--pipeline and --loader")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--cases", default="0,1,2", help="which cases, by index: " + ", ".join(c[0] for c in CASES))
+    p.add_argument("--cases", default="0,1,2", help="--pipeline cases, by index: " + ", ".join(c[0] for c in CASES))
     p.add_argument("--loader", action="store_true", help="time the input pipeline only (no model)")
     p.add_argument("--case", type=int, help=argparse.SUPPRESS)
     p.add_argument("--loader-case", help=argparse.SUPPRESS)
-    a = p.parse_args()
-    if a.loader_case:
-        kind, folder, workers = a.loader_case.split("|")
-        print(json.dumps(_loader_only(kind, folder, int(workers), a.batch_size, a.threads)))
-        return
-    if a.loader:
-        import tempfile
+    p.add_argument("--steps-case", help=argparse.SUPPRESS)
+    return p.parse_args()
 
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = _jpeg_folder(tmp)
-            print(f"input pipeline only, batch {a.batch_size}, {a.threads} threads", flush=True)
-            for kind in ("cifar", "folder"):
-                for workers in (0, 2):
-                    res = subprocess.run(
-                        [sys.executable, __file__, *sys.argv[1:], "--loader-case", f"{kind}|{folder}|{workers}"],
-                        capture_output=True,
-                        text=True,
-                        check=True,
-                    )
-                    r = json.loads(res.stdout.strip().splitlines()[-1])
-                    what = "CIFAR-10 in memory, crop+flip" if kind == "cifar" else "JPEG folder 500x375 -> 224"
-                    print(f"{what:32s} workers {workers}: {r['images_per_s']:8.1f} images/s", flush=True)
-        return
-    if a.case is not None:
-        _, workers, amp = CASES[a.case]
-        print(json.dumps(_one(a.arch, a.spec, a.steps, a.epochs, a.batch_size, workers, amp, a.threads)))
-        return
+
+def _loader_table(a: argparse.Namespace) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = _jpeg_folder(tmp)
+        print(f"input pipeline only, batch {a.batch_size}, {a.threads} threads", flush=True)
+        for kind in ("cifar", "folder"):
+            for workers in (0, 2):
+                r = _child([*sys.argv[1:], "--loader-case", f"{kind}|{folder}|{workers}"])
+                what = "CIFAR-10 in memory, crop+flip" if kind == "cifar" else "JPEG folder 500x375 -> 224"
+                print(f"{what:32s} workers {workers}: {r['images_per_s']:8.1f} images/s", flush=True)
+
+
+def _pipeline_table(a: argparse.Namespace) -> None:
     print(f"{a.arch} (spec {a.spec}), batch {a.batch_size}, {a.steps} steps/epoch, {a.threads} threads", flush=True)
     print(f"{'case':18s} {'images/s':>9s} {'s / CIFAR epoch':>16s}  per steady epoch", flush=True)
     base = None
     for i in (int(c) for c in a.cases.split(",")):
-        name = CASES[i][0]
-        res = subprocess.run(
-            [sys.executable, __file__, *sys.argv[1:], "--case", str(i)], capture_output=True, text=True, check=True
-        )
-        r = json.loads(res.stdout.strip().splitlines()[-1])
+        r = _child([*sys.argv[1:], "--case", str(i)])
         base = base or r["images_per_s"]
-        rel = r["images_per_s"] / base
         print(
-            f"{name:18s} {r['images_per_s']:9.1f} {50000 / r['images_per_s']:16.0f}  "
-            f"{', '.join(f'{v:.1f}' for v in r['all'])}  (x{rel:.2f})",
+            f"{CASES[i][0]:18s} {r['images_per_s']:9.1f} {50000 / r['images_per_s']:16.0f}  "
+            f"{', '.join(f'{v:.1f}' for v in r['all'])}  (x{r['images_per_s'] / base:.2f})",
             flush=True,
         )
+
+
+def main() -> None:
+    a = _parse()
+    if a.steps_case:
+        arch, spec, side, batch, steps, threads = a.steps_case.split("|")
+        print(json.dumps(_steps(arch, spec, int(side), int(batch), int(steps), int(threads))))
+    elif a.loader_case:
+        kind, folder, workers = a.loader_case.split("|")
+        print(json.dumps(_loader_only(kind, folder, int(workers), a.batch_size, a.threads)))
+    elif a.case is not None:
+        _, workers, amp = CASES[a.case]
+        print(json.dumps(_one(a.arch, a.spec, a.steps or 8, a.epochs, a.batch_size, workers, amp, a.threads)))
+    elif a.loader:
+        _loader_table(a)
+    elif a.pipeline:
+        a.steps = a.steps or 8
+        _pipeline_table(a)
+    else:
+        _compare(a.acl_spec, a.rounds, a.steps or 4, a.threads, [int(v) for v in a.sizes.split(",")])
 
 
 if __name__ == "__main__":

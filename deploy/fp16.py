@@ -26,6 +26,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from export import DOMAIN
+from export.banks import BANK_PREFIX
 
 __all__ = [
     "FP16_MAX",
@@ -56,7 +57,7 @@ def _block_ops() -> list[str]:
 
 def _policy(node: onnx.NodeProto, blocked_ops: set[str]) -> str | None:
     """Why the FP16 file computes ``node`` in FP32 whatever its values, or None."""
-    if node.domain == DOMAIN:
+    if node.domain == DOMAIN or node.name.startswith(BANK_PREFIX):  # a bank's Concat gathers AKPs
         return "ai.acl kernel generator: AKPs are kept FP32"
     if node.op_type == "BatchNormalization":
         return BATCHNORM_REASON

@@ -3,7 +3,8 @@
 * ``make_live``: static -> live. Each ACL's baked ``Conv`` weight initializer is
   replaced by ``ai.acl`` kernel-generation nodes over AKP initializers (and the
   plain-kernel and fixed-kernel initializers, constants), concatenated in spec order
-  and reshaped to the weight.
+  and reshaped to the weight; one generator call per op and kernel size serves
+  every ACL (``export.banks``).
 * ``expose_akp_inputs``: every AKP initializer also becomes a graph input of the
   same name, so its stored value is the default and a caller may feed new AKPs.
 * ``bake``: live -> static without PyTorch: every computed Conv weight is
@@ -25,6 +26,7 @@ import onnx_graphsurgeon as gs
 from onnx import TensorProto, helper
 
 from export.atomic import write_bytes
+from export.banks import Generator, add_generators
 from export.functions import DOMAIN, DOMAIN_VERSION, OP_OF_SYMBOL, OPSET, function_proto
 
 IR_VERSION = 10
@@ -149,6 +151,7 @@ def make_live(exported: onnx.ModelProto, layers: list[LiveLayer]) -> onnx.ModelP
     tensors = graph.tensors()
     grids: dict[tuple[int, int], gs.Constant] = {}
     used_ops: set[str] = set()
+    generators: list[Generator] = []
     for layer in layers:
         wname = f"{layer.name}.weight"
         weight = tensors.get(wname)
@@ -178,9 +181,7 @@ def make_live(exported: onnx.ModelProto, layers: list[LiveLayer]) -> onnx.ModelP
             else:
                 first = gs.Constant(seg.name, np.ascontiguousarray(seg.values, dtype=np.float32))
             out = gs.Variable(f"{layer.name}.kernels{i}", dtype=np.float32, shape=[seg.count, h, w])
-            graph.nodes.append(
-                gs.Node(op=op, name=f"{layer.name}/acl/{op}{i}", domain=DOMAIN, inputs=[first, grid], outputs=[out])
-            )
+            generators.append(Generator(op, first, grid, out, f"{layer.name}/acl/{op}{i}"))
             parts.append(out)
 
         total = sum(s.count for s in layer.segments)
@@ -194,6 +195,7 @@ def make_live(exported: onnx.ModelProto, layers: list[LiveLayer]) -> onnx.ModelP
             gs.Node(op="Reshape", name=f"{layer.name}/acl/Reshape", inputs=[cat, shape], outputs=[weight])
         )
 
+    add_generators(graph, generators)
     meta = metadata(exported)
     meta[META_MODE] = "live"
     functions = [function_proto(op) for op in OP_OF_SYMBOL.values() if op in used_ops]
@@ -201,16 +203,33 @@ def make_live(exported: onnx.ModelProto, layers: list[LiveLayer]) -> onnx.ModelP
 
 
 def akp_initializer_names(model: onnx.ModelProto) -> list[str]:
-    """Names of the AKP initializers of a live model (first inputs of ``ai.acl`` nodes, Mean kernels excluded).
+    """Names of the AKP initializers of a live model, layer by layer in spec order (Mean kernels excluded).
 
-    A Mean node's first input is its kernel count: ``MeanKernel``, or ``Mean`` in files
-    written before the rename (``export.functions.LEGACY_OPS``).
+    An AKP initializer is the first input of an ``ai.acl`` node, or an input of the
+    ``Concat`` feeding one (a bank of several ACLs, ``export.banks``). A Mean node's
+    first input is its kernel count: ``MeanKernel``, or ``Mean`` in files written
+    before the rename (``export.functions.LEGACY_OPS``).
     """
-    names = []
+    inits = {t.name for t in model.graph.initializer}
+    concats = {n.output[0]: list(n.input) for n in model.graph.node if n.op_type == "Concat"}
+    found = []
     for node in model.graph.node:
         if node.domain == DOMAIN and node.op_type not in ("MeanKernel", "Mean"):
-            names.append(node.input[0])
-    return names
+            first = node.input[0]
+            found += [first] if first in inits or first not in concats else concats[first]
+    layers = list(layers_from_metadata(model))
+    return sorted(dict.fromkeys(found), key=lambda name: _layer_major(name, layers, found))
+
+
+def _layer_major(name: str, layers: list[str], found: list[str]) -> tuple[int, int, int]:
+    """Sort key: the layer's place in the metadata, then the spec segment (``<layer>.akp<i>_<symbol>``)."""
+    layer, _, param = name.rpartition(".")
+    segment = param[3:].partition("_")[0] if param.startswith("akp") else ""
+    return (
+        layers.index(layer) if layer in layers else len(layers),
+        int(segment) if segment.isdigit() else -1,
+        found.index(name),
+    )
 
 
 def expose_akp_inputs(live: onnx.ModelProto) -> onnx.ModelProto:

@@ -104,7 +104,8 @@ def markdown_lines(s: dict[str, Any]) -> list[str]:
         lines += ["- Channels kept, by reason (channel classes): "
                   + "; ".join(f"{why}: {n}" for why, n in s["kept_classes"].items()) + "."]  # fmt: skip
     if s["folded"]:
-        lines += [f"- Constant channels folded into biases: {sum(s['folded'].values())} (exact: no zero padding)."]
+        lines += [f"- Constant channels folded: {sum(s['folded'].values())} (exact: into the reader's bias without zero "
+                  "padding, onto one kept carrier channel of the same value through zero padding)."]  # fmt: skip
     lines += ["", "| layer | in channels | out channels |", "|---|---|---|"]
     for name, c in s["channels"].items():
         out = f"{c['out'][0]} -> {c['out'][1]}" if "out" in c else ""

@@ -105,22 +105,24 @@ def test_residual_addition_removes_only_what_every_member_agrees_on():
     assert_same_outputs(result, (2, 8, 8))
 
 
-def test_constant_channel_folds_into_an_unpadded_reader_and_is_kept_before_zero_padding():
+def test_constant_channel_folds_into_an_unpadded_reader_and_a_lone_one_carries_itself_through_zero_padding():
     torch.manual_seed(0)
     net = nn.Sequential(
         nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1),  # 1x1: folds
-        nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1),  # padded 3x3: cannot fold
+        nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1),  # padded 3x3: a carrier
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3),
     )  # fmt: skip
     net = trained_looking_bn(net, (1, 8, 8))
+    with torch.no_grad():  # nonzero constants (a zero one would go with nothing to fold)
+        net[1].running_mean[2], net[1].bias[2], net[4].bias[3] = 0.0, 0.5, 0.25
     masks = {"0": torch.zeros(4, 1, dtype=torch.bool), "4": torch.zeros(4, 4, dtype=torch.bool),
              "6": torch.zeros(2, 4, dtype=torch.bool)}  # fmt: skip
     masks["0"][2] = True  # output 2 emits bias -> BN -> ReLU: a constant the 1x1 conv folds in
-    masks["4"][3] = True  # output 3 is a constant too, but the next conv pads with zeros
+    masks["4"][3] = True  # output 3 is a constant too, the only one of its value: it carries itself
     result = acl.channel_prune(net, masks, torch.randn(2, 1, 8, 8))
     assert result.channels["0"]["out"] == [4, 3] and result.folded == {"3": 1}
     assert result.channels["4"]["out"] == [4, 4]
-    assert any("zero padding" in why for why in result.kept)
+    assert any("zero-padded" in why for why in result.kept)
     assert_same_outputs(result, (1, 8, 8))
 
 

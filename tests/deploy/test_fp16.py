@@ -246,3 +246,28 @@ def test_fp16_file_passes_values_between_kept_nodes_without_rounding_them_to_fp1
     got = ort_out_model(m, {"x": x})
     want = np.minimum(x, 0) * -1.0  # relu(1e5 x) - 1e5 x, times 1e-5
     assert np.isfinite(got).all() and np.allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_fp16_keeps_the_akps_of_a_generator_bank_fp32(tmp_path):
+    """Two ACLs of one kernel size share one generator call, fed by a Concat of their AKPs (export.banks)."""
+    import acl
+    import export
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, padding=1),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 10),
+    )
+    model = acl.convert(net, "G0.25Lg0.25P0.5", layers="all").eval()
+    live = export.to_onnx(model, tmp_path / "live.onnx", (1, 1, 12, 12), mode="live")
+    assert any(n.op_type == "Concat" and n.name.startswith("acl/bank/") for n in onnx.load(str(live)).graph.node)
+    m = to_fp16_onnx(live)
+    akps = {t.name: t.data_type for t in m.graph.initializer if ".akp" in t.name}
+    assert len(akps) == 4 and set(akps.values()) == {TensorProto.FLOAT}
+    x = np.random.default_rng(1).standard_normal((3, 1, 12, 12)).astype(np.float32)
+    res = compare_outputs(torch_out(model, x), ort_out_model(m, {"input": x}), TOLERANCES["fp16"])
+    assert res["passed"], res

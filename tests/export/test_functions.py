@@ -86,7 +86,9 @@ def test_function_bodies_match_the_oracle(sym, size):
     ):
         assert got.shape == (7, h, w) and got.dtype == np.float32
         err = np.abs(got - want).max() / scale
-        assert err < 2e-6, f"{sym} {size}: {name} vs the oracle: max rel-to-scale diff {err:.3g}"
+        # float32 rounding of a Gabor phase of up to ~30 rad is ~2e-6 rad: over 180 random draws the
+        # per-call functions reached 3.0e-6 and the bank functions (phase in turns) 2.3e-6.
+        assert err < 4e-6, f"{sym} {size}: {name} vs the oracle: max rel-to-scale diff {err:.3g}"
 
 
 @pytest.mark.parametrize("size", SIZES)
