@@ -29,6 +29,8 @@ from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 from polygraphy.datatype import DataType
 
+from export.sessions import default_threads
+
 __all__ = ["PRECISIONS", "OpenVinoRunner", "bf16_available", "openvino_available"]
 
 # The project's precision names (export.compare.TOLERANCES) -> OpenVINO's element type names.
@@ -93,7 +95,7 @@ class OpenVinoRunner(BaseRunner):
     Args:
         path: the ``.onnx`` file (standard ops only: inline a live file first).
         device: OpenVINO device name.
-        threads: inference threads (default: all cores).
+        threads: inference threads (default: ``export.sessions.default_threads()``, else all cores).
         precision: ``"fp32"`` or ``"bf16"``, asked of OpenVINO as its inference precision hint; ``"int8"``
             for a Q/DQ file (hint f32 for its float layers; ``inference_precision`` is ``int8`` when
             OpenVINO runs its convolutions or matrix products on 8-bit integers).
@@ -117,7 +119,7 @@ class OpenVinoRunner(BaseRunner):
             raise ValueError(f"precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
         self.path = Path(path)
         self.device = device
-        self.threads = threads or (os.cpu_count() or 1)
+        self.threads = threads or default_threads() or (os.cpu_count() or 1)
         self.precision = precision
         self.inference_precision: str | None = None
 

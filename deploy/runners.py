@@ -29,6 +29,8 @@ from polygraphy.common import TensorMetadata
 from polygraphy.datatype import DataType
 from polygraphy.logger import G_LOGGER
 
+from export.sessions import default_threads
+
 __all__ = ["OrtRunner", "TorchRunner", "ort_providers", "quiet_polygraphy"]
 
 
@@ -128,7 +130,7 @@ class OrtRunner(BaseRunner):
     Args:
         path: the ``.onnx`` file.
         providers: as ``ort_providers``.
-        threads: intra-op threads (default: all cores).
+        threads: intra-op threads (default: ``export.sessions.default_threads()``, else all cores).
         name: runner name.
     """
 
@@ -142,7 +144,7 @@ class OrtRunner(BaseRunner):
         super().__init__(name=name, prefix="ort-runner")
         self.path = Path(path)
         self.providers = list(providers)
-        self.threads = threads or (os.cpu_count() or 1)
+        self.threads = threads or default_threads() or (os.cpu_count() or 1)
 
     def activate_impl(self) -> None:
         from deploy.ep_check import ProviderFallback, checked, config_entries, provider_fallback

@@ -8,9 +8,12 @@ is opened here, so its options are chosen once and for the reasons below:
   GPU on one machine and a CPU on another; the CPU answer is the reference every
   tolerance in ``export.compare`` was set against. ``deploy.runners.ort_providers``
   builds the CUDA and TensorRT lists.
-- **threads**: intra-op threads; ``None`` keeps ONNX Runtime's default (one per
-  physical core). The executor is sequential (ONNX Runtime's default), so no
-  inter-op pool exists and only the intra-op count matters.
+- **threads**: intra-op threads; ``None`` takes ``default_threads()``: the
+  environment variable ``ACL_ORT_THREADS`` if set (the test suite sets ``1`` in
+  each pytest-xdist worker, whose one core a second, spinning thread would only
+  contend for), else ONNX Runtime's default (one per physical core). The
+  executor is sequential (ONNX Runtime's default), so no inter-op pool exists and
+  only the intra-op count matters.
 - **log severity**: ``3`` (errors) unless given. A live-akp file declares its
   AKP initializers as graph inputs, and ONNX Runtime warns once per AKP that it
   cannot be constant-folded: hundreds of lines on a ResNet for what is intended.
@@ -44,18 +47,29 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["CPU", "LOG_SEVERITY", "OPTIMIZATION", "open_session", "session_options"]
+__all__ = ["CPU", "LOG_SEVERITY", "OPTIMIZATION", "THREADS_ENV", "default_threads", "open_session", "session_options"]
 
 CPU = ("CPUExecutionProvider",)
 LOG_SEVERITY = 3
 """ONNX Runtime's scale: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal."""
 OPTIMIZATION = "all"
+THREADS_ENV = "ACL_ORT_THREADS"
 _LEVELS = {
     "disable": "ORT_DISABLE_ALL",
     "basic": "ORT_ENABLE_BASIC",
     "extended": "ORT_ENABLE_EXTENDED",
     "all": "ORT_ENABLE_ALL",
 }
+
+
+def default_threads() -> int | None:
+    """Intra-op threads when a caller asks for none: ``$ACL_ORT_THREADS`` (a positive integer) or ``None``."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{THREADS_ENV}={value!r}; expected a positive integer")
+    return int(value)
 
 
 def _level(ort: Any, optimization: Any) -> Any:
@@ -77,7 +91,7 @@ def session_options(
     """``onnxruntime.SessionOptions`` with this project's choices (see the module docstring).
 
     Args:
-        threads: intra-op threads; ``None`` or ``0``: ONNX Runtime's default.
+        threads: intra-op threads; ``None``: ``default_threads()``; ``0``: ONNX Runtime's default.
         log_severity: ONNX Runtime's minimum severity logged (``LOG_SEVERITY``).
         optimization: ``"disable"``, ``"basic"``, ``"extended"``, ``"all"`` or a
             ``GraphOptimizationLevel``.
@@ -92,6 +106,8 @@ def session_options(
         opts.add_session_config_entry(str(key), str(value))
     opts.graph_optimization_level = _level(ort, optimization)
     opts.log_severity_level = int(log_severity)
+    if threads is None:
+        threads = default_threads()
     if threads:
         opts.intra_op_num_threads = int(threads)
     for name, value in overrides.items():

@@ -7,6 +7,7 @@ runs two workers with ``--dist loadgroup``.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 import acl
+from export.sessions import THREADS_ENV, default_threads
 from pipeline.archs.calibrate import trained_looking_bn  # noqa: F401  (re-exported for tests)
 from tests.built_once import built_once
 from tests.xdist_groups import group_of
@@ -35,6 +37,15 @@ def small_anann(seed: int = 0) -> nn.Module:
         nn.Linear(32, 10),
     )
     return acl.convert(net, ALL_FAMILIES, layers="all").eval()
+
+
+def pytest_configure(config) -> None:
+    # Two xdist workers on two cores: a second intra-op thread per worker only spins
+    # against the other worker (CPU time, no speed). Jobs in the tests pass --threads 1 too;
+    # ONNX Runtime sessions and runners opened without a thread count read ACL_ORT_THREADS.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+        os.environ.setdefault(THREADS_ENV, "1")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
@@ -81,6 +92,7 @@ def ort_out(path, x: np.ndarray, extra: dict | None = None) -> np.ndarray:
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    opts.intra_op_num_threads = default_threads() or 0
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     return sess.run(None, {"input": x, **(extra or {})})[0]
 

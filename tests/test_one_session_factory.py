@@ -74,12 +74,14 @@ def triton_model(monkeypatch):
     return module.TritonPythonModel()
 
 
-def test_the_self_contained_triton_model_makes_the_factorys_choices(triton_model, tmp_path):
+def test_the_self_contained_triton_model_makes_the_factorys_choices(triton_model, tmp_path, monkeypatch):
     """The Triton model cannot import the factory; its session options must not drift from it."""
     import onnx
     from onnx import helper
 
-    from export.sessions import open_session
+    from export.sessions import THREADS_ENV, open_session
+
+    monkeypatch.delenv(THREADS_ENV, raising=False)  # the test suite's one thread per worker is not a default
 
     graph = helper.make_graph(
         [helper.make_node("Relu", ["input"], ["logits"])],

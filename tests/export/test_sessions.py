@@ -121,3 +121,25 @@ def test_bad_options_are_refused_by_name(kwargs, error, message):
 def test_a_model_of_another_type_is_refused():
     with pytest.raises(TypeError, match="expected an onnx.ModelProto, serialized bytes or a path"):
         open_session(42)
+
+
+def test_threads_default_comes_from_the_environment(monkeypatch):
+    """``ACL_ORT_THREADS`` sets the intra-op count of sessions and runners given none (the tests use 1)."""
+    from deploy.runners import OrtRunner
+    from export.sessions import THREADS_ENV
+
+    monkeypatch.setenv(THREADS_ENV, "3")
+    assert open_session(conv_bn(external=False)).get_session_options().intra_op_num_threads == 3
+    assert open_session(conv_bn(external=False), threads=2).get_session_options().intra_op_num_threads == 2
+    assert OrtRunner("m.onnx").threads == 3 and OrtRunner("m.onnx", threads=2).threads == 2
+    monkeypatch.delenv(THREADS_ENV)
+    assert open_session(conv_bn(external=False)).get_session_options().intra_op_num_threads == 0
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_threads_environment_must_be_a_positive_integer(monkeypatch, value):
+    from export.sessions import THREADS_ENV, default_threads
+
+    monkeypatch.setenv(THREADS_ENV, value)
+    with pytest.raises(ValueError, match=f"{THREADS_ENV}='{value}'; expected a positive integer"):
+        default_threads()

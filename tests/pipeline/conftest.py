@@ -14,7 +14,7 @@ import pytest
 
 from tests.built_once import built_once
 
-JOB_FAST = ["--epochs", "4", "--batch-sizes", "1,4", "--latency-seconds", "0.02", "--no-progress"]
+JOB_FAST = ["--epochs", "4", "--batch-sizes", "1,4", "--latency-seconds", "0.02", "--no-progress", "--threads", "1"]
 """The default job, shortened: 4 epochs (the default 15 reach ~97 %), two batch sizes, short latency runs."""
 
 

@@ -8,7 +8,9 @@ and the test checks that no traceback appears, that exactly one ``error:`` line 
 printed (the last one), that it says what was expected and stays short, and that
 the earlier run's files are byte for byte unchanged. Every case fails before
 training. Most run in-process (fast); those marked ``subprocess`` run the real
-entry point.
+entry point: the import-free early checks (a fraction of a second each), one case
+found after torch is imported (the checkpoint's metadata, a few seconds of
+imports) and the TensorRT tool's own argument error.
 """
 
 from __future__ import annotations
@@ -32,7 +34,19 @@ from tests.pipeline.test_datasets import cifar_records, make_cifar, make_folder,
 
 ROOT = Path(__file__).resolve().parents[2]
 # A case that wrongly got through trains one short epoch, not fifteen.
-FAST = ["--epochs", "1", "--batch-sizes", "1", "--latency-seconds", "0.01", "--no-progress", "--backends", "ort-cpu"]
+FAST = [
+    "--epochs",
+    "1",
+    "--batch-sizes",
+    "1",
+    "--latency-seconds",
+    "0.01",
+    "--no-progress",
+    "--backends",
+    "ort-cpu",
+    "--threads",
+    "1",
+]
 MAX_ERROR_CHARS = 700
 """An error line quotes user input clipped; paths of the test's temporary folders make up most of it."""
 
@@ -258,7 +272,7 @@ CASES = [
     Case("init-from-acl", lambda t, g: ["--init-from", str(g / "model.safetensors")], 2, "is an ACL checkpoint"),
     # --- data files: MNIST IDX -------------------------------------------------------------------
     Case("mnist-missing-folder", lambda t, g: ["--data", f"mnist:{t / 'none'}"], 2, "does not exist"),
-    Case("mnist-truncated-gz", lambda t, g: _truncated_gz(t), 2, "train-images-idx3-ubyte.gz", subprocess=True),
+    Case("mnist-truncated-gz", lambda t, g: _truncated_gz(t), 2, "train-images-idx3-ubyte.gz"),
     Case(
         "mnist-not-gzip",
         lambda t, g: _mnist_with(t, "train-labels-idx1-ubyte.gz", b"plain bytes, not gzip"),
@@ -336,7 +350,7 @@ CASES = [
     Case("folder-huge-header", lambda t, g: _folder_split(t, "huge.png", _png_header(100_000, 100_000)), 2, "huge.png"),
     Case("folder-unknown-val-class", lambda t, g: _unknown_val_class(t), 2, "purple"),
     # --- ONNX files given to the deploy tools: python -m deploy.tensorrt check --------------------
-    Case("trt-zero-bytes", lambda t, g: ["check", _file(t, "e.onnx", b"")], 2, "empty", tool="trt", subprocess=True),
+    Case("trt-zero-bytes", lambda t, g: ["check", _file(t, "e.onnx", b"")], 2, "empty", tool="trt"),
     Case("trt-missing", lambda t, g: ["check", str(t / "none.onnx")], 2, "no such file", tool="trt"),
     Case("trt-garbage", lambda t, g: ["check", _file(t, "g.onnx", os.urandom(64))], 2, "ONNX", tool="trt"),
     Case("trt-folder", lambda t, g: ["check", str(t)], 2, "not a regular file", tool="trt"),

@@ -15,7 +15,7 @@ from pipeline import checkpoint as ckpt
 from pipeline.errors import UserError
 from pipeline.export import ARCH_NAMES, main, parser
 
-QUICK = ["--batch-sizes", "2", "--latency-seconds", "0.01", "--backends", "ort-cpu", "--no-progress"]
+QUICK = ["--batch-sizes", "2", "--latency-seconds", "0.01", "--backends", "ort-cpu", "--no-progress", "--threads", "1"]
 
 USER_MODULE = """
     from torch import nn

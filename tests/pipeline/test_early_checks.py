@@ -19,7 +19,18 @@ from pipeline.errors import UserError
 
 # A value that wrongly got through would make a quick run, not a long one.
 QUICK = {"epochs": 0, "batch_sizes": (1,), "latency_seconds": 0.01, "backends": ("ort-cpu",), "progress": False}
-QUICK_ARGS = ["--epochs", "0", "--batch-sizes", "1", "--latency-seconds", "0.01", "--backends", "ort-cpu"]
+QUICK_ARGS = [
+    "--epochs",
+    "0",
+    "--batch-sizes",
+    "1",
+    "--latency-seconds",
+    "0.01",
+    "--backends",
+    "ort-cpu",
+    "--threads",
+    "1",
+]
 
 CASES = {
     # name: (JobConfig fields, the owner's message)

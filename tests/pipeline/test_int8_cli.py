@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-FAST = ["--batch-sizes", "1", "--latency-seconds", "0.01", "--no-progress", "--backends", "ort-cpu"]
+FAST = ["--batch-sizes", "1", "--latency-seconds", "0.01", "--no-progress", "--backends", "ort-cpu", "--threads", "1"]
 
 
 @pytest.mark.parametrize(

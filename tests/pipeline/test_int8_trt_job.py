@@ -28,6 +28,7 @@ def job(out, repo, monkeypatch, **kw):
         backends=("ort-cpu", "trt", "trt-fp16"),
         batch_sizes=(2,),
         latency_seconds=0.01,
+        threads=1,  # one core per xdist worker (docs/testing.md)
         progress=False,
         triton_repo=repo,
         log=lines.append,

@@ -23,7 +23,7 @@ from tests.pipeline.kill_job import NOT_REACHED
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("kill_job.py")
 pytestmark = pytest.mark.slow  # each case runs the whole job in a subprocess
-QUICK = ["--batch-sizes", "1", "--latency-seconds", "0.01", "--backends", "ort-cpu", "--no-progress"]
+QUICK = ["--batch-sizes", "1", "--latency-seconds", "0.01", "--backends", "ort-cpu", "--no-progress", "--threads", "1"]
 
 
 def job(*args, point="none", sig="TERM", sync=None, timeout=600, popen=False):

@@ -23,7 +23,7 @@ import pytest
 from pipeline.export import main
 
 ROOT = Path(__file__).resolve().parents[2]
-QUICK = ["--backends", "ort-cpu", "--batch-sizes", "2", "--latency-seconds", "0.01", "--no-progress"]
+QUICK = ["--backends", "ort-cpu", "--batch-sizes", "2", "--latency-seconds", "0.01", "--no-progress", "--threads", "1"]
 
 
 def sha256(path: Path) -> str:

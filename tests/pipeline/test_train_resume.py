@@ -13,6 +13,7 @@ import torch
 
 from pipeline.resume import ResumeStore, pack, unpack
 from pipeline.train import _build_optimizer, check_options, resolve_amp
+from tests.in_process import run_main
 from tests.pipeline.resume_job import Killed, run, tiny_net
 from tests.pipeline.test_datasets import make_cifar
 
@@ -142,7 +143,18 @@ def test_cli_resumes_after_a_kill_and_removes_the_state(tmp_path, monkeypatch, c
     import pipeline.train as T
     from pipeline.export import main
 
-    args = ["--out", str(tmp_path / "run"), "--epochs", "3", "--batch-sizes", "2", "--latency-seconds", "0.01"]
+    args = [
+        "--out",
+        str(tmp_path / "run"),
+        "--epochs",
+        "3",
+        "--batch-sizes",
+        "2",
+        "--latency-seconds",
+        "0.01",
+        "--threads",
+        "1",
+    ]
     args += ["--no-progress", "--backends", "ort-cpu", "--optimizer", "sgd", "--lr", "0.05", "--batch-size", "32"]
     real = T.train
 
@@ -180,17 +192,11 @@ def test_cli_resumes_after_a_kill_and_removes_the_state(tmp_path, monkeypatch, c
         (["--data", "imagenet"], "error: unknown --data 'imagenet'; expected 'digits', 'mnist:DIR', 'cifar10:DIR'"),
     ],
 )
-def test_bad_training_flags_are_one_line(tmp_path, extra, message):
-    res = subprocess.run(
-        [sys.executable, "-m", "pipeline.export", "--out", str(tmp_path / "o"), "--epochs", "1", *extra],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert res.returncode == 2, res.stderr
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith(message), res.stderr
+def test_bad_training_flags_are_one_line(tmp_path, extra, message, capsys):
+    code, _, err = run_main(capsys, ["--out", str(tmp_path / "o"), "--epochs", "1", *extra])
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message), err
     assert not (tmp_path / "o").exists()
 
 
@@ -241,7 +247,17 @@ def test_rgb_data_end_to_end_and_checkpoint_reload(kind, cifar, tmp_path):
     from tests.pipeline.test_datasets import make_folder
 
     data = f"cifar10:{cifar}" if kind == "cifar10" else f"folder:{make_folder(tmp_path / 'imgs', per_class=6)}:32"
-    quick = ["--batch-sizes", "2", "--latency-seconds", "0.01", "--no-progress", "--backends", "ort-cpu"]
+    quick = [
+        "--batch-sizes",
+        "2",
+        "--latency-seconds",
+        "0.01",
+        "--no-progress",
+        "--backends",
+        "ort-cpu",
+        "--threads",
+        "1",
+    ]
     out = tmp_path / "run"
     assert main(["--out", str(out), "--data", data, "--epochs", "1", "--batch-size", "8", *quick]) == 0
     r = json.loads((out / "report.json").read_text())

@@ -285,7 +285,7 @@ def test_triton_section_says_one_true_thing_about_the_configs(tmp_path, validate
 
 # FP16 range in the verdict, the console and the headline (issue 18, item 2).
 
-QUICK = ["--batch-sizes", "2", "--latency-seconds", "0.01", "--backends", "ort-cpu", "--no-progress"]
+QUICK = ["--batch-sizes", "2", "--latency-seconds", "0.01", "--backends", "ort-cpu", "--no-progress", "--threads", "1"]
 
 
 def _row(precision="fp32"):

@@ -8,6 +8,7 @@ from onnx import TensorProto, helper
 
 from deploy.tensorrt import check_onnx
 from export.passes import IR_VERSION, require_akp_inputs
+from tests.in_process import run_main
 
 
 def tiny(nodes, inputs=None, outputs=None, inits=(), opset=18, ir=IR_VERSION, functions=()):
@@ -145,30 +146,25 @@ def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "deploy.tensorrt", *args], capture_output=True, text=True, timeout=120)
 
 
-def test_cli_exit_codes(exported, tmp_path):
-    ok = run_cli("check", str(exported["static"]), str(exported["live"]))
-    assert ok.returncode == 0 and ok.stdout.count("ok for TensorRT's ONNX parser") == 2
+def test_cli_exit_codes(exported, tmp_path, capsys):
+    # Real processes where the interpreter's exit status is the point: 1 for problems, 2 for a usage error.
     bad = run_cli("check", str(exported["live-akp"]))
     assert bad.returncode == 1 and "problem(s)" in bad.stdout and "also has an initializer" in bad.stdout
-    junk = tmp_path / "junk.onnx"
-    junk.write_bytes(b"\x00not onnx")
-    unreadable = run_cli("check", str(junk))
-    assert (
-        unreadable.returncode == 2
-        and "not a readable ONNX file" in unreadable.stderr
-        and "Traceback" not in unreadable.stderr
-    )
-    missing = run_cli("check", str(tmp_path / "none.onnx"))
-    assert missing.returncode == 2 and "no such file" in missing.stderr
     empty = tmp_path / "empty.onnx"
     empty.write_bytes(b"")
-    res = run_cli("check", str(empty))
-    assert (
-        res.returncode == 2
-        and res.stderr.strip() == f"error: {empty}: the file is empty (0 bytes), expected an ONNX model"
-    )
     usage = run_cli("chek", str(empty))
     assert usage.returncode == 2 and len(usage.stderr.strip().splitlines()) == 1 and "invalid choice" in usage.stderr
+    # The rest in process (tests/in_process.py): each subprocess paid the imports again.
+    code, out, _ = run_main(capsys, ["check", str(exported["static"]), str(exported["live"])], "deploy.tensorrt")
+    assert code == 0 and out.count("ok for TensorRT's ONNX parser") == 2
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00not onnx")
+    code, _, err = run_main(capsys, ["check", str(junk)], "deploy.tensorrt")
+    assert code == 2 and "not a readable ONNX file" in err and "Traceback" not in err
+    code, _, err = run_main(capsys, ["check", str(tmp_path / "none.onnx")], "deploy.tensorrt")
+    assert code == 2 and "no such file" in err
+    code, _, err = run_main(capsys, ["check", str(empty)], "deploy.tensorrt")
+    assert code == 2 and err.strip() == f"error: {empty}: the file is empty (0 bytes), expected an ONNX model"
 
 
 def test_cli_works_without_tensorrt_or_onnxruntime(exported):
