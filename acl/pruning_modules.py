@@ -51,6 +51,7 @@ def rebuild_conv(conv: nn.Conv2d, zeroed: nn.Conv2d, kin: list[int], kout: list[
     new.weight.requires_grad_(conv.weight.requires_grad)
     if bias is not None:
         new.bias.copy_(bias)
+        new.bias.requires_grad_(_bias_learns(conv))
     return new.train(conv.training)
 
 
@@ -122,7 +123,13 @@ def rebuild_linear(lin: nn.Linear, zeroed: nn.Linear, kin: list[int], delta: Ten
     new.weight.requires_grad_(lin.weight.requires_grad)
     if bias is not None:
         new.bias.copy_(bias)
+        new.bias.requires_grad_(_bias_learns(lin))
     return new.train(lin.training)
+
+
+def _bias_learns(module: nn.Module) -> bool:
+    """A rebuilt bias learns as the old one did (``fix_spatial`` freezes it); a bias made by a fold, as the weight."""
+    return (module.bias if module.bias is not None else module.weight).requires_grad
 
 
 def _uniform(n: int, h: int, w: int, fan_in: int, like: Tensor) -> Tensor:

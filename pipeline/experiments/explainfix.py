@@ -9,8 +9,9 @@ Cells (the same ``Grid``/``Cell`` and runner as the ACL paper's, so resumption w
   (exp3's arrangement, ``lenet-exp3``), the x % least salient, random and most salient spatial
   kernels zeroed (``acl.zero_kernels``), test accuracy, for x in ``PERCENTS``, both Eq. 4
   variants. Saliency from 15 minibatches of 4 training images picked by the run's seed.
-- Table 3 / Table M.1 (ChannelPrune): **hook** ``PRUNING_CELLS`` and ``pruning_rows`` below,
-  empty until ``--prune`` exists (built on another branch): the results say so.
+- Table 3 / Table M.1 (ChannelPrune): ``<arch>-prune<p>`` (``pruning_cells``), GHaar-fixed spatial
+  filters, trained, then p % of the spatial kernels zeroed by saliency, channels removed, FillZero,
+  fine-tuned, seconds per epoch pruned vs not (``pipeline.experiments.explainfix_pruning``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from pipeline.experiments.grid import Cell, Grid, Settings, arrangement, ratio_form
 
-__all__ = ["FULL", "METHODS", "PERCENTS", "PRUNING_CELLS", "QUICK", "build_explainfix_grid", "pruning_rows", "sanity"]
+__all__ = ["FULL", "METHODS", "PERCENTS", "QUICK", "build_explainfix_grid", "pruning_cells", "sanity"]
 
 METHODS = ("none", "unchanged", "ones", "dct2", "ghaar", "psine")
 """``acl.fixing.METHODS`` (repeated without torch; a test keeps them equal)."""
@@ -30,19 +31,22 @@ QUICK = Settings(seeds=3, epochs={"lenet": 6, "cnn4": 3}, table3_trained=False)
 FULL = Settings(seeds=5, epochs={"lenet": 15, "cnn4": 6}, table3_trained=False)
 QUICK_ARCHS, FULL_ARCHS = ("lenet",), ("lenet", "cnn4")
 
-# --- TODO(prune branch): Table 3 / Table M.1 ------------------------------------------------
-# ChannelPrune (``--prune PCT``, ``--prune-finetune EPOCHS``) is built on the ``prune`` branch.
-# When it lands: add cells here (e.g. ``Cell("lenet-prune90", "lenet", "prune90", None, epochs,
-# fix="unchanged")`` with a ``prune`` field), run the pruning in ``runner.run_one`` like ``sanity``,
-# and fill ``pruning_rows`` with: % zeroed, % of parameters pruned, accuracy after fine-tuning,
-# seconds per epoch pruned vs not, beside ``paper_explainfix.TABLE_M1`` and ``TABLE3_SECONDS``.
-PRUNING_CELLS: tuple[Cell, ...] = ()
-PRUNING_MISSING = "not available: ChannelPrune (--prune) is not built on this branch yet (hook: PRUNING_CELLS)"
+# Table 3 / Table M.1 (ChannelPrune, ``pipeline.experiments.explainfix_pruning``): % zeroed per
+# architecture, and the fine-tuning epochs after pruning (not changed by --epochs: they are Table 3's).
+QUICK_PRUNE = {"lenet": (50, 90)}
+FULL_PRUNE = {"lenet": (50, 80, 90, 99), "cnn4": (50, 80, 90, 99)}
+PRUNE_FINETUNE = {"lenet": 2, "cnn4": 2}
+PRUNE_FIX = "ghaar"  # ExplainFix's pipeline: fixed (steered) spatial filters, then explained and pruned
 
 
-def pruning_rows(grid: Grid, records: dict) -> dict[str, Any]:
-    """Table 3 / Table M.1: the hook for ChannelPrune's rows; not available until it is built."""
-    return {"not_available": PRUNING_MISSING}
+def pruning_cells(quick: bool, epochs) -> list[Cell]:
+    """Table 3 / M.1's cells: ``<arch>-prune<p>``, GHaar-fixed, trained ``epochs(arch)`` epochs, then pruned."""
+    cells = []
+    for arch, percents in (QUICK_PRUNE if quick else FULL_PRUNE).items():
+        for p in percents:
+            fields = {"fix": PRUNE_FIX, "prune": float(p), "prune_finetune": PRUNE_FINETUNE[arch]}
+            cells.append(Cell(f"{arch}-prune{p:g}", arch, f"prune{p:g}", None, epochs(arch), **fields))
+    return cells
 
 
 def build_explainfix_grid(
@@ -78,7 +82,7 @@ def build_explainfix_grid(
             cells.append(Cell(f"{arch}-fix-{method}", arch, f"fix-{method}", None, ep(arch), fix=method))
         cells[-len(METHODS)] = replace(cells[-len(METHODS)], sanity=True)  # the learned baseline
     cells.append(Cell("lenet-exp3", "lenet", "exp3", ratio_form(arrangement("exp3")), ep("lenet"), sanity=True))
-    cells.extend(PRUNING_CELLS)
+    cells.extend(pruning_cells(quick, ep))
     return Grid(
         data=data,
         limit=limit,

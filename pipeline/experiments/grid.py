@@ -117,6 +117,8 @@ class Cell:
         ablate: evaluate Table 3's Mean substitutions on the trained model.
         fix: ExplainFix (``--paper explainfix``): an ``acl.fix_spatial`` method applied before training.
         sanity: ExplainFix: the saliency sanity check (App. I) on the trained model.
+        prune: ExplainFix: ChannelPrune's Table 3 / M.1 with this % of spatial kernels zeroed, on the trained model.
+        prune_finetune: ExplainFix: epochs of fine-tuning after pruning (with ``prune``).
     """
 
     id: str
@@ -127,6 +129,8 @@ class Cell:
     ablate: bool = False
     fix: str | None = None
     sanity: bool = False
+    prune: float | None = None
+    prune_finetune: int = 0
 
     def to_json(self) -> dict:
         """The cell as JSON; ``fix`` and ``sanity`` only when set, so ACL grids and run keys stay as they were."""
@@ -137,7 +141,7 @@ class Cell:
         return doc
 
 
-_LATER_FIELDS = {"fix": None, "sanity": False}
+_LATER_FIELDS = {"fix": None, "sanity": False, "prune": None, "prune_finetune": 0}
 """Fields added with ``--paper explainfix``, left out of the JSON at their defaults (``Cell.to_json``)."""
 
 

@@ -17,6 +17,8 @@ its record is written: the run stays the unit of resumption. A run killed while
 fine-tuning keeps its training state (complete), so it resumes with no training
 epoch left and does every fine-tuning again from the start; each is a pure function
 of the trained model, the grid's settings and the seed, so the record is the same.
+ExplainFix's pruning cells (``Cell.prune``) prune inside their run the same way
+(``explainfix_pruning.prune_run``); only its measured seconds per epoch vary.
 """
 
 from __future__ import annotations
@@ -281,6 +283,12 @@ def run_one(grid_doc: dict, cell_id: str, seed: int, runs_dir: str) -> dict:
             from pipeline.experiments.explainfix import sanity
 
             record["sanity"] = sanity(model, data, seed)
+        if cell.prune is not None:  # ExplainFix's Table 3 / M.1
+            from pipeline.experiments.explainfix_pruning import prune_run
+
+            record["pruning"] = prune_run(
+                model, data, cell, seed, lambda m, n: _train(m, data, grid, seed, n), _Diverged
+            )
     record["seconds"] = time.perf_counter() - began
     with atomic_output(runs / f"{rid}.json") as tmp:
         tmp.write_text(json.dumps(record, indent=1) + "\n")
@@ -393,7 +401,8 @@ def _longest_first(grid: Grid, todo: list[tuple[Cell, int]]) -> list[tuple[Cell,
 
     def cost(cs: tuple[Cell, int]) -> float:
         cell = cs[0]
-        return (cell.epochs + (fine if cell.ablate else 0)) * _EPOCH_COST.get(cell.arch, 1.0)
+        extra = cell.prune_finetune + 4 if cell.prune is not None else 0  # fine-tuning and 4 timed epochs
+        return (cell.epochs + extra + (fine if cell.ablate else 0)) * _EPOCH_COST.get(cell.arch, 1.0)
 
     return sorted(todo, key=lambda cs: -cost(cs))
 

@@ -171,3 +171,23 @@ def test_fill_zero_keeps_each_acl_spec_order_and_refills_every_zeroed_kernel():
     for a, b in zip(model.state_dict().values(), again.state_dict().values()):
         if isinstance(a, torch.Tensor):
             assert torch.equal(a, b)  # seeded
+
+
+@pytest.mark.parametrize("arch", ["lenet", "bn_1x1"])
+def test_a_frozen_layer_stays_frozen_bias_included(arch):
+    """``fix_spatial`` freezes spatial weights and biases; pruning must not make a frozen bias learn again
+    (it did: every rebuilt conv's bias learned, and training the pruned LeNet cost twice the unpruned's time)."""
+    torch.manual_seed(0)
+    if arch == "lenet":
+        net, image = archs.build("lenet", None), (1, 32, 32)
+    else:
+        net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 1),
+                            nn.Conv2d(8, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))  # fmt: skip
+        net, image = trained_looking_bn(net, (3, 12, 12)), (3, 12, 12)
+    acl.fix_spatial(net, "ghaar", generator=torch.Generator().manual_seed(0))
+    result = pruned(net.eval(), 60, image)
+    assert removed(result) > 0
+    before = {n: p.requires_grad for n, p in net.named_parameters()}
+    for model in (result.model, acl.fill_zero(result, seed=0)):
+        after = {n: p.requires_grad for n, p in model.named_parameters()}
+        assert after == before

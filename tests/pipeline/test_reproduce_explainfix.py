@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pipeline.experiments.explainfix import METHODS, PERCENTS, build_explainfix_grid
-from pipeline.experiments.grid import build_grid
+from pipeline.experiments.grid import Cell, build_grid
 from pipeline.experiments.runner import run_key
 from pipeline.reproduce import main, reproduce
 
@@ -45,18 +45,62 @@ def test_the_smallest_grid_writes_every_table(tiny):
             assert r["weight_grad"]["seeds"] == 3 and 0 <= r["weight_grad"]["ordered_seeds"] <= 3
     fifty = doc["sanity"][0]["rows"][-1]
     assert fifty["zeroed"] == 51
-    assert doc["pruning"]["not_available"].startswith("not available: ChannelPrune")
     assert doc["paper"]["table_m1"][0] == {"model": "DenseNet121", "zeroed": 80.0, "pruned": 0.58}
+
+
+def test_pruning_rows_have_sane_values(tiny):
+    _, doc = tiny
+    rows = doc["pruning"]["rows"]
+    assert [(r["cell"], r["percent"]) for r in rows] == [("lenet-prune50", 50.0), ("lenet-prune90", 90.0)]
+    assert [r["zeroed_kernels"] for r in rows] == [51, 91] and rows[0]["parameters"]["before"] == 61706
+    for r in rows:
+        assert r["fraction_pruned"]["n"] == 3 and 0 < r["fraction_pruned"]["mean"] < 1
+        assert 0 < r["fraction_spatial_pruned"]["mean"] < 1
+        for key in ("accuracy_trained", "accuracy_zeroed", "accuracy_finetuned"):
+            assert r[key]["n"] == 3 and all(0 <= v <= 100 for v in r[key]["values"])
+        for key in ("pruned", "not_pruned"):
+            assert r["seconds_per_epoch"][key]["n"] == 3 and min(r["seconds_per_epoch"][key]["values"]) > 0
+    for key in ("fraction_pruned", "fraction_spatial_pruned"):
+        assert all(a < b for a, b in zip(rows[0][key]["values"], rows[1][key]["values"]))  # per seed, grows with %
+    # The pruning cells train the GHaar-fixed LeNet of Sec. 4.1: the same model from the same seed.
+    ghaar = next(r for r in doc["init"] if r["method"] == "ghaar")
+    assert rows[0]["accuracy_trained"]["values"] == ghaar["accuracy"]["values"]
+
+
+def test_the_pruning_table_stands_beside_the_papers(tiny):
+    md = (tiny[0] / "results.md").read_text()
+    section = md[md.index("## Table 3 / Table M.1: ChannelPrune") :]
+    assert "| fraction of parameters pruned | of spatial parameters |" in section
+    assert "| s/epoch pruned | not pruned | saving |" in section
+    assert "| fraction of parameters pruned (Table M.1) | s/epoch pruned | not pruned | saving (Table 3) |" in section
+    assert "| ResNet50 | 99.9 | 0.86 |" in section and "| ResNet50 | | | 191 | 231 | 17% |" in section
+    assert "| lenet | 50 (51 of 102) |" in section and "| lenet | 90 (91 of 102) |" in section
+    assert "other data and models than ours" in section and "on this CPU" in section
+
+
+def _without_timing(doc: dict) -> dict:
+    doc = json.loads(json.dumps(doc))
+    for r in doc["pruning"]["rows"]:
+        del r["seconds_per_epoch"]  # measured, not determined by the seed
+    return doc
 
 
 def test_resumed_grid_equals_uninterrupted(tiny, tmp_path):
     grid = build_explainfix_grid("digits", **TINY)
     out = tmp_path / "b"
     assert reproduce(grid, out, jobs=1, progress=False, max_runs=8, log=_quiet) is None  # stopped as by a kill
-    assert len(list((out / "runs").glob("*.json"))) == 8
+    first = {p.name: p.read_bytes() for p in (out / "runs").glob("*.json")}
+    assert len(first) == 8
+    pruned = [n for n in first if "-prune" in n]
+    assert len(pruned) == 6  # the longest runs go first
     said: list[str] = []
-    assert reproduce(grid, out, jobs=1, progress=False, log=said.append) == tiny[1]
-    assert any("8 of 21 runs already recorded" in m for m in said)
+    doc = reproduce(grid, out, jobs=1, progress=False, log=said.append)
+    assert _without_timing(doc) == _without_timing(tiny[1])
+    assert any("8 of 27 runs already recorded" in m for m in said)
+    # Not recomputed: the records (with their measured seconds) are the ones written before the stop.
+    assert all((out / "runs" / n).read_bytes() == first[n] for n in pruned)
+    seconds = {json.loads(first[n])["pruning"]["seconds_per_epoch"]["pruned"] for n in pruned}
+    assert seconds <= {v for r in doc["pruning"]["rows"] for v in r["seconds_per_epoch"]["pruned"]["values"]}
 
 
 def test_the_acl_papers_grid_and_run_keys_are_unchanged():
@@ -65,6 +109,18 @@ def test_the_acl_papers_grid_and_run_keys_are_unchanged():
     assert grid.key == "86d7eb0731135bc9"
     assert "paper" not in grid.to_json() and all("fix" not in c and "sanity" not in c for c in grid.to_json()["cells"])
     assert run_key(grid, *grid.runs()[0]) == "f17d6cb17532329b"
+
+
+def test_pruning_fields_stay_out_of_other_cells_json():
+    """Grids stored before the pruning cells existed (their cells without ``prune``) still resume."""
+    assert Cell("lenet-fix-none", "lenet", "fix-none", None, 6, fix="none").to_json() == {
+        "id": "lenet-fix-none", "arch": "lenet", "exp": "fix-none", "spec": None, "epochs": 6, "ablate": False,
+        "fix": "none",
+    }  # fmt: skip
+    grid = build_explainfix_grid("digits", quick=True)
+    cell = grid.cell("lenet-prune90")
+    assert cell.to_json()["prune"] == 90.0 and cell.fix == "ghaar" and cell.prune_finetune == 2
+    assert type(grid).from_json(grid.to_json()) == grid
 
 
 def test_methods_match_acl():
