@@ -22,27 +22,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+from peak_memory import peak_rss_mb  # benchmarks/ is on sys.path when a benchmark runs as a script
+
 PRESETS = {  # arch -> (input shape without batch, classes)
     "lenet": ((1, 32, 32), 10),
     "resnet18_cifar": ((3, 32, 32), 10),
     "resnet18": ((3, 224, 224), 1000),
 }
 RUNTIMES = ["ort plain", "ort static", "ort live", "ort live-akp", "openvino static", "torch eager"]
-
-
-def _rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB.
-
-    ``VmHWM`` where Linux has it: ``ru_maxrss`` of a child started by a large parent
-    starts at the parent's peak (it survives fork and exec), so it hides the child's own.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
-    except (OSError, StopIteration):
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 def _write_models(arch: str, folder: Path) -> None:
@@ -103,7 +90,7 @@ def _measure(runtime: str, folder: Path, image: tuple, batches: list[int], calls
     runner, reason = _runner(runtime, folder, image, threads)
     if runner is None:
         return {"unavailable": reason}
-    base = _rss_mb()
+    base = peak_rss_mb()
     extra = dict(np.load(folder / "akps.npz")) if runtime.endswith("live-akp") else {}
     runner.activate()
     rng = np.random.default_rng(0)
@@ -112,7 +99,7 @@ def _measure(runtime: str, folder: Path, image: tuple, batches: list[int], calls
         for _ in range(calls):
             runner.infer({"input": x, **extra}, check_inputs=False)
     runner.deactivate()
-    return {"base_mb": base, "peak_mb": _rss_mb()}
+    return {"base_mb": base, "peak_mb": peak_rss_mb()}
 
 
 def main() -> None:

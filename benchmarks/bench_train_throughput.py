@@ -45,24 +45,11 @@ import subprocess
 import sys
 import time
 
+from peak_memory import peak_rss_mb  # benchmarks/ is on sys.path when a benchmark runs as a script
+
 CASES = [("fp32, workers 0", 0, "off"), ("fp32, workers 2", 2, "off"), ("bf16, workers 0", 0, "bf16")]
 EXP3 = "G0.15625Lg0.078125Lt0.078125Tf0.1875P0.5"
 SIZES = [("resnet18_cifar", 32, 64), ("resnet18", 224, 16)]  # (arch, image side, batch): issue 24's two cells
-
-
-def _rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB.
-
-    ``VmHWM`` where Linux has it: ``ru_maxrss`` of a child started by a large parent
-    starts at the parent's peak (it survives fork and exec), so it hides the child's own.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
-    except (OSError, StopIteration):
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
 def _steps(arch: str, spec: str, side: int, batch: int, steps: int, threads: int) -> dict:
@@ -77,7 +64,7 @@ def _steps(arch: str, spec: str, side: int, batch: int, steps: int, threads: int
     model = archs.build(arch, None if spec == "none" else spec, in_channels=3, num_classes=10)
     x, y = torch.randn(batch, 3, side, side), torch.randint(0, 10, (batch,))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    before = _rss_mb()
+    before = peak_rss_mb()
     times = []
     for i in range(steps + 2):
         t0 = time.perf_counter()
@@ -86,7 +73,7 @@ def _steps(arch: str, spec: str, side: int, batch: int, steps: int, threads: int
         opt.step()
         if i >= 2:  # the first steps pay for allocation and oneDNN's kernel selection
             times.append(time.perf_counter() - t0)
-    return {"images_per_s": batch / statistics.median(times), "peak_mb": _rss_mb(), "built_mb": before}
+    return {"images_per_s": batch / statistics.median(times), "peak_mb": peak_rss_mb(), "built_mb": before}
 
 
 def _child(args: list[str]) -> dict:

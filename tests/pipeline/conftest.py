@@ -14,6 +14,19 @@ import pytest
 
 from tests.built_once import built_once
 
+SHORT_JOB = [
+    "--batch-sizes",
+    "1",
+    "--latency-seconds",
+    "0.01",
+    "--no-progress",
+    "--backends",
+    "ort-cpu",
+    "--threads",
+    "1",
+]
+"""A job that only has to get through: one batch size, ONNX Runtime only, short latency runs, one thread."""
+
 JOB_FAST = ["--epochs", "4", "--batch-sizes", "1,4", "--latency-seconds", "0.02", "--no-progress", "--threads", "1"]
 """The default job, shortened: 4 epochs (the default 15 reach ~97 %), two batch sizes, short latency runs."""
 

@@ -29,24 +29,13 @@ import numpy as np
 import pytest
 
 from tests.conftest import digest
+from tests.pipeline.conftest import SHORT_JOB
 from tests.pipeline.test_data_models import make_mnist, write_idx
 from tests.pipeline.test_datasets import cifar_records, make_cifar, make_folder, write_image
 
 ROOT = Path(__file__).resolve().parents[2]
 # A case that wrongly got through trains one short epoch, not fifteen.
-FAST = [
-    "--epochs",
-    "1",
-    "--batch-sizes",
-    "1",
-    "--latency-seconds",
-    "0.01",
-    "--no-progress",
-    "--backends",
-    "ort-cpu",
-    "--threads",
-    "1",
-]
+FAST = ["--epochs", "1", *SHORT_JOB]
 MAX_ERROR_CHARS = 700
 """An error line quotes user input clipped; paths of the test's temporary folders make up most of it."""
 

@@ -10,21 +10,10 @@ import onnx
 import pytest
 import torch
 
+from tests.pipeline.conftest import SHORT_JOB
 from tests.pipeline.test_cli_help import _probe
 
-FAST = [
-    "--epochs",
-    "2",
-    "--batch-sizes",
-    "1",
-    "--latency-seconds",
-    "0.01",
-    "--no-progress",
-    "--backends",
-    "ort-cpu",
-    "--threads",
-    "1",
-]
+FAST = ["--epochs", "2", *SHORT_JOB]
 SPEC = "G0.2D0.3H0.1P0.4"  # analytic, fixed and plain kernels in both LeNet ACLs
 
 

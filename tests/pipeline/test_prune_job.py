@@ -10,21 +10,10 @@ import numpy as np
 import onnx
 import pytest
 
+from tests.pipeline.conftest import SHORT_JOB
 from tests.pipeline.test_cli_help import _probe
 
-FAST = [
-    "--epochs",
-    "2",
-    "--batch-sizes",
-    "1",
-    "--latency-seconds",
-    "0.01",
-    "--no-progress",
-    "--backends",
-    "ort-cpu",
-    "--threads",
-    "1",
-]
+FAST = ["--epochs", "2", *SHORT_JOB]
 SPEC = "G0.25D0.25P0.5"  # analytic, fixed and plain kernels
 MASKING_OPS = {"Gather", "GatherElements", "GatherND", "Where", "Compress", "ScatterND", "ScatterElements"}
 
