@@ -9,7 +9,9 @@ ones, so a drift of the machine's load cancels in the per-round ratio. A step is
 forward, cross-entropy, backward and SGD with momentum on a fixed random batch (no
 input pipeline: ``--loader`` times that). Printed per model and size: the median
 images/s over rounds, the median of the per-round ratios ACL / plain (issue 24's
-target: >= 0.95 at both sizes) and the peak resident memory of the training process
+target: >= 0.95 at both sizes) with its spread (lowest and highest round: four
+steps per run spread the rounds by 0.27, so ``--seconds`` times steps until that
+budget is spent) and the peak resident memory of the training process
 (``ru_maxrss``) with the part added by training (peak minus the resident memory
 after building the model and before the first step).
 
@@ -29,7 +31,7 @@ standardisation; no model) with 0 and 2 workers, on the in-memory CIFAR split an
 on an image folder of synthetic 500x375 JPEGs cropped to 224 (decoded lazily):
 what the model's step has to hide.
 
-    python benchmarks/bench_train_throughput.py [--rounds 3] [--steps 4] [--spec G0.15625...]
+    python benchmarks/bench_train_throughput.py [--rounds 3] [--steps 4] [--seconds 30] [--acl-spec G0.15625...]
     python benchmarks/bench_train_throughput.py --pipeline [--arch resnet18_cifar] [--spec none] [--steps 8] [--epochs 3]
     python benchmarks/bench_train_throughput.py --loader
 """
@@ -52,8 +54,9 @@ EXP3 = "G0.15625Lg0.078125Lt0.078125Tf0.1875P0.5"
 SIZES = [("resnet18_cifar", 32, 64), ("resnet18", 224, 16)]  # (arch, image side, batch): issue 24's two cells
 
 
-def _steps(arch: str, spec: str, side: int, batch: int, steps: int, threads: int) -> dict:
-    """Images/s of ``steps`` timed training steps (after 2 warm-up steps) and the peak memory of the process."""
+def _steps(arch: str, spec: str, side: int, batch: int, steps: int, threads: int, seconds: float = 0.0) -> dict:
+    """Images/s of at least ``steps`` timed training steps (after 2 warm-up steps), more until ``seconds``
+    have been timed, and the peak memory of the process."""
     import torch
     import torch.nn.functional as F
 
@@ -65,15 +68,22 @@ def _steps(arch: str, spec: str, side: int, batch: int, steps: int, threads: int
     x, y = torch.randn(batch, 3, side, side), torch.randint(0, 10, (batch,))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     before = peak_rss_mb()
-    times = []
-    for i in range(steps + 2):
+    times: list[float] = []
+    i = 0
+    while i < steps + 2 or sum(times) < seconds:
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         opt.step()
         if i >= 2:  # the first steps pay for allocation and oneDNN's kernel selection
             times.append(time.perf_counter() - t0)
-    return {"images_per_s": batch / statistics.median(times), "peak_mb": peak_rss_mb(), "built_mb": before}
+        i += 1
+    return {
+        "images_per_s": batch / statistics.median(times),
+        "steps": len(times),
+        "peak_mb": peak_rss_mb(),
+        "built_mb": before,
+    }
 
 
 def _child(args: list[str]) -> dict:
@@ -81,15 +91,16 @@ def _child(args: list[str]) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def _compare(spec: str, rounds: int, steps: int, threads: int, sides: list[int]) -> None:
+def _compare(spec: str, rounds: int, steps: int, threads: int, sides: list[int], seconds: float) -> None:
     """Plain and ACL models side by side per size, in rounds of alternating order; medians printed."""
-    print(f"plain vs AnaNN-ResNet-18 (spec {spec}), {steps} steps per run, {rounds} rounds, {threads} threads")
+    budget = f", at least {seconds:g} s of steps" if seconds else ""
+    print(f"plain vs AnaNN-ResNet-18 (spec {spec}), {steps}+ steps per run{budget}, {rounds} rounds, {threads} threads")
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
     for arch, side, batch in (size for size in SIZES if size[1] in sides):
         runs: dict[str, list[dict]] = {"plain": [], "acl": []}
         for r in range(rounds):
             for kind in ("plain", "acl") if r % 2 == 0 else ("acl", "plain"):
-                one = f"{arch}|{'none' if kind == 'plain' else spec}|{side}|{batch}|{steps}|{threads}"
+                one = f"{arch}|{'none' if kind == 'plain' else spec}|{side}|{batch}|{steps}|{threads}|{seconds}"
                 runs[kind].append(_child(["--steps-case", one]))
         _print_size(arch, side, batch, runs)
     print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
@@ -98,8 +109,9 @@ def _compare(spec: str, rounds: int, steps: int, threads: int, sides: list[int])
 def _print_size(arch: str, side: int, batch: int, runs: dict[str, list[dict]]) -> None:
     ratios = [a["images_per_s"] / p["images_per_s"] for a, p in zip(runs["acl"], runs["plain"])]
     print(
-        f"{arch} 3x{side}x{side}, batch {batch}: ACL / plain = {statistics.median(ratios):.3f} (median of rounds: "
-        f"{', '.join(f'{v:.3f}' for v in ratios)})"
+        f"{arch} 3x{side}x{side}, batch {batch}: ACL / plain = {statistics.median(ratios):.3f} median of "
+        f"{len(ratios)} rounds, spread {min(ratios):.3f}-{max(ratios):.3f} (rounds: {', '.join(f'{v:.3f}' for v in ratios)}; "
+        f"steps per run {min(r['steps'] for rs in runs.values() for r in rs)}+)"
     )
     for kind, rs in runs.items():
         ips = statistics.median(r["images_per_s"] for r in rs)
@@ -191,7 +203,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--pipeline", action="store_true", help="the pipeline.train cases (workers, bf16) instead")
     p.add_argument("--arch", default="resnet18_cifar", help="--pipeline: the network")
     p.add_argument("--spec", default="none", help="--pipeline: 'none' (plain convolutions) or an ACL spec")
-    p.add_argument("--steps", type=int, help="timed steps per run (compare: 4) or per epoch (--pipeline: 8)")
+    p.add_argument("--steps", type=int, help="timed steps per run (compare: at least 4) or per epoch (--pipeline: 8)")
+    p.add_argument("--seconds", type=float, default=0.0, help="compare: time steps until this many seconds per run")
     p.add_argument("--epochs", type=int, default=3, help="--pipeline: epochs (the first is warm-up)")
     p.add_argument("--batch-size", type=int, default=128, help="--pipeline and --loader")
     p.add_argument("--threads", type=int, default=2)
@@ -233,8 +246,8 @@ def _pipeline_table(a: argparse.Namespace) -> None:
 def main() -> None:
     a = _parse()
     if a.steps_case:
-        arch, spec, side, batch, steps, threads = a.steps_case.split("|")
-        print(json.dumps(_steps(arch, spec, int(side), int(batch), int(steps), int(threads))))
+        arch, spec, side, batch, steps, threads, seconds = a.steps_case.split("|")
+        print(json.dumps(_steps(arch, spec, int(side), int(batch), int(steps), int(threads), float(seconds))))
     elif a.loader_case:
         kind, folder, workers = a.loader_case.split("|")
         print(json.dumps(_loader_only(kind, folder, int(workers), a.batch_size, a.threads)))
@@ -247,7 +260,8 @@ def main() -> None:
         a.steps = a.steps or 8
         _pipeline_table(a)
     else:
-        _compare(a.acl_spec, a.rounds, a.steps or 4, a.threads, [int(v) for v in a.sizes.split(",")])
+        sides = [int(v) for v in a.sizes.split(",")]
+        _compare(a.acl_spec, a.rounds, a.steps or 4, a.threads, sides, a.seconds)
 
 
 if __name__ == "__main__":

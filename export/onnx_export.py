@@ -19,6 +19,7 @@ from export import INPUT_NAME, OUTPUT_NAME, passes
 from export.conv_split import split_convs
 from export.functions import OPSET
 from export.interrupts import signals_kept
+from export.torchlib_registry import registry_built_once
 
 __all__ = ["KINDS", "export_files", "export_graph", "live_layers", "to_onnx"]
 
@@ -87,7 +88,7 @@ def export_graph(model: nn.Module, input_shape: Sequence[int], *, weights_as_inp
     # it does not need here; the result is checked below instead.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     # signals_kept: the exporter's broad excepts would otherwise lose a Ctrl-C (export.interrupts).
-    with signals_kept(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with signals_kept(), registry_built_once(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module,

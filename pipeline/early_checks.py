@@ -84,7 +84,8 @@ def problem(args: argparse.Namespace) -> str | None:
         _path("", args.checkpoint),
         _path("--init-from: ", args.init_from),
         _training(args.batch_size, args.lr, args.workers),
-        fix_problem(args.fix_spatial, args.checkpoint),
+        fix_problem(args.fix_spatial, args.checkpoint, args.fix_guide),
+        _path("--fix-guide: ", args.fix_guide),
         prune_problem(args.prune, args.prune_finetune),
         int8_args.problem(args),
     ):

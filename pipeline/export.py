@@ -314,6 +314,7 @@ def job_config(args: argparse.Namespace):
         triton_repo=args.triton_repo,
         serve_test=args.serve_test,
         fix_spatial=args.fix_spatial,
+        fix_guide=args.fix_guide,
         prune=args.prune,
         prune_finetune=args.prune_finetune,
         **int8_fields(args),

@@ -12,7 +12,8 @@
       "data": {"name", "train", "test", "parity_images", "channels", "num_classes", "image_size",
                "mean": [per channel], "std": [per channel]},
       "fix_spatial": null | {"method", "fixed": [layers], "learning": [1x1 layers], "frozen", "learnable"},
-                                                # --fix-spatial (pipeline.stages.fix_spatial)
+                                                # --fix-spatial (pipeline.stages.fix_spatial); "guide": path
+                                                # with guidedsteer
       "accuracy": float,                        # source model, test split
       "verdict": {"passed", "checks", "failed": [keys], "not_available": [keys],
                   "reasons": {check: why it failed}, "warnings": [text]},

@@ -4,7 +4,9 @@ Cells (the same ``Grid``/``Cell`` and runner as the ACL paper's, so resumption w
 
 - Sec. 4.1, initialisation methods vs learned: ``<arch>-fix-<method>`` for every method of
   ``acl.fix_spatial`` (``none`` is the learned baseline), plain networks, spatial filters
-  set and frozen before training from the run's seed.
+  set and frozen before training from the run's seed. ``<arch>-fix-guidedsteer``'s guide is the
+  learned baseline ``<arch>-fix-none`` of the next seed (the same architecture trained from another
+  seed; ``pipeline.experiments.guided_runs``), so the runner runs it after those.
 - App. I, the saliency sanity check (``sanity``): on the learned baseline and on AnaNN-LeNet
   (exp3's arrangement, ``lenet-exp3``), the x % least salient, random and most salient spatial
   kernels zeroed (``acl.zero_kernels``), test accuracy, for x in ``PERCENTS``, both Eq. 4
@@ -23,7 +25,7 @@ from pipeline.experiments.grid import Cell, Grid, Settings, arrangement, ratio_f
 
 __all__ = ["FULL", "METHODS", "PERCENTS", "QUICK", "build_explainfix_grid", "pruning_cells", "sanity"]
 
-METHODS = ("none", "unchanged", "ones", "dct2", "ghaar", "psine")
+METHODS = ("none", "unchanged", "ones", "dct2", "ghaar", "psine", "guidedsteer")
 """``acl.fixing.METHODS`` (repeated without torch; a test keeps them equal)."""
 PERCENTS = (1, 3, 10, 30, 50)
 MINIBATCHES, BATCH = 15, 4
@@ -79,7 +81,8 @@ def build_explainfix_grid(
     cells = []
     for arch in QUICK_ARCHS if quick else FULL_ARCHS:
         for method in METHODS:
-            cells.append(Cell(f"{arch}-fix-{method}", arch, f"fix-{method}", None, ep(arch), fix=method))
+            guide = f"{arch}-fix-none" if method == "guidedsteer" else None
+            cells.append(Cell(f"{arch}-fix-{method}", arch, f"fix-{method}", None, ep(arch), fix=method, guide=guide))
         cells[-len(METHODS)] = replace(cells[-len(METHODS)], sanity=True)  # the learned baseline
     cells.append(Cell("lenet-exp3", "lenet", "exp3", ratio_form(arrangement("exp3")), ep("lenet"), sanity=True))
     cells.extend(pruning_cells(quick, ep))

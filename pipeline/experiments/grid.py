@@ -119,6 +119,8 @@ class Cell:
         sanity: ExplainFix: the saliency sanity check (App. I) on the trained model.
         prune: ExplainFix: ChannelPrune's Table 3 / M.1 with this % of spatial kernels zeroed, on the trained model.
         prune_finetune: ExplainFix: epochs of fine-tuning after pruning (with ``prune``).
+        guide: ExplainFix's GuidedSteer (``fix="guidedsteer"``): the id of the cell whose trained
+            model of another seed guides this one (``pipeline.experiments.guided_runs``).
     """
 
     id: str
@@ -131,6 +133,7 @@ class Cell:
     sanity: bool = False
     prune: float | None = None
     prune_finetune: int = 0
+    guide: str | None = None
 
     def to_json(self) -> dict:
         """The cell as JSON; ``fix`` and ``sanity`` only when set, so ACL grids and run keys stay as they were."""
@@ -141,7 +144,7 @@ class Cell:
         return doc
 
 
-_LATER_FIELDS = {"fix": None, "sanity": False, "prune": None, "prune_finetune": 0}
+_LATER_FIELDS = {"fix": None, "sanity": False, "prune": None, "prune_finetune": 0, "guide": None}
 """Fields added with ``--paper explainfix``, left out of the JSON at their defaults (``Cell.to_json``)."""
 
 

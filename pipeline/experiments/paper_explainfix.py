@@ -24,8 +24,8 @@ DATA_NOTE = (
     "test top-1. Compare orderings, not values."
 )
 
-STEERED = ("unchanged", "ghaar", "psine")
-"""Sec. 3.1: the steered initialisations (GuidedSteer is not built here)."""
+STEERED = ("unchanged", "ghaar", "psine", "guidedsteer")
+"""Sec. 3.1: the steered initialisations (GuidedSteer's guide here: the learned baseline of another seed)."""
 NOT_STEERED = ("ones", "dct2")
 
 INIT_CLAIMS = (

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from export.atomic import atomic_output
+from pipeline.experiments import guided_runs
 from pipeline.experiments.grid import ABLATIONS, Cell, Grid
 
 __all__ = [
@@ -87,6 +88,8 @@ def run_key(grid: Grid, cell: Cell, seed: int) -> str:
     }
     if grid.finetune and cell.ablate:  # absent otherwise: the records of grids without fine-tuning stay valid
         doc["finetune"] = grid.finetune
+    if cell.guide:  # the guide's seed depends on the grid's seeds (guided_runs.guide_of)
+        doc["guide_seed"] = guided_runs.guide_of(grid, cell, seed)[1]
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -217,19 +220,48 @@ def _ablations(model, data, grid: Grid, seed: int) -> dict[str, Any]:
     return out
 
 
-def _model(cell: Cell, data, seed: int):
-    """The cell's untrained model from ``seed``, and its ``acl.fix_spatial`` summary (None without ``cell.fix``)."""
+def _model(cell: Cell, data, seed: int, guide: dict | None = None):
+    """The cell's untrained model from ``seed``, and its ``acl.fix_spatial`` summary (None without ``cell.fix``).
+
+    ``guide``: GuidedSteer's guide kernels (``guided_runs.load_guide``), for a guided cell.
+    """
     import torch
 
     from pipeline.archs import build
 
     torch.manual_seed(seed)
     model = build(cell.arch, cell.spec, layers="all", in_channels=data.channels, num_classes=data.num_classes)
-    if not cell.fix:
+    if not cell.fix or (cell.guide and guide is None):  # a guided cell whose guide diverged is not trained
         return model, None
     import acl
 
-    return model, acl.fix_spatial(model, cell.fix, generator=torch.Generator().manual_seed(seed)).as_dict()
+    g = torch.Generator().manual_seed(seed)
+    return model, acl.fix_spatial(model, cell.fix, generator=g, guide=guide).as_dict()
+
+
+def _guide(grid: Grid, cell: Cell, seed: int, runs: Path) -> tuple[dict | None, str | None]:
+    """A guided cell's guide kernels, or why there are none (its guide run diverged); (None, None) unguided."""
+    if not cell.guide:
+        return None, None
+    guide = guided_runs.load_guide(grid, cell, seed, runs)
+    if guide is None:
+        other, other_seed = guided_runs.guide_of(grid, cell, seed)
+        return None, f"not available: the guide run {run_id(other, other_seed)} diverged, no trained model guides it"
+    return guide, None
+
+
+def _explainfix_extras(model, data, grid: Grid, cell: Cell, seed: int) -> dict[str, Any]:
+    """ExplainFix's App. I (``sanity``) and Table 3 / M.1 (``pruning``) of a trained run, when its cell asks."""
+    extras: dict[str, Any] = {}
+    if cell.sanity:  # only ExplainFix's cells: the ACL grid's records are unchanged
+        from pipeline.experiments.explainfix import sanity
+
+        extras["sanity"] = sanity(model, data, seed)
+    if cell.prune is not None:
+        from pipeline.experiments.explainfix_pruning import prune_run
+
+        extras["pruning"] = prune_run(model, data, cell, seed, lambda m, n: _train(m, data, grid, seed, n), _Diverged)
+    return extras
 
 
 def run_one(grid_doc: dict, cell_id: str, seed: int, runs_dir: str) -> dict:
@@ -252,7 +284,8 @@ def run_one(grid_doc: dict, cell_id: str, seed: int, runs_dir: str) -> dict:
     key = run_key(grid, cell, seed)
     runs = Path(runs_dir)
 
-    model, fixed = _model(cell, data, seed)
+    guide, no_guide = _guide(grid, cell, seed, runs)
+    model, fixed = _model(cell, data, seed, guide)
     init = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}  # ACLs add their spec
     store = ResumeStore(runs / f".{rid}.resume", {"run": key, "init": tensor_digest(init)})
     began = time.perf_counter()
@@ -267,11 +300,15 @@ def run_one(grid_doc: dict, cell_id: str, seed: int, runs_dir: str) -> dict:
         **({"fix": fixed} if cell.fix else {}),
     }
     try:
+        if no_guide:
+            raise _Diverged(no_guide)
         result = _train(model, data, grid, seed, cell.epochs, resume=store)
     except _Diverged as e:
         # A result like any other (this arrangement does not train at this lr), not a failure of the grid.
         record.update(accuracy=None, diverged=str(e), loss_history=None, ablations=None, resumed_from_epoch=None)
     else:
+        if guided_runs.is_guide(grid, cell):  # before the record: a recorded guide run has its model file
+            guided_runs.save_guide(model, data, cell, seed, runs)
         record.update(
             accuracy=100.0 * evaluate(model, data, workers=0),
             diverged=None,
@@ -279,16 +316,7 @@ def run_one(grid_doc: dict, cell_id: str, seed: int, runs_dir: str) -> dict:
             ablations=_ablations(model, data, grid, seed) if cell.ablate else None,
             resumed_from_epoch=result.resumed_from,
         )
-        if cell.sanity:  # ExplainFix's App. I (only its cells: the ACL grid's records are unchanged)
-            from pipeline.experiments.explainfix import sanity
-
-            record["sanity"] = sanity(model, data, seed)
-        if cell.prune is not None:  # ExplainFix's Table 3 / M.1
-            from pipeline.experiments.explainfix_pruning import prune_run
-
-            record["pruning"] = prune_run(
-                model, data, cell, seed, lambda m, n: _train(m, data, grid, seed, n), _Diverged
-            )
+        record.update(_explainfix_extras(model, data, grid, cell, seed))
     record["seconds"] = time.perf_counter() - began
     with atomic_output(runs / f"{rid}.json") as tmp:
         tmp.write_text(json.dumps(record, indent=1) + "\n")
@@ -370,13 +398,14 @@ def run_grid(
 
     doc = grid.to_json()
     try:
-        if executor is not None:
-            executor(doc, todo, runs_dir, finished)
-        elif jobs <= 1 or len(todo) <= 1:
-            for cell, seed in todo:
-                finished(run_one(doc, cell.id, seed, str(runs_dir)))
-        else:
-            _run_in_workers(doc, todo, runs_dir, jobs, finished)
+        for wave in guided_runs.waves(grid, todo, runs_dir):  # guided runs after the runs that guide them
+            if executor is not None:
+                executor(doc, wave, runs_dir, finished)
+            elif jobs <= 1 or len(wave) <= 1:
+                for cell, seed in wave:
+                    finished(run_one(doc, cell.id, seed, str(runs_dir)))
+            else:
+                _run_in_workers(doc, wave, runs_dir, jobs, finished)
     finally:
         bar.close()
     return done

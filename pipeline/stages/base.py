@@ -61,6 +61,7 @@ class JobConfig:
     triton_repo: Path | None = None  # also write a Triton model repository there (pipeline.serving)
     serve_test: bool = False  # serve it with a real Triton server: parity and a load test (serve environment)
     fix_spatial: str = "none"  # ExplainFix: set and freeze spatial filters before training (pipeline.fix_args)
+    fix_guide: Path | None = None  # guidedsteer's guide: a trained checkpoint of the same architecture
     int8: bool = False  # also the INT8 Q/DQ file, accuracy-controlled (pipeline.stages.int8)
     int8_calibration: int | None = None  # None: 256, or half the training split when smaller
     int8_method: str = "minmax"  # or "entropy", "percentile"

@@ -4,7 +4,9 @@ Runs between ``inputs`` and ``model`` on every DDP process (each fixes the same
 kernels: the draws come from a generator seeded with ``--seed``). Thin over
 ``acl.fix_spatial``. Report key ``fix_spatial``: null when not asked, else
 ``{"method", "fixed": [layers], "learning": [1x1 layers], "frozen", "learnable"}``
-(parameter values frozen, and still learnable in the whole model).
+(parameter values frozen, and still learnable in the whole model), and ``"guide"``
+(the ``--fix-guide`` path) for ``guidedsteer``, whose guide is read here
+(``pipeline.fix_guide``): a bad guide is refused before training, nothing written.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ NOT_REQUESTED = "not requested (--fix-spatial METHOD)"
 def check(cfg: JobConfig) -> None:
     from pipeline.fix_args import problem
 
-    found = problem(cfg.fix_spatial, cfg.checkpoint)
+    found = problem(cfg.fix_spatial, cfg.checkpoint, cfg.fix_guide)
     if found:
         raise UserError(found)
 
@@ -35,13 +37,24 @@ def run(ctx: RunContext) -> StageResult:
 
     import acl
 
-    summary = acl.fix_spatial(ctx.model, method, generator=torch.Generator().manual_seed(ctx.cfg.seed))
+    guide = _guide(ctx) if method == "guidedsteer" else None
+    try:
+        summary = acl.fix_spatial(ctx.model, method, generator=torch.Generator().manual_seed(ctx.cfg.seed), guide=guide)
+    except ValueError as e:  # the guide lacks a layer or kernel shape the model needs (checked before any change)
+        raise UserError(f"--fix-guide {ctx.cfg.fix_guide}: {e}") from None
     if ctx.is_main:
         ctx.log(
             f"      fixed spatial filters ({method}): {len(summary.fixed)} convolutions frozen "
             f"({summary.frozen} values), {summary.learnable} parameter values still learn"
         )
-    return StageResult(sections={"fix_spatial": summary.as_dict()})
+    guided = {"guide": str(ctx.cfg.fix_guide)} if guide is not None else {}
+    return StageResult(sections={"fix_spatial": {**summary.as_dict(), **guided}})
+
+
+def _guide(ctx: RunContext) -> dict:
+    from pipeline.fix_guide import read_guide
+
+    return read_guide(ctx.cfg.fix_guide, arch=ctx.arch, model=ctx.cfg.model)
 
 
 def markdown(report: dict[str, Any]) -> list[str]:
@@ -55,6 +68,7 @@ def markdown(report: dict[str, Any]) -> list[str]:
         "",
         f"- Method **{fix['method']}**: {len(fix['fixed'])} spatial convolutions set and frozen before training "
         f"({shown}); {fix['frozen']} parameter values frozen, {fix['learnable']} still learned.",
+        *([f"- Guide (GuidedSteer): `{fix['guide']}`."] if fix.get("guide") else []),
         f"- Left learning: {len(fix['learning'])} 1x1 convolutions, every normalisation and linear layer.",
         "- The compact factor counts per spec: an ACL's frozen AKPs and plain kernels still count there.",
     ]

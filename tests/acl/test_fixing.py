@@ -74,9 +74,13 @@ def test_spatial_weights_stay_bit_identical_and_the_rest_learns(arch, spec):
 def test_methods_set_the_kernels_they_name():
     torch.manual_seed(0)
     base = nn.Sequential(nn.Conv2d(3, 20, 3), nn.ReLU(), nn.Conv2d(20, 20, (1, 3), groups=20), nn.Conv2d(20, 4, 1))
+    # GuidedSteer's guide (its statistics are tested in tests/acl/test_guided.py)
+    guide = {"0": 10 * base[0].weight.detach(), "2": 10 * base[2].weight.detach()}
     for method in METHODS:
         net = copy.deepcopy(base)
-        acl.fix_spatial(net, method, generator=torch.Generator().manual_seed(3))
+        acl.fix_spatial(
+            net, method, generator=torch.Generator().manual_seed(3), guide=guide if method == "guidedsteer" else None
+        )
         w = net[0].weight.detach().reshape(-1, 3, 3)
         if method == "none":
             assert all(p.requires_grad for p in net.parameters())

@@ -16,6 +16,7 @@ from pipeline.output_folder import first_unproven
 from tests.conftest import digest
 from tests.in_process import run_main
 from tests.pipeline.conftest import JOB_FAST as FAST
+from tests.pipeline.conftest import SHORT_JOB
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK_CPU = ["--batch-sizes", "2", "--latency-seconds", "0.01", "--backends", "ort-cpu", "--threads", "1"]
@@ -323,13 +324,7 @@ def test_training_under_torchrun_ddp_with_two_gloo_processes(tmp_path):
             str(out),
             "--epochs",
             "3",
-            "--batch-sizes",
-            "1",
-            "--latency-seconds",
-            "0.01",
-            "--no-progress",
-            "--backends",
-            "ort-cpu",
+            *SHORT_JOB,
         ],
         cwd=ROOT,
         capture_output=True,

@@ -96,11 +96,55 @@ def test_resumed_grid_equals_uninterrupted(tiny, tmp_path):
     said: list[str] = []
     doc = reproduce(grid, out, jobs=1, progress=False, log=said.append)
     assert _without_timing(doc) == _without_timing(tiny[1])
-    assert any("8 of 27 runs already recorded" in m for m in said)
+    assert any("8 of 30 runs already recorded" in m for m in said)
     # Not recomputed: the records (with their measured seconds) are the ones written before the stop.
     assert all((out / "runs" / n).read_bytes() == first[n] for n in pruned)
     seconds = {json.loads(first[n])["pruning"]["seconds_per_epoch"]["pruned"] for n in pruned}
     assert seconds <= {v for r in doc["pruning"]["rows"] for v in r["seconds_per_epoch"]["pruned"]["values"]}
+
+
+def test_guidedsteer_is_guided_by_the_learned_baseline_of_the_next_seed(tiny):
+    import torch
+
+    import acl
+    from pipeline.archs import build
+    from pipeline.experiments.guided_runs import guide_of
+    from pipeline.fix_guide import read_guide
+
+    out, doc = tiny
+    grid = build_explainfix_grid("digits", **TINY)
+    cell, baseline = grid.cell("lenet-fix-guidedsteer"), grid.cell("lenet-fix-none")
+    assert cell.fix == "guidedsteer" and cell.guide == baseline.id and baseline.guide is None
+    assert [guide_of(grid, cell, s) for s in grid.seeds] == [(baseline, 1), (baseline, 2), (baseline, 0)]
+    kept = sorted(p.name for p in (out / "runs").glob("*.safetensors"))
+    assert kept == [f"lenet-fix-none-seed{s}.safetensors" for s in grid.seeds], "only the guides keep their models"
+    row = next(r for r in doc["init"] if r["method"] == "guidedsteer")
+    assert row["steered"] is True and row["accuracy"]["n"] == 3
+    # the guide is the trained baseline: its kernels are not the untrained ones of that seed
+    trained = read_guide(out / "runs" / "lenet-fix-none-seed1.safetensors", arch="lenet")
+    torch.manual_seed(1)
+    untrained = build("lenet", None, layers="all", in_channels=1, num_classes=10)
+    assert not torch.equal(trained["conv1"], untrained.conv1.weight)
+    fixed = acl.fix_spatial(untrained, "guidedsteer", guide=trained).fixed
+    assert fixed == ("conv1", "conv2")
+
+
+def test_guided_runs_wait_for_their_guides_and_their_keys_name_the_guide_seed(tmp_path):
+    from pipeline.experiments.guided_runs import waves
+
+    three = build_explainfix_grid("digits", **TINY)
+    four = build_explainfix_grid("digits", **{**TINY, "seeds": 4})
+    cell = three.cell("lenet-fix-guidedsteer")
+    assert run_key(three, cell, 0) == run_key(four, cell, 0)  # guided by seed 1 in both
+    assert run_key(three, cell, 2) != run_key(four, cell, 2)  # by seed 0 of three, seed 3 of four
+    first, second = waves(three, three.runs(), tmp_path)
+    assert not any(c.guide for c, _ in first) and second == [(cell, s) for s in three.seeds]
+    # guides recorded before guided cells existed kept no model: they run again, first
+    baseline = three.cell("lenet-fix-none")
+    (tmp_path / "lenet-fix-none-seed1.json").write_text(json.dumps({"accuracy": 50.0}))
+    (tmp_path / "lenet-fix-none-seed2.json").write_text(json.dumps({"accuracy": None}))  # diverged: nothing to keep
+    first, second = waves(three, [(cell, 0), (cell, 1)], tmp_path)
+    assert first == [(baseline, 1)] and second == [(cell, 0), (cell, 1)]
 
 
 def test_the_acl_papers_grid_and_run_keys_are_unchanged():

@@ -146,12 +146,14 @@ def test_test_data_beside_the_files_replays_with_polygraphy_and_the_check(run, t
     assert all(f["check"]["passed"] for f in files.values())
     assert files["model.static-fp16.onnx"]["precision"] == "fp16"
     assert "--atol 0.05" in files["model.static-fp16.onnx"]["commands"]["polygraphy"]
-    for name in ("model.live-akp.onnx", "model.static-fp16.onnx"):
-        cmd = files[name]["commands"]["polygraphy"]
-        assert f"```bash\n{cmd}\n" in section(run["md"], "Replay with other tools")
-        res = subprocess.run(shlex.split(cmd), cwd=out, capture_output=True, text=True, timeout=300)
-        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-        assert "PASSED" in res.stdout + res.stderr
+    for name in files:
+        assert f"```bash\n{files[name]['commands']['polygraphy']}\n" in section(run["md"], "Replay with other tools")
+    # Replayed here: the FP16 file at its own tolerance (tests/export/test_test_data.py replays
+    # the static and live kinds with polygraphy, and catches a difference).
+    cmd = files["model.static-fp16.onnx"]["commands"]["polygraphy"]
+    res = subprocess.run(shlex.split(cmd), cwd=out, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "PASSED" in res.stdout + res.stderr
     check = shlex.split(files["model.live.onnx"]["commands"]["check"])
     res = subprocess.run([sys.executable, *check[1:]], cwd=out, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and "logits: ok" in res.stdout, res.stdout + res.stderr
@@ -202,9 +204,11 @@ def test_triton_repo_follows_the_rules_of_out(run, tmp_path, capsys):
 
 
 def test_force_replaces_an_earlier_repository(run, tmp_path):
+    import shutil
+
     repo = tmp_path / "repo"
     ckpt = str(run["out"] / "model.safetensors")
-    assert main(["--out", str(tmp_path / "a"), "--checkpoint", ckpt, "--triton-repo", str(repo), *QUICK]) == 0
+    shutil.copytree(run["repo"], repo)  # a repository an earlier run wrote (batch sizes 1 and 4)
     (repo / "acl_python" / "stale.txt").write_text("from the earlier repository")
     args = ["--out", str(tmp_path / "b"), "--checkpoint", ckpt, "--triton-repo", str(repo), "--force", *QUICK]
     args[args.index("--batch-sizes") + 1] = "1,8"
@@ -212,7 +216,7 @@ def test_force_replaces_an_earlier_repository(run, tmp_path):
     assert not (repo / "acl_python" / "stale.txt").exists()
     assert json.loads((tmp_path / "b" / "report.json").read_text())["triton"]["batching"]["max_batch_size"] == 8
     assert "max_batch_size: 8" in (repo / "acl_python" / "config.pbtxt").read_text()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "repo"], "no staging folders left"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "repo"], "no staging folders left"
 
 
 @pytest.mark.skipif(has_pytriton(), reason="a Triton server is installed here: the serve test below runs instead")

@@ -14,6 +14,7 @@ import torch
 from pipeline.resume import ResumeStore, pack, unpack
 from pipeline.train import _build_optimizer, check_options, resolve_amp
 from tests.in_process import run_main
+from tests.pipeline.conftest import SHORT_JOB
 from tests.pipeline.resume_job import Killed, run, tiny_net
 from tests.pipeline.test_datasets import make_cifar
 
@@ -247,23 +248,12 @@ def test_rgb_data_end_to_end_and_checkpoint_reload(kind, cifar, tmp_path):
     from tests.pipeline.test_datasets import make_folder
 
     data = f"cifar10:{cifar}" if kind == "cifar10" else f"folder:{make_folder(tmp_path / 'imgs', per_class=6)}:32"
-    quick = [
-        "--batch-sizes",
-        "2",
-        "--latency-seconds",
-        "0.01",
-        "--no-progress",
-        "--backends",
-        "ort-cpu",
-        "--threads",
-        "1",
-    ]
     out = tmp_path / "run"
-    assert main(["--out", str(out), "--data", data, "--epochs", "1", "--batch-size", "8", *quick]) == 0
+    assert main(["--out", str(out), "--data", data, "--epochs", "1", "--batch-size", "8", *SHORT_JOB]) == 0
     r = json.loads((out / "report.json").read_text())
     assert r["data"]["channels"] == 3 and len(r["data"]["mean"]) == 3 and r["verdict"]["passed"]
     assert r["model"]["training"]["workers"] == (0 if kind == "cifar10" else min(4, os.cpu_count()))
     again = tmp_path / "again"
-    assert main(["--out", str(again), "--data", data, "--checkpoint", str(out / "model.safetensors"), *quick]) == 0
+    assert main(["--out", str(again), "--data", data, "--checkpoint", str(out / "model.safetensors"), *SHORT_JOB]) == 0
     r2 = json.loads((again / "report.json").read_text())
     assert r2["accuracy"] == r["accuracy"] and r2["data"]["mean"] == r["data"]["mean"]
