@@ -13,7 +13,10 @@ Four ratios, each measured here and now on the same inputs:
    *kernels* at every call (``export.export_graph(weights_as_inputs=True)``).
    Both make every Conv weight a run-time tensor, which ONNX Runtime cannot
    pre-pack, so this ratio isolates the cost of generating the kernels; the
-   ``w-in/static`` column shows the cost of run-time weights alone.
+   ``w-in/static`` column shows the cost of run-time weights alone. Since
+   ``export.conv_split`` the live-akp file convolves each ACL's plain kernels in
+   a Conv of their own, which ONNX Runtime does pre-pack: the ratio is then the
+   generation cost minus that gain (see docs/export.md, "Generation cost").
 
 Rounds alternate the order of the sessions; each row is the median over rounds
 of per-round p50 latencies, and ratios are medians of per-round ratios.

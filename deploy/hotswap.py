@@ -55,6 +55,7 @@ from deploy.int8.swap import refusal
 from deploy.int8.tensorrt import is_qdq
 from export import passes
 from export.compare import TOLERANCES, compare_outputs
+from export.conv_split import join_split_weights
 from export.sessions import open_session
 
 __all__ = [
@@ -117,7 +118,7 @@ class KernelGenerator:
     """
 
     def __init__(self, live: onnx.ModelProto | str | Path) -> None:
-        model = _load(live)
+        model = join_split_weights(_load(live))  # a live-akp file convolves its kernels in pieces
         self.weight_names = _acl_weights(model)
         self.akp_names = passes.akp_initializer_names(model)
         inits = {t.name: t for t in model.graph.initializer}

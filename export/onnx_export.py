@@ -16,6 +16,7 @@ from torch import nn
 
 import acl
 from export import INPUT_NAME, OUTPUT_NAME, passes
+from export.conv_split import split_convs
 from export.functions import OPSET
 from export.interrupts import signals_kept
 from export.torchlib_registry import registry_built_once
@@ -159,7 +160,9 @@ def to_onnx(
             which ONNX Runtime and TensorRT fold into the Conv at load; other
             convolutions are folded by the exporter as usual.
         akp_inputs: live only: every AKP initializer is also a graph input of the
-            same name, defaulting to its trained value.
+            same name, defaulting to its trained value; an ACL's constant kernels
+            get a Conv of their own where they fill whole output channels
+            (``export.conv_split``).
         verify: run the file in ONNX Runtime against ``model`` on random inputs
             (not the export example) and, for ``akp_inputs``, with perturbed AKPs
             fed against a copy of ``model`` holding them; raise
@@ -233,7 +236,7 @@ def _export_files(
         else:
             proto = passes.make_live(graph, layers)
             if kind == "live-akp":
-                proto = passes.expose_akp_inputs(proto)
+                proto = passes.expose_akp_inputs(split_convs(proto))
         if verify:
             verify_onnx(model, proto, input_shape)
         protos[kind] = proto
