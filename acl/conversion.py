@@ -104,22 +104,31 @@ def convert(
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert expects an nn.Module, got {type(model).__name__}")
     names = select(model, layers, allow_pointwise=allow_pointwise).names
-    if isinstance(spec, Mapping):
-        missing = [n for n in names if n not in spec]
-        if missing:
-            raise ValueError(f"no spec given for layer(s) {missing}")
+    _check_every_layer_has_a_spec(names, spec)
     out = model if inplace else copy.deepcopy(model)
     for name in names:
-        conv = out.get_submodule(name) if name else out
-        layer_spec = spec[name] if isinstance(spec, Mapping) else spec
-        try:
-            acl = from_conv(conv, layer_spec, init=init)
-        except ValueError as e:
-            raise ValueError(f"layer {name or '<root>'!r}: {e}") from None
+        acl = _converted_layer(out, name, spec, init)
         if not name:
             return acl
         _set_submodule(out, name, acl)
     return out
+
+
+def _check_every_layer_has_a_spec(names: list[str], spec: str | Spec | Mapping[str, str | Spec]) -> None:
+    if isinstance(spec, Mapping):
+        missing = [n for n in names if n not in spec]
+        if missing:
+            raise ValueError(f"no spec given for layer(s) {missing}")
+
+
+def _converted_layer(model: nn.Module, name: str, spec, init: str) -> AnalyticConv2d:
+    """The ACL replacing conv ``name`` of ``model`` (``""``: the model itself); errors name the layer."""
+    conv = model.get_submodule(name) if name else model
+    layer_spec = spec[name] if isinstance(spec, Mapping) else spec
+    try:
+        return from_conv(conv, layer_spec, init=init)
+    except ValueError as e:
+        raise ValueError(f"layer {name or '<root>'!r}: {e}") from None
 
 
 def acl_layers(model: nn.Module) -> list[tuple[str, AnalyticConv2d]]:

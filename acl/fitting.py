@@ -375,6 +375,43 @@ def _loss(k: Tensor, t: Tensor, gain: bool) -> Tensor:
     return (t * t).sum(1) - kt * kt / kk.clamp_min(1e-30)
 
 
+def _residual_and_jacobian(
+    kernels, a: Tensor, g: Tensor | None, t: Tensor, eye: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(residual, Jacobian [rows, hw, q], kernels)`` at AKPs ``a`` (and gains ``g``) for targets ``t``."""
+    # Jacobian-vector products by double backward, over p copies of the bank, copy j
+    # carrying the tangent e_j: as fast as forward mode here, without its one-off
+    # multi-second set-up (torch.autograd.forward_ad scripts its decompositions).
+    rows, p = a.shape
+    copies = a.repeat(p, 1).requires_grad_(True)
+    k = kernels(copies)
+    probe = torch.zeros_like(k, requires_grad=True)
+    (vjp,) = torch.autograd.grad(k, copies, probe, create_graph=True)
+    (jvp,) = torch.autograd.grad(vjp, probe, eye.repeat_interleave(rows, 0))
+    k = k.detach()[:rows]
+    jac = jvp.reshape(p, rows, -1).permute(1, 2, 0)  # [rows, hw, p]
+    if g is None:
+        return k - t, jac, k
+    return g[:, None] * k - t, torch.cat([jac * g[:, None, None], k[..., None]], -1), k
+
+
+def _damped_step(jac: Tensor, r: Tensor, lam: Tensor) -> Tensor:
+    """The Levenberg-Marquardt step ``[rows, q]`` for residuals ``r`` with damping ``lam`` per row."""
+    jtj = jac.transpose(1, 2) @ jac  # [rows, q, q]
+    jtr = (jac.transpose(1, 2) @ r[..., None])[..., 0]
+    diag = jtj.diagonal(dim1=1, dim2=2)
+    # Marquardt's scaling, floored so that a clamped AKP (zero column) keeps the system solvable
+    floor = diag.mean(1, keepdim=True) * 1e-9 + 1e-30
+    return -torch.linalg.solve(jtj + lam[:, None, None] * torch.diag_embed(diag + floor), jtr[..., None])[..., 0]
+
+
+def _finished(better: Tensor, loss: Tensor, loss_new: Tensor, t: Tensor, lam: Tensor) -> Tensor:
+    # A row is finished when an accepted step gains a negligible share of its error,
+    # its error is negligible, or no step of any length lowers it.
+    scale = (t * t).sum(1).clamp_min(1e-30)
+    return (better & (loss - loss_new <= 1e-9 * loss)) | (loss <= 1e-24 * scale) | (lam * 4 >= 1e10)
+
+
 def _levenberg_marquardt(kernels, a: Tensor, t: Tensor, gain: bool, steps: int, time_limit, begin: float):
     """Batched LM on rows of ``a`` (one independent problem per row); returns ``(a, steps run, timed_out)``.
 
@@ -384,23 +421,6 @@ def _levenberg_marquardt(kernels, a: Tensor, t: Tensor, gain: bool, steps: int, 
     m, p = a.shape
     a = a.clone()
     eye = torch.eye(p, dtype=a.dtype)
-
-    def residual_and_jacobian(a: Tensor, g: Tensor | None, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        # Jacobian-vector products by double backward, over p copies of the bank, copy j
-        # carrying the tangent e_j: as fast as forward mode here, without its one-off
-        # multi-second set-up (torch.autograd.forward_ad scripts its decompositions).
-        rows = a.shape[0]
-        copies = a.repeat(p, 1).requires_grad_(True)
-        k = kernels(copies)
-        probe = torch.zeros_like(k, requires_grad=True)
-        (vjp,) = torch.autograd.grad(k, copies, probe, create_graph=True)
-        (jvp,) = torch.autograd.grad(vjp, probe, eye.repeat_interleave(rows, 0))
-        k = k.detach()[:rows]
-        jac = jvp.reshape(p, rows, -1).permute(1, 2, 0)  # [rows, hw, p]
-        if g is None:
-            return k - t, jac, k
-        return g[:, None] * k - t, torch.cat([jac * g[:, None, None], k[..., None]], -1), k
-
     g = (kernels(a) * t).sum(1) / (kernels(a) ** 2).sum(1).clamp_min(1e-30) if gain else None
     damping = torch.full((m,), 1e-3, dtype=a.dtype)
     active = torch.arange(m)
@@ -412,14 +432,9 @@ def _levenberg_marquardt(kernels, a: Tensor, t: Tensor, gain: bool, steps: int, 
         done += 1
         at, tt, lam = a[active], t[active], damping[active]
         gt = None if g is None else g[active]
-        r, jac, _ = residual_and_jacobian(at, gt, tt)
+        r, jac, _ = _residual_and_jacobian(kernels, at, gt, tt, eye)
         loss = (r * r).sum(1)
-        jtj = jac.transpose(1, 2) @ jac  # [rows, q, q]
-        jtr = (jac.transpose(1, 2) @ r[..., None])[..., 0]
-        diag = jtj.diagonal(dim1=1, dim2=2)
-        # Marquardt's scaling, floored so that a clamped AKP (zero column) keeps the system solvable
-        floor = diag.mean(1, keepdim=True) * 1e-9 + 1e-30
-        step = -torch.linalg.solve(jtj + lam[:, None, None] * torch.diag_embed(diag + floor), jtr[..., None])[..., 0]
+        step = _damped_step(jac, r, lam)
         a_new = at + step[:, :p]
         k_new = kernels(a_new)
         g_new = None if gt is None else gt + step[:, p]
@@ -430,11 +445,7 @@ def _levenberg_marquardt(kernels, a: Tensor, t: Tensor, gain: bool, steps: int, 
         if g is not None:
             g[active] = torch.where(better, g_new, gt)
         damping[active] = torch.where(better, lam / 3, lam * 4)
-        # A row is finished when an accepted step gains a negligible share of its error,
-        # its error is negligible, or no step of any length lowers it.
-        scale = (tt * tt).sum(1).clamp_min(1e-30)
-        finished = (better & (loss - loss_new <= 1e-9 * loss)) | (loss <= 1e-24 * scale) | (lam * 4 >= 1e10)
-        active = active[~finished]
+        active = active[~_finished(better, loss, loss_new, tt, lam)]
         if active.numel() == 0:
             break
     return a, done, timed_out
@@ -717,9 +728,17 @@ def fit(
         True
     """
     bank = _as_bank(kernels)
+    layer = _empty_layer(bank, spec, groups, bias, conv)
+    solver = dict(starts=starts, random_starts=random_starts, steps=steps, time_limit=time_limit, seed=seed)
+    report = fit_into(layer, bank, gain=gain, choose=choose, families=families, **solver)
+    return layer, report
+
+
+def _empty_layer(bank: Tensor, spec: str | Spec, groups: int, bias: Tensor | None, conv: dict) -> AnalyticConv2d:
+    """An ACL shaped like ``bank``, its bias copied and its AKPs left for ``fit_into`` to set."""
     co, cig, h, w = bank.shape
     parsed = parse_spec(spec, cig * groups, co, groups=groups)
-    # Built on the meta device: every parameter is set below, and the global RNG stays untouched.
+    # Built on the meta device: every parameter is set by the caller, and the global RNG stays untouched.
     layer = AnalyticConv2d(
         cig * groups,
         co,
@@ -734,16 +753,4 @@ def fit(
     if bias is not None:
         with torch.no_grad():
             layer.bias.copy_(bias)
-    report = fit_into(
-        layer,
-        bank,
-        gain=gain,
-        choose=choose,
-        families=families,
-        starts=starts,
-        random_starts=random_starts,
-        steps=steps,
-        time_limit=time_limit,
-        seed=seed,
-    )
-    return layer, report
+    return layer

@@ -133,6 +133,18 @@ def kernel_saliency(
         >>> s.kernels["0"].shape, round(sum(s.summary()["families"].values()), 6)
         (torch.Size([4, 1]), 1.0)
     """
+    _check_arguments(x, y, minibatches, batch_size, variant)
+    baked = copy.deepcopy(bake(model)).eval()
+    convs = _spatial_convs(baked)
+    if not convs:
+        raise ValueError("the model has no spatial convolution (kernel other than 1x1), expected at least one")
+    sums = _saliency_sums(baked, [conv for _, conv in convs], x, y, minibatches, batch_size, variant)
+    kinds = {name: tuple(layer.spec.kinds()) for name, layer in acl_layers(model)}
+    kernels = {name: s for (name, _), s in zip(convs, sums)}
+    return Saliency(variant, minibatches, batch_size, kernels, {n: k for n, k in kinds.items() if n in kernels})
+
+
+def _check_arguments(x: Tensor, y: Tensor, minibatches: int, batch_size: int, variant: str) -> None:
     if variant not in VARIANTS:
         raise ValueError(f"unknown saliency variant {variant!r}, expected one of {', '.join(VARIANTS)}")
     need = minibatches * batch_size
@@ -141,11 +153,13 @@ def kernel_saliency(
             f"saliency over {minibatches} minibatches of {batch_size} needs {need} samples, got {len(x)}, "
             "expected at least that many (and M, B >= 1)"
         )
-    baked = copy.deepcopy(bake(model)).eval()
-    convs = _spatial_convs(baked)
-    if not convs:
-        raise ValueError("the model has no spatial convolution (kernel other than 1x1), expected at least one")
-    weights = [conv.weight.requires_grad_(True) for _, conv in convs]
+
+
+def _saliency_sums(
+    baked: nn.Module, convs: list[nn.Conv2d], x: Tensor, y: Tensor, minibatches: int, batch_size: int, variant: str
+) -> list[Tensor]:
+    """Eq. 4's sum over the minibatches, one ``[Co, Ci/groups]`` float64 tensor per conv of ``baked``."""
+    weights = [conv.weight.requires_grad_(True) for conv in convs]
     sums = [torch.zeros(w.shape[:2], dtype=torch.float64) for w in weights]
     with torch.inference_mode(False), torch.enable_grad():
         for m in range(minibatches):
@@ -155,9 +169,7 @@ def kernel_saliency(
             for acc, g, w in zip(sums, grads, weights):
                 term = g * w.detach() if variant == "weight_grad" else g
                 acc += term.abs().sum((2, 3)).double().cpu()  # abs of the minibatch's sum, then 1^T
-    kinds = {name: tuple(layer.spec.kinds()) for name, layer in acl_layers(model)}
-    kernels = {name: s for (name, _), s in zip(convs, sums)}
-    return Saliency(variant, minibatches, batch_size, kernels, {n: k for n, k in kinds.items() if n in kernels})
+    return sums
 
 
 @torch.no_grad()

@@ -139,6 +139,22 @@ def store_weights(exported: onnx.ModelProto, weights: dict[str, np.ndarray]) -> 
     return finish(graph, functions=[], meta=metadata(exported))
 
 
+def _weight_input(graph: gs.Graph, tensors: dict, layer: str) -> gs.Variable:
+    """The graph input ``<layer>.weight`` feeding a Conv weight; anything else is refused (``make_live``)."""
+    wname = f"{layer}.weight"
+    weight = tensors.get(wname)
+    if weight is None:
+        raise ValueError(f"exported model has no tensor {wname!r} for ACL layer {layer!r}")
+    if not (isinstance(weight, gs.Variable) and weight in graph.inputs):
+        raise ValueError(
+            f"{wname!r} must be a graph input (export with the ACL weights as inputs); got a "
+            f"{type(weight).__name__}, which may hold a folded BatchNorm and cannot be replaced by raw kernels"
+        )
+    if not [n for n in weight.outputs if n.op == "Conv" and n.inputs[1] is weight]:
+        raise ValueError(f"graph input {wname!r} does not feed a Conv weight")
+    return weight
+
+
 def make_live(exported: onnx.ModelProto, layers: list[LiveLayer]) -> onnx.ModelProto:
     """Feed each ACL's Conv weight from kernel generation over AKPs.
 
@@ -153,17 +169,7 @@ def make_live(exported: onnx.ModelProto, layers: list[LiveLayer]) -> onnx.ModelP
     used_ops: set[str] = set()
     generators: list[Generator] = []
     for layer in layers:
-        wname = f"{layer.name}.weight"
-        weight = tensors.get(wname)
-        if weight is None:
-            raise ValueError(f"exported model has no tensor {wname!r} for ACL layer {layer.name!r}")
-        if not (isinstance(weight, gs.Variable) and weight in graph.inputs):
-            raise ValueError(
-                f"{wname!r} must be a graph input (export with the ACL weights as inputs); got a "
-                f"{type(weight).__name__}, which may hold a folded BatchNorm and cannot be replaced by raw kernels"
-            )
-        if not [n for n in weight.outputs if n.op == "Conv" and n.inputs[1] is weight]:
-            raise ValueError(f"graph input {wname!r} does not feed a Conv weight")
+        weight = _weight_input(graph, tensors, layer.name)
         h, w = layer.kernel_size
         if (h, w) not in grids:
             grids[h, w] = gs.Constant(f"acl.grid.{h}x{w}", grid_array(h, w))

@@ -240,8 +240,7 @@ def reproduce_commands(
     except ValueError:
         rel = model_file.resolve()
     model = onnx.load(str(model_file), load_external_data=False)
-    precision = precision or file_precision(model)
-    tol = TOLERANCES[precision]
+    tol = TOLERANCES[precision or file_precision(model)]
     f = shlex.quote(str(rel))
     commands = {
         "polygraphy": (
@@ -250,32 +249,10 @@ def reproduce_commands(
         ),
         "check": f"python -m export.test_data {f}",
     }
-    in_names, _ = _io_names(model)
-    inits = {t.name for t in model.graph.initializer}
-    shapes = {}
-    data_dir = folder / DATA_SET
-    stored = read_test_data(folder)[0] if data_dir.is_dir() else {}
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim]
-        shapes[vi.name] = dims
+    shapes = _graph_input_shapes(model)
+    stored = read_test_data(folder)[0] if (folder / DATA_SET).is_dir() else {}
     if shapes and all(-1 not in d[1:] for d in shapes.values()):
-        sizes = sorted({int(b) for b in batch_sizes})
-
-        def spec(b: int) -> str:
-            return ",".join(f"{n}:{'x'.join(str(v) for v in [b, *d[1:]])}" for n, d in shapes.items())
-
-        parts = [
-            f"trtexec --onnx={f}",
-            f"--minShapes={spec(sizes[0])}",
-            f"--optShapes={spec(sizes[(len(sizes) - 1) // 2])}",
-            f"--maxShapes={spec(sizes[-1])}",
-        ]
-        if stored:
-            n = int(next(iter(stored.values())).shape[0])
-            parts.append(f"--shapes={spec(n)}")
-            parts.append("--loadInputs=" + ",".join(f"{name}:trtexec-{_safe(name)}.bin" for name in in_names))
+        parts = _trtexec_parts(f, shapes, batch_sizes, stored, _io_names(model)[0])
         output = f"--exportOutput={shlex.quote(str(rel) + '.trtexec-output.json')}"
         for name, flags in ({"trtexec": []} if trtexec is None else trtexec).items():
             commands[name] = " ".join([*parts, *flags, output])
@@ -285,6 +262,38 @@ def reproduce_commands(
             "  # AKPs as required inputs: the file TensorRT needs to take AKPs"
         )
     return commands
+
+
+def _graph_input_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """Shape of each graph input that is not an initializer, -1 for a dimension without a fixed size."""
+    inits = {t.name for t in model.graph.initializer}
+    return {
+        vi.name: [d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim]
+        for vi in model.graph.input
+        if vi.name not in inits
+    }
+
+
+def _trtexec_parts(
+    f: str, shapes: dict[str, list[int]], batch_sizes: Sequence[int], stored: Mapping, in_names: list[str]
+) -> list[str]:
+    """trtexec's arguments for one profile over ``batch_sizes`` (and the ``stored`` inputs' batch, if any)."""
+    sizes = sorted({int(b) for b in batch_sizes})
+
+    def spec(b: int) -> str:
+        return ",".join(f"{n}:{'x'.join(str(v) for v in [b, *d[1:]])}" for n, d in shapes.items())
+
+    parts = [
+        f"trtexec --onnx={f}",
+        f"--minShapes={spec(sizes[0])}",
+        f"--optShapes={spec(sizes[(len(sizes) - 1) // 2])}",
+        f"--maxShapes={spec(sizes[-1])}",
+    ]
+    if stored:
+        n = int(next(iter(stored.values())).shape[0])
+        parts.append(f"--shapes={spec(n)}")
+        parts.append("--loadInputs=" + ",".join(f"{name}:trtexec-{_safe(name)}.bin" for name in in_names))
+    return parts
 
 
 def _required_name(rel: Path) -> str:

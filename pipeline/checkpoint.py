@@ -217,7 +217,14 @@ def load(
         )
     state = {**tensors, **{f"{n}._extra_state": layer.get_extra_state() for n, layer in acl.acl_layers(net)}}
     net.load_state_dict(state, strict=True)
-    meta = {
+    return net.eval(), _filled_meta(meta, name, spec, layers_choice, in_channels, image_size)
+
+
+def _filled_meta(
+    meta: dict[str, str], name: str, spec: str, layers_choice: str, in_channels: int, image_size: int | None
+) -> dict[str, str]:
+    """``meta`` with what ``load`` settled: ``arch`` (or ``model``), ``spec``, ``convert_layers``, ``in_channels``..."""
+    return {
         **meta,
         "model" if archs.is_user_model(name) else "arch": name,
         "spec": spec,
@@ -225,7 +232,6 @@ def load(
         "in_channels": str(in_channels),
         **({"image_size": str(image_size)} if image_size is not None else {}),
     }
-    return net.eval(), meta
 
 
 def _pruned(path: Path, meta: dict[str, str], net: nn.Module) -> nn.Module:

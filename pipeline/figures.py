@@ -28,6 +28,18 @@ def _array(kernels: torch.Tensor | np.ndarray) -> np.ndarray:
     return a
 
 
+def _checked_banks(targets, fitted, rgb: bool | None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``plot_fit``'s banks as ``[Co, Ci, h, w]`` arrays of one shape, and whether rows are colour images."""
+    t, f = _array(targets), _array(fitted)
+    if t.shape != f.shape:
+        raise ValueError(f"targets {list(t.shape)} and fitted {list(f.shape)} differ in shape")
+    ci = t.shape[1]
+    rgb = ci == 3 if rgb is None else rgb
+    if rgb and ci != 3:
+        raise ValueError(f"rgb needs 3 input channels, got {ci}")
+    return t, f, rgb
+
+
 def plot_fit(
     targets: torch.Tensor | np.ndarray,
     fitted: torch.Tensor | np.ndarray,
@@ -70,13 +82,8 @@ def plot_fit(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t, f = _array(targets), _array(fitted)
-    if t.shape != f.shape:
-        raise ValueError(f"targets {list(t.shape)} and fitted {list(f.shape)} differ in shape")
-    _, ci, h, w = t.shape
-    rgb = ci == 3 if rgb is None else rgb
-    if rgb and ci != 3:
-        raise ValueError(f"rgb needs 3 input channels, got {ci}")
+    t, f, rgb = _checked_banks(targets, fitted, rgb)
+    h, w = t.shape[2:]
     err = None if errors is None else np.asarray(torch.as_tensor(errors).detach().cpu(), float).reshape(-1)
     rows_t, rows_f, labels, kind_of, err = _fit_rows(t, f, kinds, err, rgb)
     n = min(len(rows_t), max_rows)
@@ -86,14 +93,18 @@ def plot_fit(
         _label_fit_row(axes[r], labels[r], kind_of[r], None if err is None else err[r])
     for c, name in enumerate(("target", "analytic model", "residual")):
         axes[0, c].set_title(name, fontsize=8)
-    what = "output channels" if rgb else "kernels"
-    shown = f"first {n} of {len(rows_t)} {what}" if n < len(rows_t) else f"{n} {what}"
-    fig.suptitle(title or f"Targets and their analytic models: {shown}, {h}x{w}", fontsize=9)
+    fig.suptitle(title or _fit_title(n, len(rows_t), rgb, h, w), fontsize=9)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _fit_title(n: int, total: int, rgb: bool, h: int, w: int) -> str:
+    what = "output channels" if rgb else "kernels"
+    shown = f"first {n} of {total} {what}" if n < total else f"{n} {what}"
+    return f"Targets and their analytic models: {shown}, {h}x{w}"
 
 
 def _fit_rows(t: np.ndarray, f: np.ndarray, kinds, err: np.ndarray | None, rgb: bool):

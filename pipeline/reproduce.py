@@ -68,7 +68,7 @@ def _epochs(s) -> str:
     return " and ".join(f"{arch} {n}" for arch, n in s.epochs.items())
 
 
-def parser() -> argparse.ArgumentParser:  # long: one add_argument per option, read as a list
+def parser() -> argparse.ArgumentParser:  # long: argument list, one add_argument per option
     p = _Parser(
         prog="python -m pipeline.reproduce",
         description=(

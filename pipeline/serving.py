@@ -118,6 +118,14 @@ def _curve(latency: Mapping[str, Any]) -> dict[int, float] | None:
     return {int(b): float(r["p50_ms"]) for b, r in rows.items() if b.isdigit()} or None
 
 
+def _repository_folder(dest: Path | None, out: Path, staging: Path) -> tuple[Path, str | None]:
+    """Where ``write_triton`` writes, and the path the report shows (``None``: a temporary repository)."""
+    if dest is None:
+        return Path(tempfile.mkdtemp(prefix="acl-triton-repo-")) / "repo", None
+    rel = _inside(dest, out)
+    return (staging / rel if rel is not None else Path(dest)), str(dest)
+
+
 def write_triton(
     dest: Path | None,
     *,
@@ -146,14 +154,7 @@ def write_triton(
     curve = _curve(latency)
     engine = staging / "trt" / "static.fp32.engine"  # pipeline.trt_rows' TensorRT builds, when they ran
     int8_engine = staging / "trt" / "static-int8.int8.engine"
-    kept = dest is not None
-    if dest is None:
-        where = Path(tempfile.mkdtemp(prefix="acl-triton-repo-")) / "repo"
-        shown: str | None = None
-    else:
-        rel = _inside(dest, out)
-        where = staging / rel if rel is not None else Path(dest)
-        shown = str(dest)
+    where, shown = _repository_folder(dest, out, staging)
     try:
         info = write_repository(
             where,
@@ -172,12 +173,14 @@ def write_triton(
         if isinstance(e, TritonConfigError):  # a generated config that Triton would refuse: not the user's mistake
             raise RuntimeError(str(e)) from None
         raise
-    entry = info.to_dict()
-    entry["path"] = shown
-    entry["kept"] = kept
-    entry["batching_from"] = (
-        f"{LATENCY_ROW} p50 per batch size" if curve else f"no {LATENCY_ROW} latency measured: default plan"
-    )
+    entry = {
+        **info.to_dict(),
+        "path": shown,
+        "kept": dest is not None,
+        "batching_from": (
+            f"{LATENCY_ROW} p50 per batch size" if curve else f"no {LATENCY_ROW} latency measured: default plan"
+        ),
+    }
     log(
         f"      Triton repository {shown or '(temporary, for --serve-test)'}: {', '.join(info.models)}; "
         f"max_batch_size {info.batching.max_batch_size}, preferred {info.batching.preferred or 'none'}"

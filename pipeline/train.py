@@ -279,7 +279,7 @@ def _restore(model, opt, sched, scaler, tensors, state) -> tuple[int, list[float
     return int(state["epoch"]), [float(v) for v in state["loss_history"]]
 
 
-def train(  # long: a 16-line keyword argument list; the body is under 50 lines
+def train(
     model: nn.Module,
     data: Dataset,
     *,
@@ -321,11 +321,33 @@ def train(  # long: a 16-line keyword argument list; the body is under 50 lines
             epoch on every rank); the epoch is named, its state is never saved and
             the resume state is removed.
     """
-    # Over 60 lines only by its argument list and their documentation: the steps are the functions below.
     lr = DEFAULT_LR[optimizer] if lr is None else lr
     check_options(batch_size=batch_size, lr=lr, optimizer=optimizer, workers=workers, amp=amp)
+    loop, result = _prepare(model, data, epochs, batch_size, lr, seed, optimizer, workers, amp, resume)
+    say = log if (log is not None and loop.ctx.is_main) else (lambda msg: None)
+    start, history = _start(loop, seed, say)
+    result.resumed_from = start
+    result.loss_history = list(history)
+    seen, result.seconds = _run_epochs(loop, start, history, progress, on_epoch_end, say)
+    result.images_per_second = seen / result.seconds if seen and result.seconds > 0 else 0.0
+    result.loss_history = history
+    return result
+
+
+def _prepare(
+    model: nn.Module,
+    data: Dataset,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    optimizer: str,
+    workers: int | None,
+    amp: str,
+    resume: ResumeStore | None,
+) -> tuple[_Loop, TrainResult]:
+    """What ``train`` works with (the model moved to the training device), and its result so far."""
     ctx = distributed_context()
-    say = log if (log is not None and ctx.is_main) else (lambda msg: None)
     device = training_device()
     amp_dtype = resolve_amp(amp, device)
     workers = default_workers(data) if workers is None else workers
@@ -345,29 +367,29 @@ def train(  # long: a 16-line keyword argument list; the body is under 50 lines
         workers=workers,
         device=str(device),
     )
-    start, history = _start(loop, seed, say)
+    return loop, result
+
+
+def _run_epochs(
+    loop: _Loop, start: int, history: list[float], progress: bool, on_epoch_end, say: Callable[[str], None]
+) -> tuple[int, float]:
+    """Train from epoch ``start`` to the end, saving the state after each; ``(images seen, seconds)``."""
     loop.net = _parallel(loop, start)
-    result.resumed_from = start
-    result.loss_history = list(history)
     bar = _progress_bar(loop, start, progress)
     begin, seen = time.perf_counter(), 0
     loop.net.train()
-    for epoch in range(start, epochs):
+    for epoch in range(start, loop.epochs):
         seen += _epoch(loop, epoch, bar, history, say)
-        if resume is not None and ctx.is_main:
-            resume.save(*_capture(model, opt, sched, scaler, epoch + 1, history))
+        if loop.resume is not None and loop.ctx.is_main:
+            loop.resume.save(*_capture(loop.model, loop.opt, loop.sched, loop.scaler, epoch + 1, history))
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1)
     bar.close()
-    del loader
     loop.loader = None  # stops persistent workers now, not at garbage collection
-    model.eval().cpu()
-    if ctx.world_size > 1:
+    loop.model.eval().cpu()
+    if loop.ctx.world_size > 1:
         dist.barrier()
-    result.seconds = time.perf_counter() - begin
-    result.images_per_second = seen / result.seconds if seen and result.seconds > 0 else 0.0
-    result.loss_history = history
-    return result
+    return seen, time.perf_counter() - begin
 
 
 @dataclass

@@ -130,12 +130,31 @@ def build_engine(
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     src, model = _onnx_for_parser(Path(onnx_path), engine_path, plan, fp16_onnx)
     name, rest = _input_meta(model)
-    mn, opt, mx = profile_shapes(rest, list(batch_sizes))
+    shapes = profile_shapes(rest, list(batch_sizes))
+    return _build_and_save(
+        src, engine_path, plan, name, shapes, text, precision, workspace_bytes, timing_cache, refittable, strip_weights
+    )
 
+
+def _build_and_save(
+    src: Path,
+    engine_path: Path,
+    plan,
+    name: str,
+    shapes,
+    text: str,
+    precision: str,
+    workspace_bytes: int,
+    timing_cache,
+    refittable: bool,
+    strip_weights: bool,
+) -> EngineInfo:
+    """``build_engine`` once its parser input and profile are known: the plan, its ``.log`` and ``.json``."""
     from polygraphy.backend.trt import NetworkFromOnnxPath
 
     from export.atomic import atomic_output
 
+    mn, opt, mx = shapes
     log_path = engine_path.with_suffix(engine_path.suffix + ".log")
     network = NetworkFromOnnxPath(str(src), strongly_typed=plan.strongly_typed)
     config = _builder_config(plan, name, (mn, opt, mx), workspace_bytes, timing_cache, refittable, strip_weights)

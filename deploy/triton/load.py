@@ -116,30 +116,44 @@ def load_test(
             output_name,
         )
         after = _settled_statistics(protocol, url, model, at_least=before["inference_count"] + len(latencies) * batch)
-        executions = after["execution_count"] - before["execution_count"]
-        inferences = after["inference_count"] - before["inference_count"]
-        batches = {
-            size: n - before["batches"].get(size, 0)
-            for size, n in sorted(after["batches"].items())
-            if n - before["batches"].get(size, 0) > 0
-        }
-        ms = np.asarray(latencies) * 1e3
         levels[int(clients)] = {
             "clients": int(clients),
-            "requests": len(latencies),
-            "errors": len(errors),
-            "error_messages": errors[:3],
-            "images": len(latencies) * batch,
-            "seconds": wall,
-            "throughput": len(latencies) * batch / wall if wall > 0 else 0.0,
-            "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
-            "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None,
-            "mean_ms": float(ms.mean()) if len(ms) else None,
-            "server_executions": executions,
-            "server_mean_batch": inferences / executions if executions else None,
-            "server_batches": batches,
+            **_client_figures(latencies, errors, wall, batch),
+            **_server_figures(before, after),
         }
     return {"protocol": protocol, "model": model, "batch": batch, "levels": levels}
+
+
+def _client_figures(latencies: list[float], errors: list[str], wall: float, batch: int) -> dict[str, Any]:
+    """What the clients of one level saw: requests, errors, throughput, latency percentiles."""
+    ms = np.asarray(latencies) * 1e3
+    return {
+        "requests": len(latencies),
+        "errors": len(errors),
+        "error_messages": errors[:3],
+        "images": len(latencies) * batch,
+        "seconds": wall,
+        "throughput": len(latencies) * batch / wall if wall > 0 else 0.0,
+        "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
+        "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None,
+        "mean_ms": float(ms.mean()) if len(ms) else None,
+    }
+
+
+def _server_figures(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What Triton did during one level, from its statistics read ``before`` and ``after`` it."""
+    executions = after["execution_count"] - before["execution_count"]
+    inferences = after["inference_count"] - before["inference_count"]
+    batches = {
+        size: n - before["batches"].get(size, 0)
+        for size, n in sorted(after["batches"].items())
+        if n - before["batches"].get(size, 0) > 0
+    }
+    return {
+        "server_executions": executions,
+        "server_mean_batch": inferences / executions if executions else None,
+        "server_batches": batches,
+    }
 
 
 def _settled_statistics(protocol: str, url: str, model: str, at_least: int = 0, timeout: float = 3.0) -> dict[str, Any]:

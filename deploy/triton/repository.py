@@ -48,6 +48,7 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -238,74 +239,88 @@ def write_repository(
     """Write a Triton model repository for one exported model (layout in the module docstring).
 
     Args:
-        out_dir: the repository folder. Written in a temporary folder beside it and
-            renamed into place when complete and checked. An existing non-empty
-            folder is refused unless ``overwrite`` and it holds an earlier
-            repository of ours (``MARKER``); a foreign folder is never replaced.
-        files: ``{kind: path}`` as ``export.export_files`` returns (needs ``"static"``;
-            ``"live"`` for ``python_source="live"``; ``"static-int8"``, the Q/DQ file,
-            adds the INT8 models), one static ONNX path, or an ``nn.Module``
-            (exported here; needs ``input_shape``).
-        name: model name prefix: ``<name>_onnxruntime``, ``<name>_python``, ``<name>_tensorrt``,
-            and ``<name>_int8_<backend>`` for the INT8 models.
-        latency: measured ``{batch: p50_ms}``; batching settings follow ``config.batching_plan``.
-        max_batch_size, latency_budget_ms, max_queue_delay_us: see ``config.batching_plan``.
-        engine: a TensorRT plan built from the static file; adds the ``tensorrt_plan``
-            model (its ``max_batch_size`` is capped by the engine's profile when
-            ``<engine>.json`` from ``deploy.tensorrt.build_engine`` is beside it).
-        int8_engine: a TensorRT plan built from ``files["static-int8"]``; adds
-            ``<name>_int8_tensorrt``.
+        out_dir: the repository folder, filled beside it and renamed into place when
+            complete and checked; an existing non-empty folder is replaced only with
+            ``overwrite`` and when it holds an earlier repository of ours (``MARKER``).
+        files: ``{kind: path}`` as ``export.export_files`` returns (needs ``"static"``,
+            ``"live"`` for ``python_source="live"``; ``"static-int8"``, the Q/DQ file, adds the
+            INT8 models), one static ONNX path, or an ``nn.Module`` (needs ``input_shape``).
+        name: model name prefix (``<name>_onnxruntime``, ``<name>_int8_python``... as in the layout).
+        latency, max_batch_size, latency_budget_ms, max_queue_delay_us: ``config.batching_plan``'s;
+            ``latency`` is the measured ``{batch: p50_ms}``.
+        engine, int8_engine: TensorRT plans of the static and ``"static-int8"`` files, each adding a
+            ``tensorrt_plan`` model (``max_batch_size`` capped by the profile in ``<engine>.json``).
         python_source: which file the python model serves: ``"static"`` or ``"live"``.
-        instances: instances per group.
-        gpu_default: the onnxruntime model's ``config.pbtxt`` uses ``KIND_GPU`` and
-            ``configs/cpu.pbtxt`` ``KIND_CPU``; ``False`` swaps them (``configs/gpu.pbtxt``).
-        intra_op_threads: ONNX Runtime threads of the python model (0: all cores).
+        instances: instances per group; intra_op_threads: the python model's ONNX Runtime threads (0: all).
+        gpu_default: the onnxruntime model's ``config.pbtxt`` uses ``KIND_GPU`` and ``configs/cpu.pbtxt``
+            ``KIND_CPU``; ``False`` swaps them (``configs/gpu.pbtxt``).
         warmup: add ``model_warmup`` (zero inputs at batch 1 and each preferred size).
-        validate: ``True`` requires the protobuf check (``tritonclient`` installed),
-            ``False`` skips it, ``None`` checks when ``tritonclient`` is importable and
-            says in ``RepositoryInfo.validation`` when it is not.
+        validate: ``True`` requires the protobuf check (``tritonclient``), ``False`` skips it, ``None``
+            checks when ``tritonclient`` is importable and says in ``RepositoryInfo.validation`` when not.
 
-    Returns:
-        ``RepositoryInfo``.
-
-    Raises:
-        FileExistsError: ``out_dir`` exists and may not be replaced.
-        TritonConfigError: a generated config failed the check (nothing is written).
+    Returns a ``RepositoryInfo``. Raises ``FileExistsError`` when ``out_dir`` exists and may not be
+    replaced, ``TritonConfigError`` when a generated config fails the check (nothing is written).
     """
-    out = Path(out_dir)
-    if python_source not in ("static", "live"):
-        raise ValueError(f"python_source must be 'static' or 'live', got {python_source!r}")
-    if out.exists():
-        _check_replaceable(out, overwrite)
-    do_validate, validation = _validation_choice(validate)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        paths = _resolve_files(files, tmp, input_shape)
-        if python_source == "live" and "live" not in paths:
-            raise ValueError("python_source='live' needs files['live']")
-        io = onnx_io(onnx.load(str(paths["static"]), load_external_data=False))
+    out, do_validate, validation = _precheck(out_dir, python_source, overwrite, validate)
+    with _staging(out) as tmp:
+        paths, io = _exported_files(files, tmp, input_shape, python_source)
         plan = batching_plan(
             latency,
             max_batch_size=max_batch_size,
             latency_budget_ms=latency_budget_ms,
             max_queue_delay_us=max_queue_delay_us,
         )
-        common = {"count": instances, "warmup": warmup}
-        engines = {"static": engine, "static-int8": int8_engine}
+        engines, common = {"static": engine, "static-int8": int8_engine}, {"count": instances, "warmup": warmup}
         models = _write_models(
             tmp, name, paths, io, plan, python_source, engines, gpu_default, intra_op_threads, common
         )
-        shutil.rmtree(tmp / ".export", ignore_errors=True)
-        model_files = _model_file_hashes(tmp)
-        _write_marker(tmp, models, io, plan, model_files)
-        if do_validate:
-            validate_repository(tmp, names=list(models))
+        model_files = _finish_repository(tmp, models, io, plan, do_validate)
+    return RepositoryInfo(out, models, io, plan, do_validate, validation, files=model_files)
+
+
+def _finish_repository(tmp: Path, models: dict, io: OnnxIO, plan: BatchingPlan, do_validate: bool) -> dict[str, str]:
+    """Drop the export's scratch files, write ``MARKER``, check the configs; the model files' hashes."""
+    shutil.rmtree(tmp / ".export", ignore_errors=True)
+    model_files = _model_file_hashes(tmp)
+    _write_marker(tmp, models, io, plan, model_files)
+    if do_validate:
+        validate_repository(tmp, names=list(models))
+    return model_files
+
+
+def _precheck(
+    out_dir: str | Path, python_source: str, overwrite: bool, validate: bool | None
+) -> tuple[Path, bool, str]:
+    """The checks before anything is written: the repository folder, and ``_validation_choice``'s answer."""
+    out = Path(out_dir)
+    if python_source not in ("static", "live"):
+        raise ValueError(f"python_source must be 'static' or 'live', got {python_source!r}")
+    if out.exists():
+        _check_replaceable(out, overwrite)
+    return (out, *_validation_choice(validate))
+
+
+@contextmanager
+def _staging(out: Path):
+    """A temporary folder beside ``out``, renamed to ``out`` when the block completes, removed when anything fails."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
         _place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return RepositoryInfo(out, models, io, plan, do_validate, validation, files=model_files)
+
+
+def _exported_files(
+    files: Any, staging: Path, input_shape: Sequence[int] | None, python_source: str
+) -> tuple[dict[str, Path], OnnxIO]:
+    """The files to serve (``_resolve_files``) and the static file's inputs and outputs."""
+    paths = _resolve_files(files, staging, input_shape)
+    if python_source == "live" and "live" not in paths:
+        raise ValueError("python_source='live' needs files['live']")
+    return paths, onnx_io(onnx.load(str(paths["static"]), load_external_data=False))
 
 
 def _validation_choice(validate: bool | None) -> tuple[bool, str]:
@@ -640,37 +655,53 @@ def add_version(
         raise FileExistsError(f"version {new} of {model!r} exists already (versions {versions})")
     meta = _marker(repo).get("models", {}).get(model, {})
     text = cfg_path.read_text()
-    backend = meta.get("backend") or (
-        "python" if 'backend: "python"' in text else "onnxruntime" if "onnxruntime" in text else ""
-    )
-    if backend not in ("onnxruntime", "python"):
-        raise ValueError(
-            f"model {model!r} has backend {backend or 'unknown'!r}; only ONNX-serving models get new versions here"
-        )
+    backend = _onnx_backend(model, meta, text)
     _check_precision(model, meta, onnx_file)
     tmp = Path(tempfile.mkdtemp(prefix=f".{new}.", suffix=".tmp", dir=model_dir))
     try:
-        target = tmp / "model.onnx"
-        if isinstance(onnx_file, onnx.ModelProto):
-            target.write_bytes(onnx_file.SerializeToString())
-        else:
-            shutil.copyfile(onnx_file, target)
-        if backend == "python":
-            src = model_dir / str(versions[-1]) / "model.py" if versions else PYTHON_MODEL
-            shutil.copyfile(src if src.is_file() else PYTHON_MODEL, tmp / "model.py")
-        can, how = _can_validate()
-        if validate and not can:
-            raise ImportError(how)
-        if can if validate is None else validate:
-            config = parse_config(text, str(cfg_path))
-            problems = [p for p in check_config(config, onnx_io(target)) if "version" not in p]
-            if problems:
-                raise TritonConfigError(
-                    f"new version of {model!r} does not fit its config:\n- " + "\n- ".join(problems)
-                )
+        _fill_version(tmp, onnx_file, backend, model_dir, versions)
+        _check_new_version(tmp / "model.onnx", model, text, cfg_path, validate)
         os.chmod(tmp, 0o777 & ~_umask())
         os.rename(tmp, model_dir / str(new))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return model_dir / str(new)
+
+
+def _onnx_backend(model: str, meta: dict[str, Any], config_text: str) -> str:
+    """The backend of ``model`` (its marker's record, else its config), refused unless it serves ONNX files."""
+    backend = meta.get("backend") or (
+        "python" if 'backend: "python"' in config_text else "onnxruntime" if "onnxruntime" in config_text else ""
+    )
+    if backend not in ("onnxruntime", "python"):
+        raise ValueError(
+            f"model {model!r} has backend {backend or 'unknown'!r}; only ONNX-serving models get new versions here"
+        )
+    return backend
+
+
+def _fill_version(
+    tmp: Path, onnx_file: str | Path | onnx.ModelProto, backend: str, model_dir: Path, versions: list[int]
+) -> None:
+    """``model.onnx`` (and a python model's ``model.py``, from its latest version) in the version folder ``tmp``."""
+    target = tmp / "model.onnx"
+    if isinstance(onnx_file, onnx.ModelProto):
+        target.write_bytes(onnx_file.SerializeToString())
+    else:
+        shutil.copyfile(onnx_file, target)
+    if backend == "python":
+        src = model_dir / str(versions[-1]) / "model.py" if versions else PYTHON_MODEL
+        shutil.copyfile(src if src.is_file() else PYTHON_MODEL, tmp / "model.py")
+
+
+def _check_new_version(target: Path, model: str, config_text: str, cfg_path: Path, validate: bool | None) -> None:
+    """The new file has the inputs and outputs of the model's config (with Triton's protobuf, as ``validate`` asks)."""
+    can, how = _can_validate()
+    if validate and not can:
+        raise ImportError(how)
+    if can if validate is None else validate:
+        config = parse_config(config_text, str(cfg_path))
+        problems = [p for p in check_config(config, onnx_io(target)) if "version" not in p]
+        if problems:
+            raise TritonConfigError(f"new version of {model!r} does not fit its config:\n- " + "\n- ".join(problems))

@@ -199,6 +199,19 @@ class Grid:
         return cls(**{**doc, "seeds": tuple(doc["seeds"]), "cells": cells})
 
 
+def _check_grid_options(n_seeds: int, epochs: int | None, sweep_arch: str, limit: int | None, finetune: int) -> None:
+    if n_seeds < 3:
+        raise ValueError(f"--seeds {n_seeds} is too few, expected at least 3 (a spread needs them)")
+    if epochs is not None and epochs < 1:
+        raise ValueError(f"--epochs {epochs} is not usable, expected a positive integer")
+    if sweep_arch not in ARCHS:
+        raise ValueError(f"--sweep-arch {sweep_arch!r} is unknown, expected one of {', '.join(ARCHS)}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit {limit} is not usable, expected a positive integer")
+    if finetune < 0:
+        raise ValueError(f"--finetune {finetune} is not usable, expected 0 (off) or a positive number of epochs")
+
+
 def build_grid(
     data: str,
     *,
@@ -220,17 +233,7 @@ def build_grid(
     """
     settings = QUICK if quick else FULL
     n_seeds = settings.seeds if seeds is None else seeds
-    if n_seeds < 3:
-        raise ValueError(f"--seeds {n_seeds} is too few, expected at least 3 (a spread needs them)")
-    if epochs is not None and epochs < 1:
-        raise ValueError(f"--epochs {epochs} is not usable, expected a positive integer")
-    if sweep_arch not in ARCHS:
-        raise ValueError(f"--sweep-arch {sweep_arch!r} is unknown, expected one of {', '.join(ARCHS)}")
-    if limit is not None and limit < 1:
-        raise ValueError(f"--limit {limit} is not usable, expected a positive integer")
-    if finetune < 0:
-        raise ValueError(f"--finetune {finetune} is not usable, expected 0 (off) or a positive number of epochs")
-
+    _check_grid_options(n_seeds, epochs, sweep_arch, limit, finetune)
     cells: dict[str, Cell] = {}
 
     def add(arch: str, exp: str, ablate: bool = False) -> None:

@@ -148,6 +148,32 @@ def _attribution(recs: list[dict], attribution, key: str) -> dict[str, Any]:
     return attr
 
 
+def _table3_trained_rows(grid: Grid, records: dict[tuple[str, int], dict], base_id: str) -> list[dict[str, Any]]:
+    """Table 3's trained arrangements in the grid, their loss measured against exp3 seed by seed."""
+    s = grid.sweep_arch
+    # Table 3's order: exp9-14, exp15 (Table 1's exp7), exp16-19.
+    trained = [(e, f"{s}-{e}") for e in TABLE3_TRAINED if int(e[3:]) < 15] + [("exp15", f"{s}-exp7")]
+    trained += [(e, f"{s}-{e}") for e in TABLE3_TRAINED if int(e[3:]) > 15]
+    rows = []
+    for exp, cid in trained:
+        if grid.cell(cid) is None:
+            continue
+        row = _cell_row(grid, records, cid)
+        pairs = [(records.get((base_id, s)), records.get((cid, s))) for s in grid.seeds]
+        p = paper.TABLE3[exp]
+        rows.append(
+            {
+                "exp": exp,
+                "kind": "trained",
+                "how": "trained" + (" (Table 1's exp7)" if exp == "exp15" else ""),
+                **row,
+                "loss": stat([_diff(b["accuracy"], r["accuracy"]) for b, r in pairs if b and r]),
+                "paper": {"arrangement": p[0], "accuracy": p[1], "compact_factor": p[2], "loss": p[3]},
+            }
+        )
+    return rows
+
+
 def results(grid: Grid, records: dict[tuple[str, int], dict]) -> dict[str, Any]:
     """Every table as JSON: ours (mean, std, per-seed values) beside the paper's numbers.
 
@@ -180,26 +206,7 @@ def results(grid: Grid, records: dict[tuple[str, int], dict]) -> dict[str, Any]:
         }
     ]
     ablation_rows, attribution, attribution_finetuned = _ablation_rows(grid, records, base_id)
-    table3 += ablation_rows
-    # Table 3's order: exp9-14, exp15 (Table 1's exp7), exp16-19.
-    trained = [(e, f"{s}-{e}") for e in TABLE3_TRAINED if int(e[3:]) < 15] + [("exp15", f"{s}-exp7")]
-    trained += [(e, f"{s}-{e}") for e in TABLE3_TRAINED if int(e[3:]) > 15]
-    for exp, cid in trained:
-        if grid.cell(cid) is None:
-            continue
-        row = _cell_row(grid, records, cid)
-        pairs = [(records.get((base_id, s)), records.get((cid, s))) for s in grid.seeds]
-        p = paper.TABLE3[exp]
-        table3.append(
-            {
-                "exp": exp,
-                "kind": "trained",
-                "how": "trained" + (" (Table 1's exp7)" if exp == "exp15" else ""),
-                **row,
-                "loss": stat([_diff(b["accuracy"], r["accuracy"]) for b, r in pairs if b and r]),
-                "paper": {"arrangement": p[0], "accuracy": p[1], "compact_factor": p[2], "loss": p[3]},
-            }
-        )
+    table3 += ablation_rows + _table3_trained_rows(grid, records, base_id)
     return {
         "format": RESULTS_FORMAT,
         "grid": grid.to_json(),
