@@ -44,6 +44,7 @@ _HOME = {
     "generate": "acl.kernels",
     "init_akps": "acl.kernels",
     "is_spatial": "acl.selection",
+    "kernel_macs": "acl.pruning_rank",
     "kernel_saliency": "acl.saliency",
     "model_spectra": "acl.steering",
     "parse_spec": "acl.spec",

@@ -85,7 +85,7 @@ def problem(args: argparse.Namespace) -> str | None:
         _path("--init-from: ", args.init_from),
         _training(args.batch_size, args.lr, args.workers),
         fix_problem(args.fix_spatial, args.checkpoint),
-        prune_problem(args.prune, args.prune_finetune),
+        prune_problem(args.prune, args.prune_finetune, args.prune_rank, args.prune_align),
         int8_args.problem(args),
     ):
         if found:
