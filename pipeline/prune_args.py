@@ -1,4 +1,4 @@
-"""``--prune PCT``, ``--prune-finetune EPOCHS``, ``--prune-rank`` and ``--prune-align``: the job's options for ExplainFix's ChannelPrune, torch-free.
+"""``--prune PCT``, ``--prune-finetune EPOCHS``, ``--prune-rank``, ``--prune-align``: ChannelPrune's options, torch-free.
 
 ``add_prune_arguments(parser)`` adds them; ``problem`` is what the job refuses
 about them, checked before torch is imported (``pipeline.early_checks``) and again
@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["MAX_ALIGN", "MAX_FINETUNE", "MAX_PERCENT", "RANKINGS", "add_prune_arguments", "percent", "problem", "ranking"]
+__all__ = [
+    "MAX_ALIGN", "MAX_FINETUNE", "MAX_PERCENT", "RANKINGS", "add_prune_arguments", "percent", "problem", "ranking",
+]  # fmt: skip
 
 MAX_PERCENT = 99.9
 """The paper's highest setting (Table M.1); 100 % would zero every kernel but one per layer."""
