@@ -45,6 +45,7 @@ _HOME = {
     "guided_steer": "acl.guided",
     "init_akps": "acl.kernels",
     "is_spatial": "acl.selection",
+    "kernel_macs": "acl.pruning_rank",
     "kernel_saliency": "acl.saliency",
     "model_spectra": "acl.steering",
     "parse_spec": "acl.spec",

@@ -1,7 +1,8 @@
 """ChannelPrune (ExplainFix, Gaudio et al., Sec. 3.3): zero the least salient spatial kernels, rebuild smaller modules.
 
 1. ``zero_masks``: rank every spatial kernel by its saliency (``acl.kernel_saliency``)
-   globally and zero the ``floor(p/100 * n)`` least salient ones, keeping at least
+   globally (or, our extension, by saliency per multiply-add: ``acl.pruning_rank``)
+   and zero the ``floor(p/100 * n)`` lowest-ranked ones, keeping at least
    one kernel per layer (the layers where the ranking would have emptied it are
    listed).
 2. ``channel_prune``: on the zeroed model's channel graph (``acl.channel_graph``),
@@ -47,28 +48,34 @@ from acl.pruning_modules import (
     redraw_conv_kernels,
 )
 from acl.pruning_plan import Plan, plan_removal
+from acl.pruning_rank import rank_scores
 from acl.saliency import Saliency
 
 __all__ = ["PruneResult", "channel_prune", "fill_zero", "zero_masks", "zeroed_model"]
 
 
-def zero_masks(saliency: Saliency, percent: float) -> tuple[dict[str, Tensor], list[str]]:
+def zero_masks(
+    saliency: Saliency, percent: float, rank: str = "saliency", macs: dict[str, float] | None = None
+) -> tuple[dict[str, Tensor], list[str]]:
     """``{layer: bool [Co, Ci/groups]}`` of the kernels to zero, and the layers kept from being emptied.
 
-    The ``floor(percent/100 * n)`` least salient kernels over every layer (ties in
-    layer and mosaic order); a layer that would lose every kernel keeps its most
-    salient one.
+    The ``floor(percent/100 * n)`` lowest-ranked kernels over every layer (ties in
+    layer and mosaic order); a layer that would lose every kernel keeps its
+    highest-ranked one. ``rank`` (``acl.pruning_rank``): ``"saliency"``, the paper's
+    Eq. 4 ranking, or ``"saliency-per-flop"`` (our extension), saliency divided by
+    ``macs[layer]``, one kernel's multiply-adds (``acl.kernel_macs``).
     """
     if not 0 <= percent < 100:
         raise ValueError(f"prune percent {percent}, expected 0 <= percent < 100")
-    names = list(saliency.kernels)
-    scores = torch.cat([saliency.kernels[n].flatten() for n in names])
+    ranked = rank_scores(saliency.kernels, rank, macs)
+    names = list(ranked)
+    scores = torch.cat([ranked[n].flatten() for n in names])
     count = math.floor(percent / 100 * scores.numel())
     flat = torch.zeros(scores.numel(), dtype=torch.bool)
     flat[torch.argsort(scores, stable=True)[:count]] = True
     masks, emptied, start = {}, [], 0
     for n in names:
-        s = saliency.kernels[n]
+        s = ranked[n]
         mask = flat[start : start + s.numel()].view(s.shape).clone()
         start += s.numel()
         if bool(mask.all()):
@@ -120,13 +127,15 @@ class PruneResult:
 
 
 @torch.no_grad()
-def channel_prune(model: nn.Module, masks: dict[str, Tensor], example: Tensor) -> PruneResult:
+def channel_prune(model: nn.Module, masks: dict[str, Tensor], example: Tensor, multiple: int = 1) -> PruneResult:
     """Remove the channels the zeroed kernels make unnecessary; rebuild smaller modules (the zero form).
 
     Args:
         model: a plain CNN or an AnaNN, in eval mode (BatchNorm statistics are used as they are).
         masks: ``zero_masks``'s kernels to zero.
         example: one input batch: shapes, and the constants a removed channel emits.
+        multiple: every convolution keeps a multiple of this many input and output channels (or all), taking
+            removable channels back (exact; ``acl.pruning_align``): 8 or 16 keeps ONNX Runtime's blocked layout.
 
     Returns:
         A ``PruneResult``; ``result.model(x)`` equals ``result.zeroed(x)`` to fp32 rounding.
@@ -134,7 +143,7 @@ def channel_prune(model: nn.Module, masks: dict[str, Tensor], example: Tensor) -
     """
     zeroed = zeroed_model(model, masks).eval()
     graph, gm = trace_channels(zeroed, example)
-    plan = plan_removal(graph, gm, example)
+    plan = plan_removal(graph, gm, example, multiple)
     out = copy.deepcopy(zeroed)
     kept, channels = {}, {}
     for name, node in graph.calls.items():

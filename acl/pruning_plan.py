@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from acl.channel_graph import ChannelGraph
+from acl.pruning_align import align_channels
 from acl.pruning_carrier import choose_carriers, column_deltas
 
 __all__ = ["Plan", "plan_removal"]
@@ -158,8 +159,9 @@ def _kind(gm: fx.GraphModule, module: str) -> str:
 
 
 @torch.no_grad()
-def plan_removal(g: ChannelGraph, gm: fx.GraphModule, example: Tensor) -> Plan:
-    """The classes to remove from the zeroed model traced as ``gm``, with the bias corrections."""
+def plan_removal(g: ChannelGraph, gm: fx.GraphModule, example: Tensor, multiple: int = 1) -> Plan:
+    """The classes to remove from the zeroed model traced as ``gm``, with the bias corrections; every convolution
+    keeps a multiple of ``multiple`` channels (``acl.pruning_align``)."""
     const = _constants(g, gm)
     members = _members(g)
     produced = {g.cls(node, c) for name, node in g.calls.items()
@@ -180,6 +182,7 @@ def plan_removal(g: ChannelGraph, gm: fx.GraphModule, example: Tensor) -> Plan:
             plan.kept[root] = why
     plan.carriers = choose_carriers(plan, candidate_folds, values, g.cls)
     _keep_every_module_alive(g, gm, plan)
+    align_channels(g, gm, plan, multiple)
     plan.folds = [f for root in plan.removed for f in candidate_folds[root]]
     _bias_deltas(plan, values, weights)
     plan.column_delta = column_deltas(plan, gm, values)

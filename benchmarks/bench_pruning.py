@@ -7,6 +7,9 @@ For each: test accuracy, the exactness check (pruned = zeroed model, before
 FillZero, fp32 tolerance row), ONNX Runtime parity of its static file (fp32 row),
 the static file's size, and p50 latency per call at batch 1 and 32 (rounds alternate
 the order of the sessions; each cell is the median over rounds).
+``--rank``: the paper's saliency ranking (``sal``) and saliency per multiply-add
+(``s/flop``, ours; ``acl.pruning_rank``), side by side by default. ``--multiple 1,8``:
+also with every pruned convolution's channels rounded up to a multiple of 8 (``acl.pruning_align``).
 Target (issue 22): at 90 %, file <= 0.5x and batch-32 latency <= 0.7x the unpruned.
 
     python benchmarks/bench_pruning.py                                 # digits (1x32x32, upsampled), resnet18_cifar
@@ -28,6 +31,7 @@ import torch.nn.functional as F
 
 import acl
 import export
+from acl.pruning_rank import RANKINGS
 from deploy.runners import OrtRunner, quiet_polygraphy
 from deploy.timing import measure_latency
 from export.compare import TOLERANCES, compare_outputs
@@ -43,11 +47,12 @@ def _resized(data, size: int):
     return x if x.shape[-1] == size else F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
 
 
-def prune_one(model, data, percent: float, finetune: int, seed: int) -> tuple[torch.nn.Module, dict]:
+def prune_one(model, data, saliency, percent: float, rank: str, multiple: int, args) -> tuple[torch.nn.Module, dict]:
     """The pruned, FillZero'd, fine-tuned copy of ``model`` and its row (accuracy, exactness)."""
-    s = acl.kernel_saliency(model, data.x_train[:60], data.y_train[:60], minibatches=15, batch_size=4)
-    masks, emptied = acl.zero_masks(s, percent)
-    result = acl.channel_prune(model, masks, data.x_train[:2])
+    finetune, seed = args.finetune, args.seed
+    macs = acl.kernel_macs(model, list(saliency.kernels), data.x_train[:1]) if rank != "saliency" else None
+    masks, emptied = acl.zero_masks(saliency, percent, rank=rank, macs=macs)
+    result = acl.channel_prune(model, masks, data.x_train[:2], multiple=multiple)
     with torch.no_grad():
         x = data.x_test[:256]
         exact = compare_outputs(result.zeroed(x).numpy(), result.model(x).numpy(), TOLERANCES["fp32"])
@@ -58,8 +63,19 @@ def prune_one(model, data, percent: float, finetune: int, seed: int) -> tuple[to
     final.eval()
     row = {"exact": exact["passed"], "exact_max_abs": exact["max_abs_err"], "pruned_acc": pruned_acc,
            "acc": accuracy(final, data.x_test, data.y_test), "kept_one": emptied, "removed": _removed(result),
-           "kept": result.kept, "folded": sum(result.folded.values())}  # fmt: skip
+           "kept": result.kept, "folded": sum(result.folded.values()), "by_stage": _by_stage(result)}  # fmt: skip
     return final, row
+
+
+def _by_stage(result) -> dict[str, str]:
+    """Output channels left per stage of spatial layers (``layer3``: kept/before), to see where pruning went."""
+    out: dict[str, list[int]] = {}
+    for n, c in result.channels.items():
+        if n in result.masks:
+            before, after = c["out"]
+            acc = out.setdefault(n.split(".")[0], [0, 0])
+            acc[0], acc[1] = acc[0] + after, acc[1] + before
+    return {k: f"{a}/{b}" for k, (a, b) in out.items()}
 
 
 def _removed(result) -> dict[str, int]:
@@ -110,6 +126,16 @@ def trained_base(base, data, args) -> None:
         torch.save(base.state_dict(), args.base)
 
 
+SHORT = {"saliency": "sal", "saliency-per-flop": "s/flop"}
+
+
+def _ranks(text: str) -> str:
+    bad = [r for r in text.split(",") if r not in RANKINGS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"ranking {bad[0]!r}, expected {', '.join(RANKINGS)} (comma-separated)")
+    return text
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="resnet18_cifar")
@@ -121,6 +147,11 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rank", default=",".join(RANKINGS), type=_ranks,
+                   help="rankings to compare, comma-separated: saliency (the paper's), saliency-per-flop (ours)")
+    p.add_argument("--multiple", default="1",
+                   help="comma-separated: each pruned convolution keeps a multiple of this many channels (exact; 8 or "
+                   "16 keeps ONNX Runtime's blocked NCHWc layout, acl.pruning_align)")
     p.add_argument("--base", type=Path, help="trained unpruned state dict: loaded if it exists, else saved there")
     args = p.parse_args()
     quiet_polygraphy()
@@ -131,9 +162,13 @@ def main() -> None:
     trained_base(base, data, args)
     print(f"trained {args.arch} ({args.spec}) {args.epochs} epochs on {data.describe()} in {time.perf_counter() - begin:.0f} s")
     models, rows = {"unpruned": base}, {"unpruned": {"acc": accuracy(base, data.x_test, data.y_test)}}
+    s = acl.kernel_saliency(base, data.x_train[:60], data.y_train[:60], minibatches=15, batch_size=4)
     for pct in [float(v) for v in args.percents.split(",")]:
-        models[f"{pct:g} %"], rows[f"{pct:g} %"] = prune_one(base, data, pct, args.finetune, args.seed)
-        print(f"pruned {pct:g} %: {rows[f'{pct:g} %']}", flush=True)
+        for rank in args.rank.split(","):
+            for mult in [int(v) for v in args.multiple.split(",")]:
+                key = f"{pct:g} % {SHORT[rank]}" + (f" /{mult}" if mult > 1 else "")
+                models[key], rows[key] = prune_one(base, data, s, pct, rank, mult, args)
+                print(f"pruned {key}: {rows[key]}", flush=True)
     image = tuple(data.input_shape)
     with tempfile.TemporaryDirectory() as d:
         files = {k: export.to_onnx(m, Path(d) / f"{i}.onnx", (1, *image)) for i, (k, m) in enumerate(models.items())}
@@ -148,15 +183,17 @@ def report(rows: dict, p50: dict, args) -> None:
     base = rows["unpruned"]
     print(f"\nonnxruntime CPU, torch threads {torch.get_num_threads()}, {args.rounds} rounds, fine-tune {args.finetune} "
           "epochs; p50 per call in ms")  # fmt: skip
-    print(f"{'model':>9s} {'acc':>6s} {'pruned':>6s} {'exact':>5s} {'ort':>4s} {'values':>10s} {'MB':>6s} {'size':>5s} "
+    print(f"{'model':>18s} {'acc':>6s} {'pruned':>6s} {'exact':>5s} {'ort':>4s} {'values':>10s} {'MB':>6s} {'size':>5s} "
           f"{'b1 ms':>7s} {'b1 x':>5s} {'b32 ms':>8s} {'b32 x':>5s}")  # fmt: skip
     for k, r in rows.items():
         exact = "-" if "exact" not in r else ("pass" if r["exact"] else "FAIL")
         pruned = f"{r['pruned_acc']:.3f}" if "pruned_acc" in r else "-"
-        print(f"{k:>9s} {r['acc']:6.3f} {pruned:>6s} {exact:>5s} {'pass' if r['ort'] else 'FAIL':>4s} "
+        print(f"{k:>18s} {r['acc']:6.3f} {pruned:>6s} {exact:>5s} {'pass' if r['ort'] else 'FAIL':>4s} "
               f"{r['params']:10,d} {r['bytes'] / 1e6:6.2f} {r['bytes'] / base['bytes']:5.2f} "
               f"{p50[k, 1]:7.2f} {p50[k, 1] / p50['unpruned', 1]:5.2f} {p50[k, 32]:8.2f} "
               f"{p50[k, 32] / p50['unpruned', 32]:5.2f}")  # fmt: skip
+    print("sal: the paper's global saliency ranking; s/flop: saliency per multiply-add (our extension); /8: channels "
+          "rounded up to multiples of 8")
     print("acc: test accuracy (pruned rows after FillZero and fine-tuning); pruned: before FillZero; exact: the pruned "
           "model equals the zeroed one (fp32 row); ort: the static file against its PyTorch model (fp32 row)")  # fmt: skip
 

@@ -86,7 +86,7 @@ def problem(args: argparse.Namespace) -> str | None:
         _training(args.batch_size, args.lr, args.workers),
         fix_problem(args.fix_spatial, args.checkpoint, args.fix_guide),
         _path("--fix-guide: ", args.fix_guide),
-        prune_problem(args.prune, args.prune_finetune),
+        prune_problem(args.prune, args.prune_finetune, args.prune_rank, args.prune_align),
         int8_args.problem(args),
     ):
         if found:

@@ -317,6 +317,8 @@ def job_config(args: argparse.Namespace):
         fix_guide=args.fix_guide,
         prune=args.prune,
         prune_finetune=args.prune_finetune,
+        prune_rank=args.prune_rank,
+        prune_align=args.prune_align,
         **int8_fields(args),
     )
 

@@ -1,4 +1,4 @@
-"""``--prune PCT`` and ``--prune-finetune EPOCHS``: the job's options for ExplainFix's ChannelPrune, torch-free.
+"""``--prune PCT``, ``--prune-finetune EPOCHS``, ``--prune-rank``, ``--prune-align``: ChannelPrune's options, torch-free.
 
 ``add_prune_arguments(parser)`` adds them; ``problem`` is what the job refuses
 about them, checked before torch is imported (``pipeline.early_checks``) and again
@@ -10,11 +10,16 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["MAX_FINETUNE", "MAX_PERCENT", "add_prune_arguments", "percent", "problem"]
+__all__ = [
+    "MAX_ALIGN", "MAX_FINETUNE", "MAX_PERCENT", "RANKINGS", "add_prune_arguments", "percent", "problem", "ranking",
+]  # fmt: skip
 
 MAX_PERCENT = 99.9
 """The paper's highest setting (Table M.1); 100 % would zero every kernel but one per layer."""
 MAX_FINETUNE = 10_000
+MAX_ALIGN = 64
+RANKINGS = ("saliency", "saliency-per-flop")
+"""``acl.pruning_rank.RANKINGS``, repeated here so that the checks run before torch is imported."""
 
 
 def percent(text: str) -> float:
@@ -26,6 +31,13 @@ def percent(text: str) -> float:
     if not (math.isfinite(value) and 0 <= value <= MAX_PERCENT):
         raise argparse.ArgumentTypeError(f"{text[:40]} is out of range, expected 0 to {MAX_PERCENT:g}")
     return value
+
+
+def ranking(text: str) -> str:
+    """An argparse ``type``: one of ``RANKINGS``, or a one-line error naming them."""
+    if text not in RANKINGS:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a ranking, expected {' or '.join(RANKINGS)}")
+    return text
 
 
 def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,10 +58,28 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
         help="after --prune: FillZero (fresh draws for the zeroed kernels that remain), then fine-tune this many "
         "epochs with the training options (0: keep the exact pruned model, its ACLs baked)",
     )
+    parser.add_argument(
+        "--prune-rank",
+        type=ranking,
+        default="saliency",
+        metavar="RANK",
+        help="how --prune ranks kernels: saliency (the paper's Eq. 4 global ranking, default) or saliency-per-flop "
+        "(our extension: saliency / the kernel's multiply-adds at its layer's output size, so more goes from the "
+        "high-resolution layers that cost the latency)",
+    )
+    parser.add_argument(
+        "--prune-align",
+        type=int,
+        default=1,
+        metavar="N",
+        help="after --prune: every pruned convolution keeps a multiple of N channels, taking removable ones back "
+        "(exact); 8 (AVX2) or 16 (AVX-512) keeps ONNX Runtime's blocked CPU layout, which odd counts lose",
+    )
 
 
-def problem(prune: float | None, finetune: int) -> str | None:
-    """``--prune``/``--prune-finetune`` that cannot be used, as ``<what>, expected <what>``; None when they can."""
+def problem(prune: float | None, finetune: int, rank: str = "saliency", align: int = 1) -> str | None:
+    """``--prune``/``--prune-finetune``/``--prune-rank``/``--prune-align`` that cannot be used, as ``<what>, expected
+    <what>``; None when they can."""
     if prune is not None and not (
         isinstance(prune, (int, float)) and math.isfinite(prune) and 0 <= prune <= MAX_PERCENT
     ):
@@ -60,4 +90,12 @@ def problem(prune: float | None, finetune: int) -> str | None:
         return (
             f"--prune-finetune {finetune} fine-tunes a pruned model, but --prune is not given, expected --prune PCT too"
         )
+    if rank not in RANKINGS:
+        return f"--prune-rank {str(rank)[:40]!r} is not a ranking, expected {' or '.join(RANKINGS)}"
+    if rank != "saliency" and prune is None:
+        return f"--prune-rank {rank} ranks kernels to prune, but --prune is not given, expected --prune PCT too"
+    if not isinstance(align, int) or not 1 <= align <= MAX_ALIGN:
+        return f"--prune-align {align} is out of range, expected 1 to {MAX_ALIGN}"
+    if align != 1 and prune is None:
+        return f"--prune-align {align} aligns pruned channels, but --prune is not given, expected --prune PCT too"
     return None

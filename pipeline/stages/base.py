@@ -68,6 +68,8 @@ class JobConfig:
     int8_max_drop: float = 1.0  # percentage points of top-1 accuracy
     prune: float | None = None  # ExplainFix ChannelPrune: % of spatial kernels zeroed (pipeline.prune_args)
     prune_finetune: int = 0  # fine-tuning epochs after pruning
+    prune_rank: str = "saliency"  # how kernels rank: the paper's saliency, or saliency-per-flop (acl.pruning_rank)
+    prune_align: int = 1  # pruned convolutions keep a multiple of this many channels (acl.pruning_align)
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 

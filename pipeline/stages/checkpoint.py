@@ -31,5 +31,6 @@ def run(ctx: RunContext) -> StageResult:
     pruned = (ctx.sections.get("prune") or {}).get("shapes")
     if pruned:  # the rebuilt layers' shapes, so that --checkpoint rebuilds them (pipeline.pruned_shapes)
         meta["pruned"] = json.dumps(pruned)
+        meta["prune_rank"] = ctx.sections["prune"]["rank"]  # which ranking chose the kernels (acl.pruning_rank)
     ckpt.save(ctx.model, ctx.staging / FILE, meta)
     return StageResult(files={"checkpoint": FILE})

@@ -1,6 +1,7 @@
 """ExplainFix ChannelPrune (``--prune PCT``, ``--prune-finetune EPOCHS``): after training, before the checkpoint.
 
-Saliency (Eq. 4, 15 minibatches of 4 training images) ranks every spatial kernel;
+Saliency (Eq. 4, 15 minibatches of 4 training images) ranks every spatial kernel
+(``--prune-rank saliency-per-flop``: saliency per multiply-add, our extension);
 ``acl.zero_masks`` picks the least salient PCT %, ``acl.channel_prune`` removes the
 channels that leaves unused and rebuilds smaller layers (checked against the zeroed
 model on the test images with the fp32 tolerance row). With ``--prune-finetune``,
@@ -26,7 +27,7 @@ SALIENCY_MINIBATCHES, SALIENCY_BATCH = 15, 4  # the paper's footnote 5
 def check(cfg: JobConfig) -> None:
     from pipeline.prune_args import problem
 
-    found = problem(cfg.prune, cfg.prune_finetune)
+    found = problem(cfg.prune, cfg.prune_finetune, cfg.prune_rank, cfg.prune_align)
     if found:
         raise UserError(found)
 
@@ -41,7 +42,7 @@ def run(ctx: RunContext) -> StageResult:
 
     model = ctx.model.eval()
     x, y = saliency_batch(ctx.data, SALIENCY_MINIBATCHES * SALIENCY_BATCH)
-    saliency, masks, emptied, result = prune_model(model, x, y, cfg.prune)
+    saliency, masks, emptied, result = prune_model(model, x, y, cfg.prune, cfg.prune_rank, cfg.prune_align)
     total = sum(k.numel() for k in saliency.kernels.values())
     exact = exactness(result, ctx.x_test)
     accuracy = {"trained": evaluate(model, ctx.data), "pruned": evaluate(result.model, ctx.data)}
@@ -61,6 +62,8 @@ def run(ctx: RunContext) -> StageResult:
     )
     section = {
         "percent": cfg.prune,
+        "rank": cfg.prune_rank,
+        "align": cfg.prune_align,
         "zeroed_kernels": zeroed,
         "spatial_kernels": total,
         "kept_one_kernel": emptied,

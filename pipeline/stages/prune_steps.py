@@ -18,7 +18,7 @@ def saliency_batch(data, n: int):
         return xb, yb
 
 
-def prune_model(model, x, y, percent: float):
+def prune_model(model, x, y, percent: float, rank: str = "saliency", align: int = 1):
     """Saliency (15 minibatches of 4), the masks and ``acl.channel_prune``'s result; a model it cannot read is a
     ``UserError`` (no spatial convolution, or a forward ``torch.fx`` cannot trace)."""
     import torch
@@ -28,8 +28,9 @@ def prune_model(model, x, y, percent: float):
 
     try:
         saliency = acl.kernel_saliency(model, x, y, minibatches=15, batch_size=4)
-        masks, emptied = acl.zero_masks(saliency, percent)
-        return saliency, masks, emptied, acl.channel_prune(model, masks, x[:2])
+        macs = acl.kernel_macs(model, list(saliency.kernels), x) if rank != "saliency" else None
+        masks, emptied = acl.zero_masks(saliency, percent, rank=rank, macs=macs)
+        return saliency, masks, emptied, acl.channel_prune(model, masks, x[:2], multiple=align)
     except torch.fx.proxy.TraceError as e:  # a ValueError too: caught first
         raise UserError(
             f"--prune cannot trace the model's channels with torch.fx ({str(e).splitlines()[0][:160]}), "
@@ -87,7 +88,9 @@ def markdown_lines(s: dict[str, Any]) -> list[str]:
         "## Channel pruning (ExplainFix ChannelPrune)",
         "",
         f"- Zeroed the {s['zeroed_kernels']} least salient of {s['spatial_kernels']} spatial kernels "
-        f"({s['percent']:g} %, Eq. 4 weight x gradient, global ranking)"
+        f"({s['percent']:g} %, Eq. 4 weight x gradient, global ranking"
+        + (", per multiply-add at the layer's output size (our extension)" if s.get("rank") == "saliency-per-flop" else "")
+        + ")"
         + (f"; kept one kernel in {', '.join(s['kept_one_kernel'])}" if s["kept_one_kernel"] else "")
         + ".",
         f"- Deployed parameter values {before['deployed']:,} -> {after['deployed']:,} "
@@ -100,6 +103,8 @@ def markdown_lines(s: dict[str, Any]) -> list[str]:
         f"({'passed' if exact['passed'] else 'FAILED'}, fp32 row).",
         "- Form: " + (FORM_ACL if s["form"] == "acl" else FORM_BAKED),
     ]
+    if s.get("align", 1) > 1:
+        lines += [f"- Channels rounded up to multiples of {s['align']} per convolution (--prune-align; exact)."]
     if s["kept_classes"]:
         lines += ["- Channels kept, by reason (channel classes): "
                   + "; ".join(f"{why}: {n}" for why, n in s["kept_classes"].items()) + "."]  # fmt: skip

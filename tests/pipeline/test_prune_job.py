@@ -27,7 +27,13 @@ def test_bad_values_are_refused_before_torch_with_one_line_and_nothing_written(t
         (["--prune", "half"], "error: argument --prune: 'half' is not a number, expected 0 to 99.9"),
         (["--prune-finetune", "2"], "error: --prune-finetune 2 fine-tunes a pruned model, but --prune is not given"),
         (["--prune", "50", "--prune-finetune", "-1"], "error: --prune-finetune -1 is out of range, expected 0 to"),
-    ]
+        (["--prune", "50", "--prune-rank", "flops"],
+         "error: argument --prune-rank: 'flops' is not a ranking, expected saliency or saliency-per-flop"),
+        (["--prune-rank", "saliency-per-flop"], "error: --prune-rank saliency-per-flop ranks kernels to prune, but "
+         "--prune is not given, expected --prune PCT too"),
+        (["--prune", "50", "--prune-align", "0"], "error: --prune-align 0 is out of range, expected 1 to 64"),
+        (["--prune-align", "8"], "error: --prune-align 8 aligns pruned channels, but --prune is not given, expected"),
+    ]  # fmt: skip
     results = _probe([("pipeline.export", ["--out", out, *argv]) for argv, _ in cases])
     assert len(results) == len(cases)
     for r, (_, fragment) in zip(results, cases):
@@ -46,7 +52,12 @@ def test_the_stage_refuses_bad_values_given_through_the_api():
         stage.check(JobConfig(prune=120))
     with pytest.raises(UserError, match="but --prune is not given, expected --prune PCT too"):
         stage.check(JobConfig(prune_finetune=1))
+    with pytest.raises(UserError, match="--prune-rank 'flops' is not a ranking, expected saliency or saliency-per"):
+        stage.check(JobConfig(prune=50, prune_rank="flops"))
     stage.check(JobConfig(prune=99.9, prune_finetune=1))
+    with pytest.raises(UserError, match="--prune-align 65 is out of range, expected 1 to 64"):
+        stage.check(JobConfig(prune=50, prune_align=65))
+    stage.check(JobConfig(prune=50, prune_rank="saliency-per-flop", prune_align=8))
 
 
 def _ops(model: onnx.ModelProto) -> set[str]:
@@ -114,12 +125,23 @@ def test_pruning_a_checkpoint_without_fine_tuning_keeps_the_exact_model_and_bad_
     assert main(["--out", str(first), *FAST, "--spec", SPEC, "--prune", "30"]) == 0
     report = json.loads((first / "report.json").read_text())
     assert report["prune"]["form"] == "baked" and "finetuned" not in report["prune"]["accuracy"]
+    assert report["prune"]["rank"] == "saliency"  # the paper's ranking unless asked
     model, _ = checkpoint.load(first / "model.safetensors")
     _check_exported_equals(first, report, model)
-    second = tmp_path / "second"  # prune the pruned checkpoint again
-    assert main(["--out", str(second), *FAST, "--checkpoint", str(first / "model.safetensors"), "--prune", "30"]) == 0
+    second = tmp_path / "second"  # prune the pruned checkpoint again, ranked per multiply-add
+    source = ["--checkpoint", str(first / "model.safetensors"), "--prune", "30", "--prune-rank", "saliency-per-flop",
+              "--prune-align", "4"]  # fmt: skip
+    assert main(["--out", str(second), *FAST, *source]) == 0
+    again = json.loads((second / "report.json").read_text())["prune"]
+    assert again["rank"] == "saliency-per-flop" and again["exact"]["passed"] and again["zeroed_kernels"] > 0
+    convs = [n for n, e in again["shapes"].items() if e["kind"] in ("conv", "acl")]
+    assert again["align"] == 4 and all(a % 4 == 0 or a == b for n in convs for b, a in again["channels"].get(n, {}).values())
+    assert "per multiply-add" in (second / "report.md").read_text()
+    with safe_open(str(second / "model.safetensors"), "pt") as f:
+        assert f.metadata()["prune_rank"] == "saliency-per-flop"
     with safe_open(str(first / "model.safetensors"), "pt") as f:
         meta = f.metadata()
+    assert meta["prune_rank"] == "saliency"
     shapes = json.loads(meta["pruned"])
     shapes["conv2"]["out"] = 99
     bad = tmp_path / "bad.safetensors"
