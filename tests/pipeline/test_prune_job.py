@@ -187,3 +187,24 @@ def test_a_model_pruning_cannot_read_is_a_one_line_user_error():
     pointwise = nn.Sequential(nn.Conv2d(1, 4, 1), nn.Flatten(), nn.Linear(256, 3)).eval()
     with pytest.raises(UserError, match="--prune: the model has no spatial convolution .* expected at least one"):
         prune_model(pointwise, x, y, 50)
+
+
+def test_pruning_the_shared_runs_checkpoint_is_exact_and_its_checkpoint_rebuilds(lenet_run, tmp_path):
+    """The quick suite's pruning job: the default run's AnaNN-LeNet pruned at 70 %, no fine-tuning."""
+    from pipeline import checkpoint
+    from pipeline.export import main
+
+    out = tmp_path / "pruned"
+    source = ["--checkpoint", str(lenet_run["out"] / "model.safetensors"), "--prune", "70", "--prune-align", "2"]
+    assert main(["--out", str(out), *SHORT_JOB, *source]) == 0
+    report = json.loads((out / "report.json").read_text())
+    prune = report["prune"]
+    assert prune["exact"]["passed"] and prune["rank"] == "saliency" and prune["align"] == 2, prune["exact"]
+    assert prune["parameters"]["after"]["deployed"] < prune["parameters"]["before"]["deployed"]
+    assert report["verdict"]["passed"] and all(row["passed"] for row in report["parity"].values())
+    model, meta = checkpoint.load(out / "model.safetensors")  # rebuilt from the recorded pruned shapes
+    assert json.loads(meta["pruned"]) == prune["shapes"]
+    _check_exported_equals(out, report, model)
+    for name, entry in prune["shapes"].items():
+        if entry["kind"] == "acl":
+            assert str(model.get_submodule(name).spec) == entry["spec"], name

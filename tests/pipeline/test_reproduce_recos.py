@@ -24,7 +24,6 @@ def quick(tmp_path_factory):
     return out, json.loads((out / "recos.json").read_text()), (out / "recos.md").read_text()
 
 
-@pytest.mark.slow
 def test_quick_run_writes_every_table_beside_the_papers_numbers(quick):
     out, doc, md = quick
     assert sorted(p.name for p in out.iterdir()) == ["recos.json", "recos.md"]
