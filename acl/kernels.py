@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from acl.families import FAMILIES, SCALE_MAX, SCALE_MIN, Family, Samples, family, pair
@@ -57,10 +58,9 @@ def kernel_grid(
 
 
 class _Grid(NamedTuple):
-    """Per-size constants: the unrotated ``Samples`` and what ``_rotate`` multiplies by."""
+    """Per-size constants: the unrotated ``Samples``."""
 
     samples: Samples
-    rotor: Tensor  # [2, 2hw]: [[x, y], [y, -x]]
 
 
 def _grid(h: int, w: int, dtype: torch.dtype, device: torch.device) -> _Grid:
@@ -69,8 +69,7 @@ def _grid(h: int, w: int, dtype: torch.dtype, device: torch.device) -> _Grid:
     at_centre = r2 == 0
     inv_r2 = torch.where(at_centre, 0.0, 1 / torch.where(at_centre, 1.0, r2))
     nearest = (r2 <= r2.min() + 1e-6).to(dtype)
-    rotor = torch.cat([torch.cat([x, y], 1), torch.cat([y, -x], 1)])
-    return _Grid(Samples(x, y, r2, inv_r2, nearest / nearest.sum()), rotor)
+    return _Grid(Samples(x, y, r2, inv_r2, nearest / nearest.sum()))
 
 
 _GRIDS: dict[tuple, _Grid] = {}
@@ -141,6 +140,7 @@ class _Plan(NamedTuple):
 
     families: list[Family]
     scales: list[tuple[int, int]]  # (segment, AKP column) of every scale AKP
+    others: list[tuple[int, int]]  # ... of every other AKP but the angles (Gabor's phase)
     turning: list[int]  # segments with an angle
 
 
@@ -150,8 +150,10 @@ _PLANS: dict[tuple[str, ...], _Plan] = {}
 def _plan(symbols: tuple[str, ...]) -> _Plan:
     if symbols not in _PLANS:
         fams = [FAMILIES[sym] for sym in symbols]
-        scales = [(i, j) for i, f in enumerate(fams) for j, akp in enumerate(f.akps or ()) if akp.is_scale]
-        _PLANS[symbols] = _Plan(fams, scales, [i for i, f in enumerate(fams) if f.angle is not None])
+        cols = [(i, j, akp) for i, f in enumerate(fams) for j, akp in enumerate(f.akps or ())]
+        scales = [(i, j) for i, j, akp in cols if akp.is_scale]
+        others = [(i, j) for i, j, akp in cols if not akp.is_scale and j != fams[i].angle]
+        _PLANS[symbols] = _Plan(fams, scales, others, [i for i, f in enumerate(fams) if f.angle is not None])
     return _PLANS[symbols]
 
 
@@ -167,9 +169,10 @@ def unchecked_mosaic(symbols: Sequence[str], kernel_size: tuple[int, int], akps:
     columns = [_columns(a, len(f.akps or ())) for f, a in zip(plan.families, akps)]
     if plan.scales:
         scales = [columns[i][j] for i, j in plan.scales]
-        clamped = torch.cat(scales).abs().clamp(SCALE_MIN, SCALE_MAX).reciprocal().split([c.shape[0] for c in scales])
-        for (i, j), c in zip(plan.scales, clamped):
-            columns[i][j] = c
+        # hardtanh is clamp with a one-op backward (clamp's builds two masks); they differ only on the bounds
+        _tile(columns, plan.scales, F.hardtanh(torch.cat(scales).abs(), SCALE_MIN, SCALE_MAX).reciprocal(), h * w)
+    if plan.others:
+        _tile(columns, plan.others, torch.cat([columns[i][j] for i, j in plan.others]), h * w)
     samples = [base] * len(akps)
     if plan.turning:
         theta = torch.cat([columns[i][plan.families[i].angle] for i in plan.turning])  # type: ignore[index]
@@ -188,21 +191,39 @@ def unchecked_mosaic(symbols: Sequence[str], kernel_size: tuple[int, int], akps:
     return (parts[0] if len(parts) == 1 else torch.cat(parts)).view(-1, h, w)
 
 
+def _tile(columns: list[list[Tensor]], where: list[tuple[int, int]], stacked: Tensor, hw: int) -> None:
+    """Put the columns ``stacked`` ``[m, 1]`` back at ``where``, each tiled to a contiguous ``[n, hw]``.
+
+    The formulas then combine AKPs and samples in tensors of one shape: no
+    broadcast of an ``[n, 1]`` column over the bank, whose backward is a sum over
+    each kernel's samples per use (the costliest pass over a bank); backward
+    reduces each column once, here, for all its uses (issue 24).
+    """
+    tiled = stacked.expand(-1, hw).contiguous().split([columns[i][j].shape[0] for i, j in where])
+    for (i, j), c in zip(where, tiled):
+        columns[i][j] = c
+
+
 def _columns(akps: Tensor, p: int) -> list[Tensor]:
     """The ``p`` AKP columns ``[n, 1]`` of a bank (one view when ``p == 1``)."""
     return list(akps.unsqueeze(2).unbind(1)) if p > 1 else [akps] if p else []
 
 
 def _rotate(theta: Tensor, grid: _Grid) -> tuple[Tensor, Tensor]:
-    """``x'``, ``y'`` (eqs. 13-14) for angles ``theta[m, 1]``, as one matrix product.
+    """``x'``, ``y'`` (eqs. 13-14) for angles ``theta[m, 1]``, element-wise.
 
-    ``[cos theta, sin theta] @ [[x, y], [y, -x]]`` is ``[x', y']`` side by side.
     ``sin`` is computed as such, as the ONNX functions do: ``cos(theta - pi/2)``
     rounds the subtraction (``ulp(theta)``, 5e-7 near 2 pi), which moved TGD1st's
     ramp samples by 1e-4 against ONNX Runtime's kernels (measured on LeNet).
+    Not one product ``[cos, sin] @ [[x, y], [y, -x]]``: a BLAS product that small
+    still runs on every intra-op thread, and on a loaded machine it waited up to
+    24 ms for a descheduled one (median 15 us; issue 24); element-wise ops of a
+    small bank stay on the calling thread.
     """
-    cos_sin = torch.cat([theta.cos(), theta.sin()], 1)
-    return (cos_sin @ grid.rotor).split(grid.samples.x.shape[-1], dim=1)
+    m = theta.shape[0]
+    cos, sin = torch.cat([theta.cos(), theta.sin()]).expand(-1, grid.samples.x.shape[1]).contiguous().split(m)  # tiled
+    x, y = grid.samples.x, grid.samples.y
+    return torch.addcmul(x * cos, y, sin), torch.addcmul(y * cos, x, sin, value=-1)
 
 
 def generate(kind: str, akps: Tensor, kernel_size: int | Sequence[int]) -> Tensor:
