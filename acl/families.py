@@ -8,11 +8,10 @@ draw in ``acl/fixed_families.py``; files hold its kernels as constants).
 
 Formulas are plain differentiable torch (tensor methods only, so this module
 imports without PyTorch: reading the registry, as ``export`` does, never needs
-it). Each one maps AKP columns (scales inverted, below) and the ``Samples`` of
-a kernel size to kernels ``[N, h*w]`` (row-major), for a whole bank at once;
-gradients of every order come from autograd. ``acl.kernels`` evaluates them and
-hands every column but the angle already tiled over the samples (``[N, h*w]``,
-so no operation broadcasts a column); a column ``[N, 1]`` gives the same kernels.
+it). Each one maps AKP columns of shape ``[N, 1]`` (scales inverted, below) and
+the ``Samples`` of a kernel size to kernels ``[N, h*w]`` (row-major), for a whole
+bank at once; gradients of every order come from autograd. ``acl.kernels``
+evaluates them.
 
 Sampling grid (eqs. 2-3)
     ``W[i, j] = f(i', j')`` with ``i' = i - (h+1)/2`` and ``j' = j - (w+1)/2``
@@ -124,7 +123,7 @@ def gabor(inv_lam: Tensor, theta: Tensor, psi: Tensor, inv_sigma: Tensor, s: Sam
         s: the samples, rotated by ``theta``.
 
     Shape:
-        - inv_lam, theta, psi, inv_sigma: :math:`(N, 1)`, or tiled :math:`(N, hw)`
+        - inv_lam, theta, psi, inv_sigma: :math:`(N, 1)`
         - s.x: :math:`(N, hw)`, rotated
         - Output: :math:`(N, hw)`
 
@@ -149,7 +148,7 @@ def log(inv_sigma: Tensor, s: Samples) -> Tensor:
         s: the samples (LoG is isotropic: no rotation).
 
     Shape:
-        - inv_sigma: :math:`(N, 1)`, or tiled :math:`(N, hw)`
+        - inv_sigma: :math:`(N, 1)`
         - Output: :math:`(N, hw)`
 
     Examples:
@@ -180,7 +179,7 @@ def lot(inv_sigma: Tensor, s: Samples) -> Tensor:
         Zero-sum kernels.
 
     Shape:
-        - inv_sigma: :math:`(N, 1)`, or tiled :math:`(N, hw)`
+        - inv_sigma: :math:`(N, 1)`
         - Output: :math:`(N, hw)`
 
     Examples:
@@ -213,7 +212,7 @@ def tgd1st(theta: Tensor, inv_gamma1: Tensor, inv_gamma2: Tensor, s: Samples) ->
         s: the samples, rotated by ``theta``.
 
     Shape:
-        - theta, inv_gamma1, inv_gamma2: :math:`(N, 1)`, or tiled :math:`(N, hw)`
+        - theta, inv_gamma1, inv_gamma2: :math:`(N, 1)`
         - Output: :math:`(N, hw)`, zero where :math:`|x'| \le \delta`
 
     Examples:
@@ -249,7 +248,7 @@ def tgd2nd(theta: Tensor, inv_gamma: Tensor, s: Samples) -> Tensor:
         s: the samples, rotated by ``theta``.
 
     Shape:
-        - theta, inv_gamma: :math:`(N, 1)`, or tiled :math:`(N, hw)`
+        - theta, inv_gamma: :math:`(N, 1)`
         - Output: :math:`(N, hw)`, every row summing to 0
 
     Examples:

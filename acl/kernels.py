@@ -140,7 +140,6 @@ class _Plan(NamedTuple):
 
     families: list[Family]
     scales: list[tuple[int, int]]  # (segment, AKP column) of every scale AKP
-    others: list[tuple[int, int]]  # ... of every other AKP but the angles (Gabor's phase)
     turning: list[int]  # segments with an angle
 
 
@@ -150,10 +149,8 @@ _PLANS: dict[tuple[str, ...], _Plan] = {}
 def _plan(symbols: tuple[str, ...]) -> _Plan:
     if symbols not in _PLANS:
         fams = [FAMILIES[sym] for sym in symbols]
-        cols = [(i, j, akp) for i, f in enumerate(fams) for j, akp in enumerate(f.akps or ())]
-        scales = [(i, j) for i, j, akp in cols if akp.is_scale]
-        others = [(i, j) for i, j, akp in cols if not akp.is_scale and j != fams[i].angle]
-        _PLANS[symbols] = _Plan(fams, scales, others, [i for i, f in enumerate(fams) if f.angle is not None])
+        scales = [(i, j) for i, f in enumerate(fams) for j, akp in enumerate(f.akps or ()) if akp.is_scale]
+        _PLANS[symbols] = _Plan(fams, scales, [i for i, f in enumerate(fams) if f.angle is not None])
     return _PLANS[symbols]
 
 
@@ -170,9 +167,9 @@ def unchecked_mosaic(symbols: Sequence[str], kernel_size: tuple[int, int], akps:
     if plan.scales:
         scales = [columns[i][j] for i, j in plan.scales]
         # hardtanh is clamp with a one-op backward (clamp's builds two masks); they differ only on the bounds
-        _tile(columns, plan.scales, F.hardtanh(torch.cat(scales).abs(), SCALE_MIN, SCALE_MAX).reciprocal(), h * w)
-    if plan.others:
-        _tile(columns, plan.others, torch.cat([columns[i][j] for i, j in plan.others]), h * w)
+        clamped = F.hardtanh(torch.cat(scales).abs(), SCALE_MIN, SCALE_MAX).reciprocal()
+        for (i, j), c in zip(plan.scales, clamped.split([c.shape[0] for c in scales])):
+            columns[i][j] = c
     samples = [base] * len(akps)
     if plan.turning:
         theta = torch.cat([columns[i][plan.families[i].angle] for i in plan.turning])  # type: ignore[index]
@@ -191,19 +188,6 @@ def unchecked_mosaic(symbols: Sequence[str], kernel_size: tuple[int, int], akps:
     return (parts[0] if len(parts) == 1 else torch.cat(parts)).view(-1, h, w)
 
 
-def _tile(columns: list[list[Tensor]], where: list[tuple[int, int]], stacked: Tensor, hw: int) -> None:
-    """Put the columns ``stacked`` ``[m, 1]`` back at ``where``, each tiled to a contiguous ``[n, hw]``.
-
-    The formulas then combine AKPs and samples in tensors of one shape: no
-    broadcast of an ``[n, 1]`` column over the bank, whose backward is a sum over
-    each kernel's samples per use (the costliest pass over a bank); backward
-    reduces each column once, here, for all its uses (issue 24).
-    """
-    tiled = stacked.expand(-1, hw).contiguous().split([columns[i][j].shape[0] for i, j in where])
-    for (i, j), c in zip(where, tiled):
-        columns[i][j] = c
-
-
 def _columns(akps: Tensor, p: int) -> list[Tensor]:
     """The ``p`` AKP columns ``[n, 1]`` of a bank (one view when ``p == 1``)."""
     return list(akps.unsqueeze(2).unbind(1)) if p > 1 else [akps] if p else []
@@ -220,8 +204,7 @@ def _rotate(theta: Tensor, grid: _Grid) -> tuple[Tensor, Tensor]:
     24 ms for a descheduled one (median 15 us; issue 24); element-wise ops of a
     small bank stay on the calling thread.
     """
-    m = theta.shape[0]
-    cos, sin = torch.cat([theta.cos(), theta.sin()]).expand(-1, grid.samples.x.shape[1]).contiguous().split(m)  # tiled
+    cos, sin = theta.cos(), theta.sin()
     x, y = grid.samples.x, grid.samples.y
     return torch.addcmul(x * cos, y, sin), torch.addcmul(y * cos, x, sin, value=-1)
 

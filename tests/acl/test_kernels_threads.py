@@ -15,7 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from acl import AnalyticConv2d
 
 # ATen's unary ops with a grain of 2048 values (UnaryOpsKernel.cpp, IMPLEMENT_FLOAT_KERNEL)
-VML_PARALLEL = {"acos", "asin", "atan", "cos", "erf", "exp", "expm1", "log", "log1p", "log2", "sin", "sqrt", "tan", "tanh"}
+VML_PARALLEL = set("acos asin atan cos erf exp expm1 log log1p log2 sin sqrt tan tanh".split())
 PRODUCTS = {"mm", "addmm", "bmm", "baddbmm", "matmul"}
 
 
