@@ -16,7 +16,7 @@ Target (issue 22): at 90 %, file <= 0.5x and batch-32 latency <= 0.7x the unprun
 
     python benchmarks/bench_pruning.py                                 # digits (1x32x32, upsampled), resnet18_cifar
     python benchmarks/bench_pruning.py --data cifar10:DIR --epochs 30  # CIFAR-10 files
-    python benchmarks/bench_pruning.py --arch resnet18 --image 224     # the ImageNet stem at 224 (inputs resized)
+    python benchmarks/bench_pruning.py --arch resnet18 --image 224     # the ImageNet stem at 224 (digits upsampled)
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from deploy.timing import measure_latency
 from export.compare import TOLERANCES, compare_outputs
 from pipeline.archs import DEFAULT_SPEC, build
 from pipeline.archs.calibrate import trained_looking_bn
-from pipeline.data import load_dataset
+from pipeline.data import load_dataset, load_digits_dataset
 from pipeline.train import accuracy, train
 
 
@@ -156,9 +156,12 @@ def main() -> None:
                    help="comma-separated: each pruned convolution keeps a multiple of this many channels (exact; 8 or "
                    "16 keeps ONNX Runtime's blocked NCHWc layout, acl.pruning_align)")
     p.add_argument("--base", type=Path, help="trained unpruned state dict: loaded if it exists, else saved there")
+    p.add_argument("--image", type=int, help="digits upsampled to N x N (224 for --arch resnet18)")
     args = p.parse_args()
+    if args.image and args.data != "digits":
+        p.error(f"--image {args.image} with --data {args.data}, expected --data digits (other sets keep their size)")
     quiet_polygraphy()
-    data = load_dataset(args.data)
+    data = load_digits_dataset(image_size=args.image) if args.image else load_dataset(args.data)
     torch.manual_seed(args.seed)
     base = build(args.arch, args.spec, in_channels=data.channels, num_classes=data.num_classes)
     begin = time.perf_counter()
