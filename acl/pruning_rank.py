@@ -101,7 +101,7 @@ def rank_scores(
     if rank == "saliency":
         return kernels
     if rank == "channel-per-cost":
-        raise ValueError(f"ranking {rank!r} ranks channel classes, not kernels, expected acl.zero_masks with classes")
+        raise ValueError(f"ranking {rank!r} ranks channel classes, expected classes, macs and params (rank_inputs)")
     if macs is None:
         raise ValueError(f"ranking {rank!r} needs the kernels' multiply-adds, expected macs (kernel_macs)")
     if rank == "saliency-per-flop":

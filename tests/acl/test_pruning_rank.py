@@ -126,7 +126,7 @@ def test_bad_rankings_are_refused_and_the_job_knows_the_same_names():
         rank_scores(s.kernels, "saliency-per-flop")
     with pytest.raises(ValueError, match="'saliency-per-cost' needs the kernels' parameters, expected params"):
         rank_scores(s.kernels, "saliency-per-cost", macs={"a": 4.0})
-    with pytest.raises(ValueError, match="ranks channel classes, not kernels, expected acl.zero_masks with classes"):
+    with pytest.raises(ValueError, match="ranks channel classes, expected classes, macs and params"):
         acl.zero_masks(s, 50, rank="channel-per-cost", macs={"a": 4.0}, params={"a": 9.0})
     assert JOB_RANKINGS == RANKINGS
 
