@@ -7,14 +7,16 @@ For each: test accuracy, the exactness check (pruned = zeroed model, before
 FillZero, fp32 tolerance row), ONNX Runtime parity of its static file (fp32 row),
 the static file's size, and p50 latency per call at batch 1 and 32 (rounds alternate
 the order of the sessions; each cell is the median over rounds).
-``--rank``: the paper's saliency ranking (``sal``) and saliency per multiply-add
-(``s/flop``, ours; ``acl.pruning_rank``), side by side by default. ``--multiple 1,8``:
+``--rank``: the paper's saliency ranking (``sal``), saliency per multiply-add
+(``s/flop``, ours), per share of parameters plus multiply-adds (``s/cost``, ours;
+``acl.pruning_rank``) and whole channel classes per that share (``ch/cost``, ours;
+``acl.pruning_classes``), side by side by default. ``--multiple 1,8``:
 also with every pruned convolution's channels rounded up to a multiple of 8 (``acl.pruning_align``).
 Target (issue 22): at 90 %, file <= 0.5x and batch-32 latency <= 0.7x the unpruned.
 
     python benchmarks/bench_pruning.py                                 # digits (1x32x32, upsampled), resnet18_cifar
     python benchmarks/bench_pruning.py --data cifar10:DIR --epochs 30  # CIFAR-10 files
-    python benchmarks/bench_pruning.py --arch resnet18 --image 224     # the ImageNet stem at 224 (inputs resized)
+    python benchmarks/bench_pruning.py --arch resnet18 --image 224     # the ImageNet stem at 224 (digits upsampled)
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from deploy.timing import measure_latency
 from export.compare import TOLERANCES, compare_outputs
 from pipeline.archs import DEFAULT_SPEC, build
 from pipeline.archs.calibrate import trained_looking_bn
-from pipeline.data import load_dataset
+from pipeline.data import load_dataset, load_digits_dataset
 from pipeline.train import accuracy, train
 
 
@@ -50,8 +52,8 @@ def _resized(data, size: int):
 def prune_one(model, data, saliency, percent: float, rank: str, multiple: int, args) -> tuple[torch.nn.Module, dict]:
     """The pruned, FillZero'd, fine-tuned copy of ``model`` and its row (accuracy, exactness)."""
     finetune, seed = args.finetune, args.seed
-    macs = acl.kernel_macs(model, list(saliency.kernels), data.x_train[:1]) if rank != "saliency" else None
-    masks, emptied = acl.zero_masks(saliency, percent, rank=rank, macs=macs)
+    costs = acl.rank_inputs(model, list(saliency.kernels), data.x_train[:1], rank)
+    masks, emptied = acl.zero_masks(saliency, percent, rank=rank, **costs)
     result = acl.channel_prune(model, masks, data.x_train[:2], multiple=multiple)
     with torch.no_grad():
         x = data.x_test[:256]
@@ -126,7 +128,7 @@ def trained_base(base, data, args) -> None:
         torch.save(base.state_dict(), args.base)
 
 
-SHORT = {"saliency": "sal", "saliency-per-flop": "s/flop"}
+SHORT = {"saliency": "sal", "saliency-per-flop": "s/flop", "saliency-per-cost": "s/cost", "channel-per-cost": "ch/cost"}
 
 
 def _ranks(text: str) -> str:
@@ -148,14 +150,18 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rank", default=",".join(RANKINGS), type=_ranks,
-                   help="rankings to compare, comma-separated: saliency (the paper's), saliency-per-flop (ours)")
+                   help="rankings to compare, comma-separated: saliency (the paper's), saliency-per-flop, saliency-per-cost, "
+                   "channel-per-cost (ours)")
     p.add_argument("--multiple", default="1",
                    help="comma-separated: each pruned convolution keeps a multiple of this many channels (exact; 8 or "
                    "16 keeps ONNX Runtime's blocked NCHWc layout, acl.pruning_align)")
     p.add_argument("--base", type=Path, help="trained unpruned state dict: loaded if it exists, else saved there")
+    p.add_argument("--image", type=int, help="digits upsampled to N x N (224 for --arch resnet18)")
     args = p.parse_args()
+    if args.image and args.data != "digits":
+        p.error(f"--image {args.image} with --data {args.data}, expected --data digits (other sets keep their size)")
     quiet_polygraphy()
-    data = load_dataset(args.data)
+    data = load_digits_dataset(image_size=args.image) if args.image else load_dataset(args.data)
     torch.manual_seed(args.seed)
     base = build(args.arch, args.spec, in_channels=data.channels, num_classes=data.num_classes)
     begin = time.perf_counter()
@@ -192,8 +198,9 @@ def report(rows: dict, p50: dict, args) -> None:
               f"{r['params']:10,d} {r['bytes'] / 1e6:6.2f} {r['bytes'] / base['bytes']:5.2f} "
               f"{p50[k, 1]:7.2f} {p50[k, 1] / p50['unpruned', 1]:5.2f} {p50[k, 32]:8.2f} "
               f"{p50[k, 32] / p50['unpruned', 32]:5.2f}")  # fmt: skip
-    print("sal: the paper's global saliency ranking; s/flop: saliency per multiply-add (our extension); /8: channels "
-          "rounded up to multiples of 8")
+    print("sal: the paper's global saliency ranking; s/flop: saliency per multiply-add; s/cost: saliency per share of "
+          "parameters plus share of multiply-adds; ch/cost: whole channel classes per that share (ours); /8: channels rounded "
+          "up to multiples of 8")
     print("acc: test accuracy (pruned rows after FillZero and fine-tuning); pruned: before FillZero; exact: the pruned "
           "model equals the zeroed one (fp32 row); ort: the static file against its PyTorch model (fp32 row)")  # fmt: skip
 
