@@ -46,9 +46,11 @@ _HOME = {
     "init_akps": "acl.kernels",
     "is_spatial": "acl.selection",
     "kernel_macs": "acl.pruning_rank",
+    "kernel_params": "acl.pruning_rank",
     "kernel_saliency": "acl.saliency",
     "model_spectra": "acl.steering",
     "parse_spec": "acl.spec",
+    "rank_inputs": "acl.pruning_rank",
     "zero_kernels": "acl.saliency",
     "zero_masks": "acl.pruning",
 }

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from acl.analytic_conv import AnalyticConv2d
 from acl.channel_graph import ChannelGraph, trace_channels
 from acl.conversion import bake
+from acl.pruning_classes import zero_classes
 from acl.pruning_modules import (
     rebuild_acl,
     rebuild_bn,
@@ -55,7 +56,12 @@ __all__ = ["PruneResult", "channel_prune", "fill_zero", "zero_masks", "zeroed_mo
 
 
 def zero_masks(
-    saliency: Saliency, percent: float, rank: str = "saliency", macs: dict[str, float] | None = None
+    saliency: Saliency,
+    percent: float,
+    rank: str = "saliency",
+    macs: dict[str, float] | None = None,
+    params: dict[str, float] | None = None,
+    classes: list[dict[str, Tensor]] | None = None,
 ) -> tuple[dict[str, Tensor], list[str]]:
     """``{layer: bool [Co, Ci/groups]}`` of the kernels to zero, and the layers kept from being emptied.
 
@@ -63,11 +69,17 @@ def zero_masks(
     layer and mosaic order); a layer that would lose every kernel keeps its
     highest-ranked one. ``rank`` (``acl.pruning_rank``): ``"saliency"``, the paper's
     Eq. 4 ranking, or ``"saliency-per-flop"`` (our extension), saliency divided by
-    ``macs[layer]``, one kernel's multiply-adds (``acl.kernel_macs``).
+    ``macs[layer]``, one kernel's multiply-adds (``acl.kernel_macs``), or
+    ``"saliency-per-cost"`` (ours), saliency divided by the kernel's share of the
+    parameters (``params``, ``acl.kernel_params``) plus its share of the multiply-adds, or
+    ``"channel-per-cost"`` (ours), whole channel ``classes`` (``acl.pruning_classes``) first.
+    ``acl.rank_inputs`` gives ``macs``, ``params`` and ``classes`` for a ranking.
     """
     if not 0 <= percent < 100:
         raise ValueError(f"prune percent {percent}, expected 0 <= percent < 100")
-    ranked = rank_scores(saliency.kernels, rank, macs)
+    if rank == "channel-per-cost" and classes is not None and macs is not None and params is not None:
+        return zero_classes(saliency, percent, classes, macs, params)
+    ranked = rank_scores(saliency.kernels, rank, macs, params)
     names = list(ranked)
     scores = torch.cat([ranked[n].flatten() for n in names])
     count = math.floor(percent / 100 * scores.numel())

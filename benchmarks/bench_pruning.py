@@ -7,19 +7,22 @@ For each: test accuracy, the exactness check (pruned = zeroed model, before
 FillZero, fp32 tolerance row), ONNX Runtime parity of its static file (fp32 row),
 the static file's size, and p50 latency per call at batch 1 and 32 (rounds alternate
 the order of the sessions; each cell is the median over rounds).
-``--rank``: the paper's saliency ranking (``sal``) and saliency per multiply-add
-(``s/flop``, ours; ``acl.pruning_rank``), side by side by default. ``--multiple 1,8``:
+``--rank``: the paper's saliency ranking (``sal``), saliency per multiply-add
+(``s/flop``, ours), per share of parameters plus multiply-adds (``s/cost``, ours;
+``acl.pruning_rank``) and whole channel classes per that share (``ch/cost``, ours;
+``acl.pruning_classes``), side by side by default. ``--multiple 1,8``:
 also with every pruned convolution's channels rounded up to a multiple of 8 (``acl.pruning_align``).
 Target (issue 22): at 90 %, file <= 0.5x and batch-32 latency <= 0.7x the unpruned.
 
     python benchmarks/bench_pruning.py                                 # digits (1x32x32, upsampled), resnet18_cifar
     python benchmarks/bench_pruning.py --data cifar10:DIR --epochs 30  # CIFAR-10 files
-    python benchmarks/bench_pruning.py --arch resnet18 --image 224     # the ImageNet stem at 224 (inputs resized)
+    python benchmarks/bench_pruning.py --arch resnet18 --image 224     # the ImageNet stem at 224 (digits upsampled)
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import tempfile
 import time
@@ -37,7 +40,7 @@ from deploy.timing import measure_latency
 from export.compare import TOLERANCES, compare_outputs
 from pipeline.archs import DEFAULT_SPEC, build
 from pipeline.archs.calibrate import trained_looking_bn
-from pipeline.data import load_dataset
+from pipeline.data import load_dataset, load_digits_dataset
 from pipeline.train import accuracy, train
 
 
@@ -50,8 +53,8 @@ def _resized(data, size: int):
 def prune_one(model, data, saliency, percent: float, rank: str, multiple: int, args) -> tuple[torch.nn.Module, dict]:
     """The pruned, FillZero'd, fine-tuned copy of ``model`` and its row (accuracy, exactness)."""
     finetune, seed = args.finetune, args.seed
-    macs = acl.kernel_macs(model, list(saliency.kernels), data.x_train[:1]) if rank != "saliency" else None
-    masks, emptied = acl.zero_masks(saliency, percent, rank=rank, macs=macs)
+    costs = acl.rank_inputs(model, list(saliency.kernels), data.x_train[:1], rank)
+    masks, emptied = acl.zero_masks(saliency, percent, rank=rank, **costs)
     result = acl.channel_prune(model, masks, data.x_train[:2], multiple=multiple)
     with torch.no_grad():
         x = data.x_test[:256]
@@ -83,6 +86,15 @@ def _removed(result) -> dict[str, int]:
     rows = sum(int(m.all(1).sum()) for m in result.masks.values())
     gone = sum(c["out"][0] - c["out"][1] for n, c in result.channels.items() if n in result.masks)
     return {"all_zero_rows": rows, "removed": gone, "of": sum(m.shape[0] for m in result.masks.values())}
+
+
+def _trained_longer(base, data, args) -> float | None:
+    """Accuracy of the unpruned model trained ``--finetune`` more epochs: the control for the pruned rows' budget."""
+    if not args.finetune:
+        return None
+    control = copy.deepcopy(base)
+    train(control, data, epochs=args.finetune, progress=False, seed=args.seed)
+    return accuracy(control.eval(), data.x_test, data.y_test)
 
 
 def ort_parity(model, path: Path, x: torch.Tensor) -> bool:
@@ -126,7 +138,7 @@ def trained_base(base, data, args) -> None:
         torch.save(base.state_dict(), args.base)
 
 
-SHORT = {"saliency": "sal", "saliency-per-flop": "s/flop"}
+SHORT = {"saliency": "sal", "saliency-per-flop": "s/flop", "saliency-per-cost": "s/cost", "channel-per-cost": "ch/cost"}
 
 
 def _ranks(text: str) -> str:
@@ -148,20 +160,25 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rank", default=",".join(RANKINGS), type=_ranks,
-                   help="rankings to compare, comma-separated: saliency (the paper's), saliency-per-flop (ours)")
+                   help="rankings to compare, comma-separated: saliency (the paper's), saliency-per-flop, saliency-per-cost, "
+                   "channel-per-cost (ours)")
     p.add_argument("--multiple", default="1",
                    help="comma-separated: each pruned convolution keeps a multiple of this many channels (exact; 8 or "
                    "16 keeps ONNX Runtime's blocked NCHWc layout, acl.pruning_align)")
     p.add_argument("--base", type=Path, help="trained unpruned state dict: loaded if it exists, else saved there")
+    p.add_argument("--image", type=int, help="digits upsampled to N x N (224 for --arch resnet18)")
     args = p.parse_args()
+    if args.image and args.data != "digits":
+        p.error(f"--image {args.image} with --data {args.data}, expected --data digits (other sets keep their size)")
     quiet_polygraphy()
-    data = load_dataset(args.data)
+    data = load_digits_dataset(image_size=args.image) if args.image else load_dataset(args.data)
     torch.manual_seed(args.seed)
     base = build(args.arch, args.spec, in_channels=data.channels, num_classes=data.num_classes)
     begin = time.perf_counter()
     trained_base(base, data, args)
     print(f"trained {args.arch} ({args.spec}) {args.epochs} epochs on {data.describe()} in {time.perf_counter() - begin:.0f} s")
     models, rows = {"unpruned": base}, {"unpruned": {"acc": accuracy(base, data.x_test, data.y_test)}}
+    rows["unpruned"]["acc_more"] = _trained_longer(base, data, args)
     s = acl.kernel_saliency(base, data.x_train[:60], data.y_train[:60], minibatches=15, batch_size=4)
     for pct in [float(v) for v in args.percents.split(",")]:
         for rank in args.rank.split(","):
@@ -192,8 +209,11 @@ def report(rows: dict, p50: dict, args) -> None:
               f"{r['params']:10,d} {r['bytes'] / 1e6:6.2f} {r['bytes'] / base['bytes']:5.2f} "
               f"{p50[k, 1]:7.2f} {p50[k, 1] / p50['unpruned', 1]:5.2f} {p50[k, 32]:8.2f} "
               f"{p50[k, 32] / p50['unpruned', 32]:5.2f}")  # fmt: skip
-    print("sal: the paper's global saliency ranking; s/flop: saliency per multiply-add (our extension); /8: channels "
-          "rounded up to multiples of 8")
+    if base.get("acc_more") is not None:  # pruned rows trained --finetune epochs more than the unpruned one
+        print(f"unpruned trained {args.finetune} more epochs (the pruned rows' fine-tuning budget): acc {base['acc_more']:.3f}")
+    print("sal: the paper's global saliency ranking; s/flop: saliency per multiply-add; s/cost: saliency per share of "
+          "parameters plus share of multiply-adds; ch/cost: whole channel classes per that share (ours); /8: channels rounded "
+          "up to multiples of 8")
     print("acc: test accuracy (pruned rows after FillZero and fine-tuning); pruned: before FillZero; exact: the pruned "
           "model equals the zeroed one (fp32 row); ort: the static file against its PyTorch model (fp32 row)")  # fmt: skip
 

@@ -18,8 +18,9 @@ MAX_PERCENT = 99.9
 """The paper's highest setting (Table M.1); 100 % would zero every kernel but one per layer."""
 MAX_FINETUNE = 10_000
 MAX_ALIGN = 64
-RANKINGS = ("saliency", "saliency-per-flop")
+RANKINGS = ("saliency", "saliency-per-flop", "saliency-per-cost", "channel-per-cost")
 """``acl.pruning_rank.RANKINGS``, repeated here so that the checks run before torch is imported."""
+NAMES = ", ".join(RANKINGS[:-1]) + " or " + RANKINGS[-1]
 
 
 def percent(text: str) -> float:
@@ -36,7 +37,7 @@ def percent(text: str) -> float:
 def ranking(text: str) -> str:
     """An argparse ``type``: one of ``RANKINGS``, or a one-line error naming them."""
     if text not in RANKINGS:
-        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a ranking, expected {' or '.join(RANKINGS)}")
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a ranking, expected {NAMES}")
     return text
 
 
@@ -63,9 +64,11 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
         type=ranking,
         default="saliency",
         metavar="RANK",
-        help="how --prune ranks kernels: saliency (the paper's Eq. 4 global ranking, default) or saliency-per-flop "
-        "(our extension: saliency / the kernel's multiply-adds at its layer's output size, so more goes from the "
-        "high-resolution layers that cost the latency)",
+        help="how --prune ranks kernels: saliency (the paper's Eq. 4 global ranking, default), saliency-per-flop "
+        "(ours: saliency / the kernel's multiply-adds at its layer's output size, so more goes from the "
+        "high-resolution layers that cost the latency) or saliency-per-cost (ours: saliency / (the kernel's share of "
+        "the spatial parameters + its share of the multiply-adds), or channel-per-cost (ours: whole channel classes by that "
+        "ratio, so the zeroed kernels are ones pruning removes)",
     )
     parser.add_argument(
         "--prune-align",
@@ -91,7 +94,7 @@ def problem(prune: float | None, finetune: int, rank: str = "saliency", align: i
             f"--prune-finetune {finetune} fine-tunes a pruned model, but --prune is not given, expected --prune PCT too"
         )
     if rank not in RANKINGS:
-        return f"--prune-rank {str(rank)[:40]!r} is not a ranking, expected {' or '.join(RANKINGS)}"
+        return f"--prune-rank {str(rank)[:40]!r} is not a ranking, expected {NAMES}"
     if rank != "saliency" and prune is None:
         return f"--prune-rank {rank} ranks kernels to prune, but --prune is not given, expected --prune PCT too"
     if not isinstance(align, int) or not 1 <= align <= MAX_ALIGN:

@@ -1,7 +1,7 @@
 """ExplainFix ChannelPrune (``--prune PCT``, ``--prune-finetune EPOCHS``): after training, before the checkpoint.
 
 Saliency (Eq. 4, 15 minibatches of 4 training images) ranks every spatial kernel
-(``--prune-rank saliency-per-flop``: saliency per multiply-add, our extension);
+(``--prune-rank``: ours per multiply-add, per cost share, or whole channel classes; ``acl.pruning_rank``);
 ``acl.zero_masks`` picks the least salient PCT %, ``acl.channel_prune`` removes the
 channels that leaves unused and rebuilds smaller layers (checked against the zeroed
 model on the test images with the fp32 tolerance row). With ``--prune-finetune``,

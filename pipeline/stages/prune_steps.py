@@ -28,8 +28,8 @@ def prune_model(model, x, y, percent: float, rank: str = "saliency", align: int 
 
     try:
         saliency = acl.kernel_saliency(model, x, y, minibatches=15, batch_size=4)
-        macs = acl.kernel_macs(model, list(saliency.kernels), x) if rank != "saliency" else None
-        masks, emptied = acl.zero_masks(saliency, percent, rank=rank, macs=macs)
+        costs = acl.rank_inputs(model, list(saliency.kernels), x, rank)
+        masks, emptied = acl.zero_masks(saliency, percent, rank=rank, **costs)
         return saliency, masks, emptied, acl.channel_prune(model, masks, x[:2], multiple=align)
     except torch.fx.proxy.TraceError as e:  # a ValueError too: caught first
         raise UserError(
@@ -76,6 +76,12 @@ def sizes(model) -> dict[str, int]:
     }
 
 
+RANK_WORDS = {
+    "saliency-per-flop": ", per multiply-add at the layer's output size (our extension)",
+    "saliency-per-cost": ", per share of the spatial parameters plus share of the multiply-adds (our extension)",
+    "channel-per-cost": ", whole channel classes per share of the spatial parameters plus share of the multiply-adds "
+    "(our extension)",
+}
 FORM_ACL = "FillZero then fine-tuning; ACLs keep their spec for what remains."
 FORM_BAKED = "the exact pruned model, not fine-tuned; its ACLs are baked (an analytic kernel cannot be zero)."
 
@@ -89,7 +95,7 @@ def markdown_lines(s: dict[str, Any]) -> list[str]:
         "",
         f"- Zeroed the {s['zeroed_kernels']} least salient of {s['spatial_kernels']} spatial kernels "
         f"({s['percent']:g} %, Eq. 4 weight x gradient, global ranking"
-        + (", per multiply-add at the layer's output size (our extension)" if s.get("rank") == "saliency-per-flop" else "")
+        + RANK_WORDS.get(s.get("rank"), "")
         + ")"
         + (f"; kept one kernel in {', '.join(s['kept_one_kernel'])}" if s["kept_one_kernel"] else "")
         + ".",

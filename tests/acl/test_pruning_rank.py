@@ -1,4 +1,4 @@
-"""acl.zero_masks's rankings: the paper's saliency (default, unchanged) and saliency per multiply-add (ours)."""
+"""acl.zero_masks's rankings: the paper's saliency (default, unchanged); ours per multiply-add and per cost."""
 
 from __future__ import annotations
 
@@ -120,8 +120,62 @@ def test_the_default_ranking_is_the_papers_bit_for_bit():
 
 def test_bad_rankings_are_refused_and_the_job_knows_the_same_names():
     s = Saliency("grad", 1, 1, {"a": torch.ones(2, 2)}, {})
-    with pytest.raises(ValueError, match="ranking 'flops', expected one of saliency, saliency-per-flop"):
+    with pytest.raises(ValueError, match="ranking 'flops', expected one of saliency, saliency-per-flop, saliency-per-cost"):
         acl.zero_masks(s, 50, rank="flops")
     with pytest.raises(ValueError, match="needs the kernels' multiply-adds"):
         rank_scores(s.kernels, "saliency-per-flop")
+    with pytest.raises(ValueError, match="'saliency-per-cost' needs the kernels' parameters, expected params"):
+        rank_scores(s.kernels, "saliency-per-cost", macs={"a": 4.0})
+    with pytest.raises(ValueError, match="ranks channel classes, expected classes, macs and params"):
+        acl.zero_masks(s, 50, rank="channel-per-cost", macs={"a": 4.0}, params={"a": 9.0})
     assert JOB_RANKINGS == RANKINGS
+
+
+def test_kernel_params_are_kernel_areas():
+    assert acl.kernel_params(Block(), ["stem", "conv1", "dw"]) == {"stem": 9.0, "conv1": 9.0, "dw": 15.0}
+
+
+def cost_scores(kernels: dict[str, torch.Tensor], macs: dict[str, float], params: dict[str, float]) -> dict[str, float]:
+    """Per layer: 1 / (one kernel's share of all ranked kernels' parameters + its share of their multiply-adds)."""
+    total_p = sum(params[n] * t.numel() for n, t in kernels.items())
+    total_m = sum(macs[n] * t.numel() for n, t in kernels.items())
+    return {n: params[n] / total_p + macs[n] / total_m for n in kernels}
+
+
+@pytest.mark.parametrize("percent", [30, 70, 95])
+def test_saliency_per_cost_zeroes_the_kernels_a_plain_sort_of_saliency_over_cost_shares_picks(percent):
+    model = Block().eval()
+    x = torch.randn(2, 2, 20, 18)
+    s = random_saliency(model, seed=4)
+    macs, params = acl.kernel_macs(model, list(s.kernels), x), acl.kernel_params(model, list(s.kernels))
+    masks, emptied = acl.zero_masks(s, percent, rank="saliency-per-cost", macs=macs, params=params)
+    want = brute_masks(s.kernels, cost_scores(s.kernels, macs, params), percent)
+    for n, m in masks.items():
+        got = set(torch.nonzero(m.flatten()).flatten().tolist())
+        if n in emptied:
+            assert want[n] == set(range(m.numel())) and got == want[n] - {int(s.kernels[n].argmax())}
+        else:
+            assert got == want[n], n
+    assert acl.rank_inputs(model, list(s.kernels), x, "saliency-per-cost") == {"macs": macs, "params": params}
+    assert acl.rank_inputs(model, list(s.kernels), x, "saliency") == {}
+    result = acl.channel_prune(model, masks, x)
+    y = torch.randn(4, 2, 20, 18)
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(y), result.zeroed(y), rtol=1e-4, atol=1e-5)
+
+
+def test_per_cost_lies_between_the_papers_ranking_and_per_flop_on_resnet18():
+    """A layer1 kernel (32x32) costs 16x a layer4 one (4x4) per cost, 64x per multiply-add, 1x per parameter."""
+    model = build("resnet18_cifar", "none").eval()
+    s = random_saliency(model, seed=0)
+    costs = acl.rank_inputs(model, list(s.kernels), torch.randn(1, 1, 32, 32), "saliency-per-cost")
+    share = cost_scores(s.kernels, costs["macs"], costs["params"])
+    assert share["layer1.0.conv1"] / share["layer4.1.conv2"] == pytest.approx(16.3, abs=0.1)
+
+    def in_layer1(masks):
+        return sum(int(m.sum()) for n, m in masks.items() if n.startswith("layer1."))
+
+    plain, _ = acl.zero_masks(s, 50)
+    flop, _ = acl.zero_masks(s, 50, rank="saliency-per-flop", macs=costs["macs"])
+    cost, _ = acl.zero_masks(s, 50, rank="saliency-per-cost", **costs)
+    assert in_layer1(plain) < in_layer1(cost) < in_layer1(flop)

@@ -122,3 +122,43 @@ def acl_with(model: nn.Module, params: dict[str, torch.Tensor]) -> nn.Module:
             if n in params:
                 p.copy_(params[n])
     return out
+
+
+def test_a_bank_closes_at_chunk_kernels(model, monkeypatch, tmp_path):
+    # A large segment gets a call of its own (one bank for a whole ResNet-18 was slower: its tensors
+    # left the cache); small ones still share one. Outputs, fed AKPs and AKP names are unchanged.
+    from export import banks
+
+    monkeypatch.setattr(banks, "CHUNK_KERNELS", 256)
+    files = export.export_files(model, {k: tmp_path / f"{k}.onnx" for k in ("static", "live-akp")}, SHAPE)
+    live = onnx.load(str(files["live-akp"]))
+    calls = [n for n in live.graph.node if n.domain == "ai.acl"]
+    counts = {f"{n}.{k}": p.shape[0] for n, ly in acl.acl_layers(model) for k, p in ly.akps().items()}
+    want = _banked(model, 256)
+    assert 12 < len(calls) == want < len(counts), (len(calls), want, len(counts))
+    for call in calls:  # a bank's AKPs: one segment, or segments that were below the limit when they joined
+        concat = next((n for n in live.graph.node if call.input[0] in n.output), None)
+        members = list(concat.input) if concat is not None else [call.input[0]]
+        assert all(counts[m] for m in members) and sum(counts[m] for m in members[:-1]) < 256
+    assert akp_initializer_names(live) == list(counts)
+    x = np.random.default_rng(8).standard_normal((2, *SHAPE[1:])).astype(np.float32)
+    moved, feed = perturbed_akps(model, seed=12)
+    with torch.inference_mode():
+        ref, ref_moved = (m(torch.from_numpy(x)).numpy() for m in (model, moved))
+    sess = ort_session(str(files["live-akp"]))
+    _check(ref, sess.run(None, {"input": x})[0], "chunked banks vs PyTorch")
+    _check(ref_moved, sess.run(None, {"input": x, **feed})[0], "chunked banks, all AKPs fed")
+
+
+def _banked(model: nn.Module, limit: int) -> int:
+    """Calls expected: per (op, kernel size), segments in model order, a bank closed at ``limit`` kernels."""
+    banks: dict[tuple[str, tuple[int, int]], list[int]] = {}
+    total = 0
+    for _, ly in acl.acl_layers(model):
+        for k, p in ly.akps().items():
+            key = (k.rpartition("_")[2], tuple(ly.weight.shape[2:]))
+            if key not in banks or sum(banks[key]) >= limit:
+                banks[key] = []
+                total += 1
+            banks[key].append(p.shape[0])
+    return total

@@ -131,3 +131,41 @@ def test_tgd1st_in_onnxruntime_agrees_with_torch_at_the_band_edge():
     want = generate("Tf", torch.from_numpy(akps), 3).numpy()
     diff = np.abs(got - want).max()
     assert diff < 1e-4, f"TGD1st at the band's edge: onnxruntime vs PyTorch max abs diff {diff:.3g}"
+
+
+@pytest.mark.parametrize("size", [(3, 3), (4, 4), (3, 4), (1, 1), (7, 7)])
+def test_half_samples_mirror_is_the_odd_extension(size):
+    # TGD1st computes the first hw // 2 samples and mirrors them: the grid's last half is its first negated.
+    h, w = size
+    grid = grid_array(h, w)
+    xh, yh, mirror = (np.asarray(a) for a in functions.HalfSamples(grid))
+    x, y = grid[0].reshape(-1), grid[1].reshape(-1)
+    half = h * w // 2
+    assert xh.shape == yh.shape == (1, half) and mirror.shape == (h * w, half)
+    assert np.array_equal(xh[0], x[:half]) and np.array_equal(yh[0], y[:half])
+    v = np.random.default_rng(0).standard_normal((half, 3)).astype(np.float32)
+    want = np.zeros((h * w, 3), np.float32)
+    for j in range(half):
+        want[j] = v[j]
+        (k,) = np.flatnonzero((x == -x[j]) & (y == -y[j]))
+        want[k] = -v[j]
+    assert np.array_equal(mirror @ v, want)
+
+
+def test_tgd1st_runs_its_full_size_ops_on_half_the_samples():
+    # Every op over samples x kernels in TGD1st's body runs on hw // 2 samples (4 of 9; the exponent's
+    # GEMM: 8 = both coordinates), except the final mirror: the exponent, its Exp and the ramp were 9 x n.
+    import onnx.inliner
+
+    n = 11
+    model = onnx.inliner.inline_local_functions(one_op_model("TGD1st", np.zeros((n, 3), np.float32), 3, 3))
+    names = [o for node in model.graph.node for o in node.output]
+    del model.graph.output[:]
+    model.graph.output.extend(helper.make_empty_tensor_value_info(o) for o in names)
+    akps = akps_for("Tf", n, np.random.default_rng(1))
+    values = ReferenceEvaluator(model).run(None, {"first": akps, "grid": grid_array(3, 3)})
+    shapes = dict(zip(names, (np.shape(v) for v in values)))
+    ops = {node.op_type: shapes[node.output[0]] for node in model.graph.node}
+    assert ops["Exp"] == (4, n) and ops["Clip"] == (4, n)
+    full = [node.op_type for node in model.graph.node if np.prod(shapes[node.output[0]]) == 9 * n]
+    assert full == ["MatMul", "Transpose", "Reshape"], full  # the mirror, then the bank's layout

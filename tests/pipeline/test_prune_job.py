@@ -28,7 +28,8 @@ def test_bad_values_are_refused_before_torch_with_one_line_and_nothing_written(t
         (["--prune-finetune", "2"], "error: --prune-finetune 2 fine-tunes a pruned model, but --prune is not given"),
         (["--prune", "50", "--prune-finetune", "-1"], "error: --prune-finetune -1 is out of range, expected 0 to"),
         (["--prune", "50", "--prune-rank", "flops"],
-         "error: argument --prune-rank: 'flops' is not a ranking, expected saliency or saliency-per-flop"),
+         "error: argument --prune-rank: 'flops' is not a ranking, expected saliency, saliency-per-flop, "
+         "saliency-per-cost or channel-per-cost"),
         (["--prune-rank", "saliency-per-flop"], "error: --prune-rank saliency-per-flop ranks kernels to prune, but "
          "--prune is not given, expected --prune PCT too"),
         (["--prune", "50", "--prune-align", "0"], "error: --prune-align 0 is out of range, expected 1 to 64"),
@@ -52,12 +53,16 @@ def test_the_stage_refuses_bad_values_given_through_the_api():
         stage.check(JobConfig(prune=120))
     with pytest.raises(UserError, match="but --prune is not given, expected --prune PCT too"):
         stage.check(JobConfig(prune_finetune=1))
-    with pytest.raises(UserError, match="--prune-rank 'flops' is not a ranking, expected saliency or saliency-per"):
+    with pytest.raises(UserError, match="--prune-rank 'flops' is not a ranking, expected saliency, saliency-per-flop"):
         stage.check(JobConfig(prune=50, prune_rank="flops"))
     stage.check(JobConfig(prune=99.9, prune_finetune=1))
     with pytest.raises(UserError, match="--prune-align 65 is out of range, expected 1 to 64"):
         stage.check(JobConfig(prune=50, prune_align=65))
     stage.check(JobConfig(prune=50, prune_rank="saliency-per-flop", prune_align=8))
+    for rank in ("saliency-per-cost", "channel-per-cost"):
+        stage.check(JobConfig(prune=90, prune_rank=rank))
+        with pytest.raises(UserError, match=f"--prune-rank {rank} ranks kernels to prune, but --prune is not given"):
+            stage.check(JobConfig(prune_rank=rank))
 
 
 def _ops(model: onnx.ModelProto) -> set[str]:
@@ -208,3 +213,30 @@ def test_pruning_the_shared_runs_checkpoint_is_exact_and_its_checkpoint_rebuilds
     for name, entry in prune["shapes"].items():
         if entry["kind"] == "acl":
             assert str(model.get_submodule(name).spec) == entry["spec"], name
+
+
+def test_channel_per_cost_through_the_job_is_exact_recorded_and_has_no_masking_op(lenet_run, tmp_path):
+    """``--prune-rank channel-per-cost`` (ours) on the shared run's checkpoint: exact, parity rows pass, the ranking in
+    report.json, report.md and the checkpoint, and the files hold smaller initializers and no gather or mask node."""
+    from safetensors import safe_open
+
+    from pipeline import checkpoint
+    from pipeline.export import main
+
+    out = tmp_path / "classes"
+    source = ["--checkpoint", str(lenet_run["out"] / "model.safetensors"), "--prune", "70", "--prune-rank",
+              "channel-per-cost"]  # fmt: skip
+    assert main(["--out", str(out), *SHORT_JOB, *source]) == 0
+    report = json.loads((out / "report.json").read_text())
+    prune = report["prune"]
+    assert prune["exact"]["passed"] and prune["rank"] == "channel-per-cost" and prune["channels"], prune["exact"]
+    assert prune["parameters"]["after"]["deployed"] < prune["parameters"]["before"]["deployed"]
+    assert report["verdict"]["passed"] and all(row["passed"] for row in report["parity"].values())
+    assert "whole channel classes per share of the spatial parameters" in (out / "report.md").read_text()
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert f.metadata()["prune_rank"] == "channel-per-cost"
+    model, _ = checkpoint.load(out / "model.safetensors")
+    _check_exported_equals(out, report, model)
+    for key, rel in report["files"].items():
+        if key.startswith("onnx:"):
+            assert not _ops(onnx.load(str(out / rel))) & MASKING_OPS, key
