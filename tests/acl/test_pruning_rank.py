@@ -72,6 +72,20 @@ def test_kernel_macs_are_kernel_area_times_output_size():
         acl.kernel_macs(Unused(), ["used", "spare"], x)
 
 
+def assert_brute_masks_and_exact(model, s, masks, emptied, want, x) -> None:
+    """``masks`` zero the kernels of ``want`` (a layer that lost them all keeps its most salient), and pruning stays exact."""
+    for n, m in masks.items():
+        got = set(torch.nonzero(m.flatten()).flatten().tolist())
+        if n in emptied:  # the layer keeps its best-ranked kernel: the highest saliency (one cost per layer)
+            assert want[n] == set(range(m.numel())) and got == want[n] - {int(s.kernels[n].argmax())}
+        else:
+            assert got == want[n], n
+    result = acl.channel_prune(model, masks, x)
+    y = torch.randn(4, 2, 20, 18)  # other inputs than the ones pruned on
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(y), result.zeroed(y), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("percent", [30, 70, 95])
 def test_saliency_per_flop_zeroes_the_kernels_a_plain_sort_of_saliency_over_macs_picks(percent):
     model = Block().eval()
@@ -80,16 +94,7 @@ def test_saliency_per_flop_zeroes_the_kernels_a_plain_sort_of_saliency_over_macs
     macs = acl.kernel_macs(model, list(s.kernels), x)
     masks, emptied = acl.zero_masks(s, percent, rank="saliency-per-flop", macs=macs)
     want = brute_masks(s.kernels, macs, percent)
-    for n, m in masks.items():
-        got = set(torch.nonzero(m.flatten()).flatten().tolist())
-        if n in emptied:  # the layer keeps its best-ranked kernel: the highest saliency (one macs per layer)
-            assert want[n] == set(range(m.numel())) and got == want[n] - {int(s.kernels[n].argmax())}
-        else:
-            assert got == want[n], n
-    result = acl.channel_prune(model, masks, x)  # the pruned model is still exact
-    y = torch.randn(4, 2, 20, 18)
-    with torch.no_grad():
-        torch.testing.assert_close(result.model(y), result.zeroed(y), rtol=1e-4, atol=1e-5)
+    assert_brute_masks_and_exact(model, s, masks, emptied, want, x)
 
 
 def test_per_flop_moves_zeroing_towards_the_high_resolution_layers():
@@ -150,18 +155,9 @@ def test_saliency_per_cost_zeroes_the_kernels_a_plain_sort_of_saliency_over_cost
     macs, params = acl.kernel_macs(model, list(s.kernels), x), acl.kernel_params(model, list(s.kernels))
     masks, emptied = acl.zero_masks(s, percent, rank="saliency-per-cost", macs=macs, params=params)
     want = brute_masks(s.kernels, cost_scores(s.kernels, macs, params), percent)
-    for n, m in masks.items():
-        got = set(torch.nonzero(m.flatten()).flatten().tolist())
-        if n in emptied:
-            assert want[n] == set(range(m.numel())) and got == want[n] - {int(s.kernels[n].argmax())}
-        else:
-            assert got == want[n], n
     assert acl.rank_inputs(model, list(s.kernels), x, "saliency-per-cost") == {"macs": macs, "params": params}
     assert acl.rank_inputs(model, list(s.kernels), x, "saliency") == {}
-    result = acl.channel_prune(model, masks, x)
-    y = torch.randn(4, 2, 20, 18)
-    with torch.no_grad():
-        torch.testing.assert_close(result.model(y), result.zeroed(y), rtol=1e-4, atol=1e-5)
+    assert_brute_masks_and_exact(model, s, masks, emptied, want, x)
 
 
 def test_per_cost_lies_between_the_papers_ranking_and_per_flop_on_resnet18():
