@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from acl.channel_graph import trace_channels
 from acl.conversion import bake
+from acl.pruning_cost import cost_shares
 from acl.saliency import Saliency
 
 __all__ = ["class_kernels", "zero_classes"]
@@ -71,9 +72,7 @@ def zero_classes(
     if not 0 <= percent < 100:
         raise ValueError(f"prune percent {percent}, expected 0 <= percent < 100")
     kernels = saliency.kernels
-    total_p = sum(params[n] * s.numel() for n, s in kernels.items())
-    total_m = sum(macs[n] * s.numel() for n, s in kernels.items())
-    cost = {n: params[n] / total_p + macs[n] / total_m for n in kernels}
+    cost = cost_shares(kernels, macs, params)
     budget = math.floor(percent / 100 * sum(s.numel() for s in kernels.values()))
     masks = {n: torch.zeros(s.shape, dtype=torch.bool) for n, s in kernels.items()}
     scores = [sum(float(kernels[n][m].sum()) for n, m in k.items()) / sum(cost[n] * int(m.sum()) for n, m in k.items())

@@ -30,7 +30,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["RANKINGS", "kernel_macs", "kernel_params", "rank_inputs", "rank_scores"]
+from acl.pruning_cost import cost_shares
+
+__all__ = ["RANKINGS", "cost_shares", "kernel_macs", "kernel_params", "rank_inputs", "rank_scores"]
 
 RANKINGS = ("saliency", "saliency-per-flop", "saliency-per-cost", "channel-per-cost")
 """The paper's global Eq. 4 ranking; ours: saliency per multiply-add, per share of parameters plus multiply-adds, and
@@ -108,6 +110,5 @@ def rank_scores(
         return {n: s / macs[n] for n, s in kernels.items()}
     if params is None:
         raise ValueError(f"ranking {rank!r} needs the kernels' parameters, expected params (kernel_params)")
-    total_p = sum(params[n] * s.numel() for n, s in kernels.items())
-    total_m = sum(macs[n] * s.numel() for n, s in kernels.items())
-    return {n: s / (params[n] / total_p + macs[n] / total_m) for n, s in kernels.items()}
+    cost = cost_shares(kernels, macs, params)
+    return {n: s / cost[n] for n, s in kernels.items()}

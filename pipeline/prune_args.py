@@ -66,8 +66,8 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="RANK",
         help="how --prune ranks kernels: saliency (the paper's Eq. 4 global ranking, default), saliency-per-flop "
         "(ours: saliency / the kernel's multiply-adds at its layer's output size, so more goes from the "
-        "high-resolution layers that cost the latency) or saliency-per-cost (ours: saliency / (the kernel's share of "
-        "the spatial parameters + its share of the multiply-adds), or channel-per-cost (ours: whole channel classes by that "
+        "high-resolution layers that cost the latency), saliency-per-cost (ours: saliency / (the kernel's share of "
+        "the spatial parameters + its share of the multiply-adds)) or channel-per-cost (ours: whole channel classes by that "
         "ratio, so the zeroed kernels are ones pruning removes)",
     )
     parser.add_argument(
