@@ -79,9 +79,19 @@ def sizes(model) -> dict[str, int]:
 RANK_WORDS = {
     "saliency-per-flop": ", per multiply-add at the layer's output size (our extension)",
     "saliency-per-cost": ", per share of the spatial parameters plus share of the multiply-adds (our extension)",
-    "channel-per-cost": ", whole channel classes per share of the spatial parameters plus share of the multiply-adds "
-    "(our extension)",
 }
+
+
+def zeroed_line(s: dict[str, Any]) -> str:
+    """What was zeroed and by which ranking: a class ranking zeroes whole channels first, not the least salient kernels."""
+    counts = f"{s['zeroed_kernels']} of {s['spatial_kernels']} spatial kernels ({s['percent']:g} %"
+    if s.get("rank") == "channel-per-cost":
+        return (f"- Zeroed {counts}): first whole channel classes, lowest Eq. 4 weight x gradient saliency per share of "
+                "the spatial parameters plus share of the multiply-adds (our extension), then the least salient "
+                "kernels (global ranking) for the rest of the budget")  # fmt: skip
+    return f"- Zeroed the least salient {counts}, Eq. 4 weight x gradient, global ranking{RANK_WORDS.get(s.get('rank'), '')})"
+
+
 FORM_ACL = "FillZero then fine-tuning; ACLs keep their spec for what remains."
 FORM_BAKED = "the exact pruned model, not fine-tuned; its ACLs are baked (an analytic kernel cannot be zero)."
 
@@ -93,10 +103,7 @@ def markdown_lines(s: dict[str, Any]) -> list[str]:
         "",
         "## Channel pruning (ExplainFix ChannelPrune)",
         "",
-        f"- Zeroed the {s['zeroed_kernels']} least salient of {s['spatial_kernels']} spatial kernels "
-        f"({s['percent']:g} %, Eq. 4 weight x gradient, global ranking"
-        + RANK_WORDS.get(s.get("rank"), "")
-        + ")"
+        zeroed_line(s)
         + (f"; kept one kernel in {', '.join(s['kept_one_kernel'])}" if s["kept_one_kernel"] else "")
         + ".",
         f"- Deployed parameter values {before['deployed']:,} -> {after['deployed']:,} "

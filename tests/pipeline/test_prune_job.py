@@ -232,7 +232,8 @@ def test_channel_per_cost_through_the_job_is_exact_recorded_and_has_no_masking_o
     assert prune["exact"]["passed"] and prune["rank"] == "channel-per-cost" and prune["channels"], prune["exact"]
     assert prune["parameters"]["after"]["deployed"] < prune["parameters"]["before"]["deployed"]
     assert report["verdict"]["passed"] and all(row["passed"] for row in report["parity"].values())
-    assert "whole channel classes per share of the spatial parameters" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "first whole channel classes, lowest Eq. 4" in md and "Zeroed the least salient" not in md, md
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         assert f.metadata()["prune_rank"] == "channel-per-cost"
     model, _ = checkpoint.load(out / "model.safetensors")
@@ -240,3 +241,15 @@ def test_channel_per_cost_through_the_job_is_exact_recorded_and_has_no_masking_o
     for key, rel in report["files"].items():
         if key.startswith("onnx:"):
             assert not _ops(onnx.load(str(out / rel))) & MASKING_OPS, key
+
+
+def test_report_line_names_what_each_ranking_zeroed():
+    from pipeline.stages.prune_steps import zeroed_line
+
+    s = {"zeroed_kernels": 45, "spatial_kernels": 50, "percent": 90.0}
+    assert zeroed_line({**s, "rank": "saliency"}) == (
+        "- Zeroed the least salient 45 of 50 spatial kernels (90 %, Eq. 4 weight x gradient, global ranking)"
+    )
+    assert "per multiply-add at the layer's output size" in zeroed_line({**s, "rank": "saliency-per-flop"})
+    line = zeroed_line({**s, "rank": "channel-per-cost"})
+    assert line.startswith("- Zeroed 45 of 50 spatial kernels (90 %): first whole channel classes") and "least salient 45" not in line
