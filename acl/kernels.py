@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from acl.families import FAMILIES, SCALE_MAX, SCALE_MIN, Family, Samples, family, pair
@@ -57,10 +58,9 @@ def kernel_grid(
 
 
 class _Grid(NamedTuple):
-    """Per-size constants: the unrotated ``Samples`` and what ``_rotate`` multiplies by."""
+    """Per-size constants: the unrotated ``Samples``."""
 
     samples: Samples
-    rotor: Tensor  # [2, 2hw]: [[x, y], [y, -x]]
 
 
 def _grid(h: int, w: int, dtype: torch.dtype, device: torch.device) -> _Grid:
@@ -69,8 +69,7 @@ def _grid(h: int, w: int, dtype: torch.dtype, device: torch.device) -> _Grid:
     at_centre = r2 == 0
     inv_r2 = torch.where(at_centre, 0.0, 1 / torch.where(at_centre, 1.0, r2))
     nearest = (r2 <= r2.min() + 1e-6).to(dtype)
-    rotor = torch.cat([torch.cat([x, y], 1), torch.cat([y, -x], 1)])
-    return _Grid(Samples(x, y, r2, inv_r2, nearest / nearest.sum()), rotor)
+    return _Grid(Samples(x, y, r2, inv_r2, nearest / nearest.sum()))
 
 
 _GRIDS: dict[tuple, _Grid] = {}
@@ -167,8 +166,9 @@ def unchecked_mosaic(symbols: Sequence[str], kernel_size: tuple[int, int], akps:
     columns = [_columns(a, len(f.akps or ())) for f, a in zip(plan.families, akps)]
     if plan.scales:
         scales = [columns[i][j] for i, j in plan.scales]
-        clamped = torch.cat(scales).abs().clamp(SCALE_MIN, SCALE_MAX).reciprocal().split([c.shape[0] for c in scales])
-        for (i, j), c in zip(plan.scales, clamped):
+        # hardtanh is clamp with a one-op backward (clamp's builds two masks); they differ only on the bounds
+        clamped = F.hardtanh(torch.cat(scales).abs(), SCALE_MIN, SCALE_MAX).reciprocal()
+        for (i, j), c in zip(plan.scales, clamped.split([c.shape[0] for c in scales])):
             columns[i][j] = c
     samples = [base] * len(akps)
     if plan.turning:
@@ -194,15 +194,19 @@ def _columns(akps: Tensor, p: int) -> list[Tensor]:
 
 
 def _rotate(theta: Tensor, grid: _Grid) -> tuple[Tensor, Tensor]:
-    """``x'``, ``y'`` (eqs. 13-14) for angles ``theta[m, 1]``, as one matrix product.
+    """``x'``, ``y'`` (eqs. 13-14) for angles ``theta[m, 1]``, element-wise.
 
-    ``[cos theta, sin theta] @ [[x, y], [y, -x]]`` is ``[x', y']`` side by side.
     ``sin`` is computed as such, as the ONNX functions do: ``cos(theta - pi/2)``
     rounds the subtraction (``ulp(theta)``, 5e-7 near 2 pi), which moved TGD1st's
     ramp samples by 1e-4 against ONNX Runtime's kernels (measured on LeNet).
+    Not one product ``[cos, sin] @ [[x, y], [y, -x]]``: a BLAS product that small
+    still runs on every intra-op thread, and on a loaded machine it waited up to
+    24 ms for a descheduled one (median 15 us; issue 24); element-wise ops of a
+    small bank stay on the calling thread.
     """
-    cos_sin = torch.cat([theta.cos(), theta.sin()], 1)
-    return (cos_sin @ grid.rotor).split(grid.samples.x.shape[-1], dim=1)
+    cos, sin = theta.cos(), theta.sin()
+    x, y = grid.samples.x, grid.samples.y
+    return torch.addcmul(x * cos, y, sin), torch.addcmul(y * cos, x, sin, value=-1)
 
 
 def generate(kind: str, akps: Tensor, kernel_size: int | Sequence[int]) -> Tensor:

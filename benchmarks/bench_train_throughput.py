@@ -91,6 +91,31 @@ def _child(args: list[str]) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def _cpu_jiffies() -> list[int] | None:
+    """``/proc/stat``'s machine-wide CPU time (user nice system idle iowait irq softirq steal), or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+
+
+def _measured_child(args: list[str]) -> dict:
+    """``_child``, with what the rest of the machine did meanwhile: the rounds spread with it."""
+    import resource
+
+    before, own0, t0 = _cpu_jiffies(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    out = _child(args)
+    after, own1, wall = _cpu_jiffies(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter() - t0
+    if before and after:
+        d, tick = [b - a for a, b in zip(before, after)], os.sysconf("SC_CLK_TCK")
+        own = (own1.ru_utime + own1.ru_stime) - (own0.ru_utime + own0.ru_stime)
+        busy = (sum(d) - d[3] - d[4]) / tick
+        out["others_cores"] = max(0.0, busy - own) / wall  # cores used by other processes during the run
+        out["steal_pct"] = 100 * d[7] / max(1, sum(d))
+    return out
+
+
 def _compare(spec: str, rounds: int, steps: int, threads: int, sides: list[int], seconds: float) -> None:
     """Plain and ACL models side by side per size, in rounds of alternating order; medians printed."""
     budget = f", at least {seconds:g} s of steps" if seconds else ""
@@ -101,7 +126,13 @@ def _compare(spec: str, rounds: int, steps: int, threads: int, sides: list[int],
         for r in range(rounds):
             for kind in ("plain", "acl") if r % 2 == 0 else ("acl", "plain"):
                 one = f"{arch}|{'none' if kind == 'plain' else spec}|{side}|{batch}|{steps}|{threads}|{seconds}"
-                runs[kind].append(_child(["--steps-case", one]))
+                run = _measured_child(["--steps-case", one])
+                runs[kind].append(run)
+                print(
+                    f"  round {r + 1} {kind:5s} {run['images_per_s']:8.1f} images/s; other processes "
+                    f"{run.get('others_cores', float('nan')):.2f} cores, steal {run.get('steal_pct', float('nan')):.1f} %",
+                    flush=True,
+                )
         _print_size(arch, side, batch, runs)
     print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
 
