@@ -319,6 +319,9 @@ class Family:
         colour: frame colour in mosaic plots (Fig. 4a).
         formula: ``(*columns, samples) -> [N or 1, h*w]``; ``None`` for Plain and the fixed families.
         fixed: kernels drawn once by ``acl.fixed_kernels`` and never learned (stored as buffers).
+        odd: the kernel is odd in the sample, ``k(-r) = -k(r)`` (0 at a centre sample), so
+            ``acl.kernels`` evaluates ``formula`` on the first half of the samples only and
+            mirrors the rest (the ``ai.acl`` function of TGD1st does the same).
     """
 
     symbol: str
@@ -328,6 +331,7 @@ class Family:
     colour: str
     formula: Callable[..., Tensor] | None
     fixed: bool = False
+    odd: bool = False
 
     @property
     def akp_names(self) -> tuple[str, ...] | None:
@@ -383,6 +387,7 @@ FAMILIES: dict[str, Family] = {
             (_angle("theta", 2 * math.pi), _scale("gamma1"), _scale("gamma2")),
             "#1f77b4",
             tgd1st,
+            odd=True,  # sign(x') times a function even in (x', y')
         ),  # blue
         Family("Ts", "TGD2nd", "TGD2nd", (_angle("theta"), _scale("gamma")), "#2ca02c", tgd2nd),  # green
         Family("M", "Mean", "MeanKernel", (), "#7f7f7f", mean),  # grey (not in Fig. 4a)

@@ -58,9 +58,10 @@ def kernel_grid(
 
 
 class _Grid(NamedTuple):
-    """Per-size constants: the unrotated ``Samples``."""
+    """Per-size constants: the unrotated ``Samples``, and those of the first half of them (``Family.odd``)."""
 
     samples: Samples
+    half: Samples
 
 
 def _grid(h: int, w: int, dtype: torch.dtype, device: torch.device) -> _Grid:
@@ -69,7 +70,9 @@ def _grid(h: int, w: int, dtype: torch.dtype, device: torch.device) -> _Grid:
     at_centre = r2 == 0
     inv_r2 = torch.where(at_centre, 0.0, 1 / torch.where(at_centre, 1.0, r2))
     nearest = (r2 <= r2.min() + 1e-6).to(dtype)
-    return _Grid(Samples(x, y, r2, inv_r2, nearest / nearest.sum()))
+    samples = Samples(x, y, r2, inv_r2, nearest / nearest.sum())
+    half = h * w // 2
+    return _Grid(samples, Samples(*(t[:, :half].contiguous() for t in samples)))
 
 
 _GRIDS: dict[tuple, _Grid] = {}
@@ -170,13 +173,10 @@ def unchecked_mosaic(symbols: Sequence[str], kernel_size: tuple[int, int], akps:
         clamped = F.hardtanh(torch.cat(scales).abs(), SCALE_MIN, SCALE_MAX).reciprocal()
         for (i, j), c in zip(plan.scales, clamped.split([c.shape[0] for c in scales])):
             columns[i][j] = c
-    samples = [base] * len(akps)
-    if plan.turning:
-        theta = torch.cat([columns[i][plan.families[i].angle] for i in plan.turning])  # type: ignore[index]
-        xs, ys = _rotate(theta, grid)
-        sizes = [akps[i].shape[0] for i in plan.turning]
-        for i, x, y in zip(plan.turning, xs.split(sizes), ys.split(sizes)):
-            samples[i] = base._replace(x=x, y=y)
+    samples = [grid.half if f.odd else base for f in plan.families]
+    for i in plan.turning:
+        x, y = _rotate(columns[i][plan.families[i].angle], samples[i])  # type: ignore[index]
+        samples[i] = samples[i]._replace(x=x, y=y)
     parts = []
     for f, a, cols, s in zip(plan.families, akps, columns, samples):
         n = a.shape[0]
@@ -184,8 +184,21 @@ def unchecked_mosaic(symbols: Sequence[str], kernel_size: tuple[int, int], akps:
             parts.append(a.reshape(n, h * w))
         else:
             k = f.formula(*cols, s)
+            k = _mirrored(k, h * w) if f.odd else k
             parts.append(k if k.shape[0] == n else k.expand(n, h * w))  # Mean: one row for the bank
     return (parts[0] if len(parts) == 1 else torch.cat(parts)).view(-1, h, w)
+
+
+def _mirrored(first: Tensor, hw: int) -> Tensor:
+    """An odd kernel's ``hw`` samples from its first ``hw // 2`` (``Family.odd``).
+
+    The grid is symmetric about its centre: sample ``hw - 1 - j`` (row-major) is
+    sample ``j`` negated, so it holds ``-first[:, j]``; a centre sample (odd ``hw``)
+    holds 0. Every op of an odd family's formula, and of its backward, runs on
+    half the samples (TGD1st at 3x3: 4 of 9).
+    """
+    centre = first.new_zeros(first.shape[0], hw % 2)
+    return torch.cat([first, centre, first.flip(-1).neg()], 1)
 
 
 def _columns(akps: Tensor, p: int) -> list[Tensor]:
@@ -193,8 +206,8 @@ def _columns(akps: Tensor, p: int) -> list[Tensor]:
     return list(akps.unsqueeze(2).unbind(1)) if p > 1 else [akps] if p else []
 
 
-def _rotate(theta: Tensor, grid: _Grid) -> tuple[Tensor, Tensor]:
-    """``x'``, ``y'`` (eqs. 13-14) for angles ``theta[m, 1]``, element-wise.
+def _rotate(theta: Tensor, s: Samples) -> tuple[Tensor, Tensor]:
+    """``x'``, ``y'`` (eqs. 13-14) at the samples ``s`` for angles ``theta[m, 1]``, element-wise.
 
     ``sin`` is computed as such, as the ONNX functions do: ``cos(theta - pi/2)``
     rounds the subtraction (``ulp(theta)``, 5e-7 near 2 pi), which moved TGD1st's
@@ -205,7 +218,7 @@ def _rotate(theta: Tensor, grid: _Grid) -> tuple[Tensor, Tensor]:
     small bank stay on the calling thread.
     """
     cos, sin = theta.cos(), theta.sin()
-    x, y = grid.samples.x, grid.samples.y
+    x, y = s.x, s.y
     return torch.addcmul(x * cos, y, sin), torch.addcmul(y * cos, x, sin, value=-1)
 
 

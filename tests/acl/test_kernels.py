@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.autograd import gradcheck, gradgradcheck
 
-from acl.families import FAMILIES, TF_DELTA, TF_RAMP
+from acl.families import FAMILIES, SCALE_MAX, SCALE_MIN, TF_DELTA, TF_RAMP
 from acl.kernels import generate, init_akps, kernel_grid, mosaic
 from tests.acl.reference import REFERENCE, mean
 
@@ -341,3 +341,28 @@ def test_hessian_of_a_mosaic_is_symmetric():
     a = _bank("G", 2)
     hess = torch.func.hessian(lambda t: mosaic([("G", t), ("Lg", t[:, 3:])], 3).square().sum())(a)
     assert torch.allclose(hess.reshape(8, 8), hess.reshape(8, 8).T, atol=1e-10)
+
+
+@pytest.mark.parametrize("size", [(3, 3), (4, 4), (3, 4), (1, 1), (7, 7), (5, 2)])
+@pytest.mark.parametrize("sym", [s for s, f in FAMILIES.items() if f.odd])
+def test_odd_family_on_half_the_samples_equals_its_formula_at_every_sample(sym, size):
+    # acl.kernels evaluates an odd family (TGD1st) on the first hw // 2 samples and mirrors them; the formula
+    # evaluated at all hw samples must give the same kernels and AKP gradients, bit for bit.
+    from acl.kernels import _cached_grid, _columns, _rotate, unchecked_mosaic
+
+    f = FAMILIES[sym]
+    torch.manual_seed(3)
+    akps = init_akps(sym, 64, size).requires_grad_()
+    full_akps = akps.detach().clone().requires_grad_()
+    half = unchecked_mosaic([sym], size, [akps]).reshape(64, -1)
+    cols = _columns(full_akps, len(f.akps))
+    cols[1:] = [c.abs().clamp(SCALE_MIN, SCALE_MAX).reciprocal() for c in cols[1:]]  # gamma1, gamma2
+    s = _cached_grid(*size, torch.float32, torch.device("cpu")).samples
+    x, y = _rotate(cols[f.angle], s)
+    full = f.formula(*cols, s._replace(x=x, y=y))
+    assert torch.equal(half, full), f"max diff {(half - full).abs().max().item():.3g}"
+    weights = torch.randn_like(full)
+    (g_half,) = torch.autograd.grad((half * weights).sum(), akps)
+    (g_full,) = torch.autograd.grad((full * weights).sum(), full_akps)
+    diff, scale = (g_half - g_full).abs().max().item(), g_full.abs().max().item()
+    assert diff <= 1e-6 * scale, f"AKP gradients: max diff {diff:.3g} of {scale:.3g} (summed in another order)"
