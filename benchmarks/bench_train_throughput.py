@@ -14,6 +14,10 @@ steps per run spread the rounds by 0.27, so ``--seconds`` times steps until that
 budget is spent) and the peak resident memory of the training process
 (``ru_maxrss``) with the part added by training (peak minus the resident memory
 after building the model and before the first step).
+Every child runs with glibc told to keep large blocks (``KEEP_LARGE_BLOCKS``;
+``--glibc-defaults`` to run without): by default each step maps and page-faults its
+large tensors afresh, and how much of that a run does varied so much that the rounds'
+ratios spread 0.99-1.27 at 32x32 on an idle machine (0.89-0.93 with the setting).
 
 ``--pipeline`` runs the real training path (DataLoader, batch gather, CIFAR crop-and-flip
 augmentation, standardisation, SGD with momentum and the cosine schedule) on a
@@ -31,7 +35,7 @@ standardisation; no model) with 0 and 2 workers, on the in-memory CIFAR split an
 on an image folder of synthetic 500x375 JPEGs cropped to 224 (decoded lazily):
 what the model's step has to hide.
 
-    python benchmarks/bench_train_throughput.py [--rounds 3] [--steps 4] [--seconds 30] [--acl-spec G0.15625...]
+    python benchmarks/bench_train_throughput.py [--rounds 3] [--steps 4] [--seconds 30] [--acl-spec G0.15625...] [--glibc-defaults]
     python benchmarks/bench_train_throughput.py --pipeline [--arch resnet18_cifar] [--spec none] [--steps 8] [--epochs 3]
     python benchmarks/bench_train_throughput.py --loader
 """
@@ -86,8 +90,16 @@ def _steps(arch: str, spec: str, side: int, batch: int, steps: int, threads: int
     }
 
 
+KEEP_LARGE_BLOCKS = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
+"""glibc settings every child runs with unless ``--glibc-defaults``: by default glibc maps each large
+block afresh, so every step page-faults its activations again, which in a VM made the kernel (``sys``)
+time vary 100-fold between runs and the rounds' ratios spread 0.99-1.27 (docs/benchmarks.md, fourth round)."""
+CHILD_ENV: dict[str, str] = {}
+
+
 def _child(args: list[str]) -> dict:
-    res = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
+    env = {**os.environ, **CHILD_ENV}
+    res = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True, env=env)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -120,6 +132,7 @@ def _compare(spec: str, rounds: int, steps: int, threads: int, sides: list[int],
     """Plain and ACL models side by side per size, in rounds of alternating order; medians printed."""
     budget = f", at least {seconds:g} s of steps" if seconds else ""
     print(f"plain vs AnaNN-ResNet-18 (spec {spec}), {steps}+ steps per run{budget}, {rounds} rounds, {threads} threads")
+    print("allocator: " + (" ".join(f"{k}={v}" for k, v in CHILD_ENV.items()) or "glibc defaults") + ", both models")
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
     for arch, side, batch in (size for size in SIZES if size[1] in sides):
         runs: dict[str, list[dict]] = {"plain": [], "acl": []}
@@ -239,6 +252,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=3, help="--pipeline: epochs (the first is warm-up)")
     p.add_argument("--batch-size", type=int, default=128, help="--pipeline and --loader")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--glibc-defaults", action="store_true", help="children without KEEP_LARGE_BLOCKS (glibc's own)")
     p.add_argument("--cases", default="0,1,2", help="--pipeline cases, by index: " + ", ".join(c[0] for c in CASES))
     p.add_argument("--loader", action="store_true", help="time the input pipeline only (no model)")
     p.add_argument("--case", type=int, help=argparse.SUPPRESS)
@@ -276,6 +290,8 @@ def _pipeline_table(a: argparse.Namespace) -> None:
 
 def main() -> None:
     a = _parse()
+    if not a.glibc_defaults:
+        CHILD_ENV.update(KEEP_LARGE_BLOCKS)
     if a.steps_case:
         arch, spec, side, batch, steps, threads, seconds = a.steps_case.split("|")
         print(json.dumps(_steps(arch, spec, int(side), int(batch), int(steps), int(threads), float(seconds))))
