@@ -21,19 +21,24 @@ forward <= 1.02. Kernel
 generation of the whole mosaic is also timed on its own, forward and
 forward+backward. The ``P1.0`` row has no analytic family: its ratio is the fixed
 cost of an ACL at that size (parameters per segment, the weight assembled on access).
-Large cases run fewer steps (``--seconds`` per case and mode).
+Large cases run fewer steps (``--seconds`` per case and mode). The script restarts
+itself with glibc keeping large blocks (``allocator.KEEP_LARGE_BLOCKS``; ``--glibc-defaults``
+to run without): with glibc's defaults its kernel time varied so much that ratios of
+large cases moved by 0.1 on an idle machine.
 
-    python benchmarks/bench_acl_layer.py [--steps 300] [--seconds 20] [--threads N]
+    python benchmarks/bench_acl_layer.py [--steps 300] [--seconds 20] [--threads N] [--glibc-defaults]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
+from allocator import describe, restart_keeping_large_blocks  # benchmarks/ is on sys.path when run as a script
 from torch import nn
 
 from acl import AnalyticConv2d
@@ -116,11 +121,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="timed steps per layer, case and mode (at most)")
     ap.add_argument("--seconds", type=float, default=20.0, help="time budget per case and mode")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own choice)")
+    ap.add_argument("--glibc-defaults", action="store_true", help="without allocator.KEEP_LARGE_BLOCKS")
     args = ap.parse_args()
+    if not args.glibc_defaults:
+        restart_keeping_large_blocks()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, spec {EXP3}, eager (no torch.compile)")
+    print(describe(dict(os.environ)) + ", both layers")
     print(
         f"{'case':27s} {'mode':5s} {'Conv2d ms':>9s} {'ACL ms':>8s}  {'min':>6s} {'pair':>6s} {'median':>6s}"
         f" {'gen fwd ms':>10s} {'gen f+b ms':>10s}"

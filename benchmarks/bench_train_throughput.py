@@ -14,7 +14,7 @@ steps per run spread the rounds by 0.27, so ``--seconds`` times steps until that
 budget is spent) and the peak resident memory of the training process
 (``ru_maxrss``) with the part added by training (peak minus the resident memory
 after building the model and before the first step).
-Every child runs with glibc told to keep large blocks (``KEEP_LARGE_BLOCKS``;
+Every child runs with glibc told to keep large blocks (``allocator.KEEP_LARGE_BLOCKS``;
 ``--glibc-defaults`` to run without): by default each step maps and page-faults its
 large tensors afresh, and how much of that a run does varied so much that the rounds'
 ratios spread 0.99-1.27 at 32x32 on an idle machine (0.89-0.93 with the setting).
@@ -51,7 +51,8 @@ import subprocess
 import sys
 import time
 
-from peak_memory import peak_rss_mb  # benchmarks/ is on sys.path when a benchmark runs as a script
+from allocator import KEEP_LARGE_BLOCKS, describe  # benchmarks/ is on sys.path when a benchmark runs as a script
+from peak_memory import peak_rss_mb
 
 CASES = [("fp32, workers 0", 0, "off"), ("fp32, workers 2", 2, "off"), ("bf16, workers 0", 0, "bf16")]
 EXP3 = "G0.15625Lg0.078125Lt0.078125Tf0.1875P0.5"
@@ -90,11 +91,7 @@ def _steps(arch: str, spec: str, side: int, batch: int, steps: int, threads: int
     }
 
 
-KEEP_LARGE_BLOCKS = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
-"""glibc settings every child runs with unless ``--glibc-defaults``: by default glibc maps each large
-block afresh, so every step page-faults its activations again, which in a VM made the kernel (``sys``)
-time vary 100-fold between runs and the rounds' ratios spread 0.99-1.27 (docs/benchmarks.md, fourth round)."""
-CHILD_ENV: dict[str, str] = {}
+CHILD_ENV: dict[str, str] = {}  # allocator.KEEP_LARGE_BLOCKS unless --glibc-defaults
 
 
 def _child(args: list[str]) -> dict:
@@ -132,7 +129,7 @@ def _compare(spec: str, rounds: int, steps: int, threads: int, sides: list[int],
     """Plain and ACL models side by side per size, in rounds of alternating order; medians printed."""
     budget = f", at least {seconds:g} s of steps" if seconds else ""
     print(f"plain vs AnaNN-ResNet-18 (spec {spec}), {steps}+ steps per run{budget}, {rounds} rounds, {threads} threads")
-    print("allocator: " + (" ".join(f"{k}={v}" for k, v in CHILD_ENV.items()) or "glibc defaults") + ", both models")
+    print(describe(CHILD_ENV) + ", both models")
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
     for arch, side, batch in (size for size in SIZES if size[1] in sides):
         runs: dict[str, list[dict]] = {"plain": [], "acl": []}
