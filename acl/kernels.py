@@ -165,7 +165,7 @@ def unchecked_mosaic(symbols: Sequence[str], kernel_size: tuple[int, int], akps:
     base = grid.samples
     plan = _plan(tuple(symbols))
     # AKP columns [n, 1] of every analytic segment; every scale of the mosaic is
-    # clamped in one chain of operations, and the samples are rotated once for all angles.
+    # clamped in one chain of operations; an odd family (TGD1st) is evaluated on half the samples.
     columns = [_columns(a, len(f.akps or ())) for f, a in zip(plan.families, akps)]
     if plan.scales:
         scales = [columns[i][j] for i, j in plan.scales]
