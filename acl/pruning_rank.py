@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from acl.pruning_cost import cost_shares
 
-__all__ = ["RANKINGS", "cost_shares", "kernel_macs", "kernel_params", "rank_inputs", "rank_scores"]
+__all__ = ["RANKINGS", "kernel_macs", "kernel_params", "rank_inputs", "rank_scores"]
 
 RANKINGS = ("saliency", "saliency-per-flop", "saliency-per-cost", "channel-per-cost")
 """The paper's global Eq. 4 ranking; ours: saliency per multiply-add, per share of parameters plus multiply-adds, and
