@@ -35,7 +35,7 @@ def compile_generators(model: nn.Module, enabled: bool = True) -> int:
 
     Examples:
         >>> import torch, acl
-        >>> net = torch.nn.Sequential(acl.AnalyticConv2d(3, 8, 3, spec="Lg4P4"), torch.nn.ReLU())
+        >>> net = torch.nn.Sequential(acl.AnalyticConv2d(3, 8, 3, spec="Lg0.5P0.5"), torch.nn.ReLU())
         >>> acl.compile_generators(net), net[0].compile_generator
         (1, True)
         >>> acl.compile_generators(net, enabled=False), net[0].compile_generator
