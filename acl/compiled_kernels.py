@@ -56,6 +56,18 @@ class _BlockedTranspose(torch.autograd.Function):
         return _BlockedTranspose.apply(grad)  # differentiable: double backward of the copy itself works
 
 
+class _BlockedTransposes(torch.autograd.Function):
+    """``blocked_transpose`` of several tensors in one autograd node (a run's AKP banks)."""
+
+    @staticmethod
+    def forward(ctx, *xs: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
+        return tuple(_transpose_copy(x) for x in xs)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
+        return _BlockedTransposes.apply(*grads)
+
+
 class _Assemble(torch.autograd.Function):
     """Kernels ``[N, hw]`` from banks ``[n, hw]`` and, ``transposed``, ``[hw, n]``: one copy each way."""
 
@@ -103,19 +115,22 @@ def _sample_major(symbols: tuple[str, ...], kernel_size: tuple[int, int], rows: 
 _COMPILED: dict[tuple, Callable[..., list[Tensor]]] = {}
 
 
-def _compiled(symbols: tuple[str, ...], kernel_size: tuple[int, int]) -> Callable[..., list[Tensor]]:
-    """``_sample_major`` compiled for one run of symbols and one kernel size.
+_PARALLEL_FROM = 1 << 17  # kernel values: below, one thread (an OpenMP region per loop costs more than it saves)
+
+
+def _compiled(symbols: tuple[str, ...], kernel_size: tuple[int, int], parallel: bool) -> Callable[..., list[Tensor]]:
+    """``_sample_major`` compiled for one run of symbols, one kernel size, serial or parallel loops.
 
     Each key gets its own copy of the function's code object, hence its own
     torch.compile cache: a model with many specs and sizes never reaches dynamo's
     per-function recompile limit (8, beyond which it would run eagerly).
     """
-    key = (symbols, kernel_size)
+    key = (symbols, kernel_size, parallel)
     if key not in _COMPILED:
         code = _sample_major.__code__.replace(co_name=f"_sample_major_{len(_COMPILED)}")
-        # dynamic_threads: the bank sizes are dynamic, and inductor would otherwise decide serial or
-        # parallel loops once, from the first (often the smallest) layer's size
-        options = {"cpp.dynamic_threads": True}
+        # the bank sizes are dynamic: inductor would decide serial or parallel loops once, from the
+        # first call's size; dynamic_threads makes every loop parallel, threads 1 none
+        options = {"cpp.dynamic_threads": True} if parallel else {"cpp.threads": 1}
         _COMPILED[key] = torch.compile(types.FunctionType(code, _sample_major.__globals__), options=options)
     return _COMPILED[key]
 
@@ -173,12 +188,12 @@ def _runs(job: int, symbols: Sequence[str], akps: Sequence[Tensor]) -> list[_Run
 
 
 def _generate_group(symbols: tuple[str, ...], kernel_size: tuple[int, int], runs: list[_Run], banks: list) -> None:
-    rows = []
-    for k in range(len(symbols)):
-        bank = runs[0].akps[k] if len(runs) == 1 else torch.cat([r.akps[k] for r in runs])
-        rows.append(blocked_transpose(bank))
-        torch._dynamo.maybe_mark_dynamic(rows[-1], 1)  # one graph for every bank size
-    generated = _compiled(symbols, kernel_size)(symbols, kernel_size, rows)
+    banks_in = [runs[0].akps[k] if len(runs) == 1 else torch.cat([r.akps[k] for r in runs]) for k in range(len(symbols))]
+    rows = list(_BlockedTransposes.apply(*banks_in))
+    for r in rows:
+        torch._dynamo.maybe_mark_dynamic(r, 1)  # one graph for every bank size
+    parallel = sum(r.shape[1] for r in rows) * kernel_size[0] * kernel_size[1] >= _PARALLEL_FROM
+    generated = _compiled(symbols, kernel_size, parallel)(symbols, kernel_size, rows)
     for k, bank in enumerate(generated):
         for run, share in zip(runs, bank.split([r.akps[k].shape[0] for r in runs], 1)):
             banks[run.job][run.first + k] = share
