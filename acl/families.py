@@ -96,6 +96,10 @@ class Samples(NamedTuple):
         r2: ``x^2 + y^2`` (``[1, hw]``), the same before and after rotation.
         inv_r2: ``1 / r2``, 0 at the centre sample (``[1, hw]``).
         centre: weights of the centre correction, summing to 1 (``[1, hw]``).
+        axis: the samples' axis: -1 as above, or 0 when the bank is evaluated
+            transposed (``acl.kernels``' compiled generator: AKP rows ``[1, N]``,
+            samples ``[hw, 1]``, kernels ``[hw, N]``). Formulas broadcast either way;
+            a sum over a kernel's samples reads ``axis``.
     """
 
     x: Tensor
@@ -103,11 +107,12 @@ class Samples(NamedTuple):
     r2: Tensor
     inv_r2: Tensor
     centre: Tensor
+    axis: int = -1
 
 
 def zero_sum(w: Tensor, s: Samples) -> Tensor:
     """``W - sum(W) * I(x = y = 0)`` of eqs. 19 and 23, per kernel (see the module docstring)."""
-    return w.addcmul(w.sum(-1, keepdim=True), s.centre, value=-1)  # one pass over the bank, not two
+    return w.addcmul(w.sum(s.axis, keepdim=True), s.centre, value=-1)  # one pass over the bank, not two
 
 
 def gabor(inv_lam: Tensor, theta: Tensor, psi: Tensor, inv_sigma: Tensor, s: Samples) -> Tensor:
@@ -274,7 +279,7 @@ def mean(s: Samples) -> Tensor:
         >>> acl.generate("M", torch.empty(2, 0), (2, 2))[1].tolist()
         [[0.5, 0.5], [0.5, 0.5]]
     """
-    return s.r2.new_full(s.r2.shape, 1 / math.sqrt(s.r2.shape[-1]))
+    return s.r2.new_full(s.r2.shape, 1 / math.sqrt(s.r2.numel()))  # r2: [1, hw] or [hw, 1]
 
 
 @dataclass(frozen=True)

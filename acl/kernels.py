@@ -72,7 +72,7 @@ def _grid(h: int, w: int, dtype: torch.dtype, device: torch.device) -> _Grid:
     nearest = (r2 <= r2.min() + 1e-6).to(dtype)
     samples = Samples(x, y, r2, inv_r2, nearest / nearest.sum())
     half = h * w // 2
-    return _Grid(samples, Samples(*(t[:, :half].contiguous() for t in samples)))
+    return _Grid(samples, Samples(*(t[:, :half].contiguous() for t in samples[:5])))
 
 
 _GRIDS: dict[tuple, _Grid] = {}
@@ -150,59 +150,88 @@ _PLANS: dict[tuple[str, ...], _Plan] = {}
 
 
 def _plan(symbols: tuple[str, ...]) -> _Plan:
+    if torch.compiler.is_compiling():  # not the cache: a compiled graph would be guarded on its size
+        return _new_plan(symbols)
     if symbols not in _PLANS:
-        fams = [FAMILIES[sym] for sym in symbols]
-        scales = [(i, j) for i, f in enumerate(fams) for j, akp in enumerate(f.akps or ()) if akp.is_scale]
-        _PLANS[symbols] = _Plan(fams, scales, [i for i, f in enumerate(fams) if f.angle is not None])
+        _PLANS[symbols] = _new_plan(symbols)
     return _PLANS[symbols]
+
+
+def _new_plan(symbols: tuple[str, ...]) -> _Plan:
+    fams = [FAMILIES[sym] for sym in symbols]
+    scales = [(i, j) for i, f in enumerate(fams) for j, akp in enumerate(f.akps or ()) if akp.is_scale]
+    return _Plan(fams, scales, [i for i, f in enumerate(fams) if f.angle is not None])
 
 
 def unchecked_mosaic(symbols: Sequence[str], kernel_size: tuple[int, int], akps: Sequence[Tensor]) -> Tensor:
     """``mosaic`` without the checks, for callers whose AKPs are valid by construction (``[n, h, w]`` Plain too)."""
     h, w = kernel_size
-    first = akps[0]
-    grid = _cached_grid(h, w, first.dtype, first.device)
-    base = grid.samples
-    plan = _plan(tuple(symbols))
-    # AKP columns [n, 1] of every analytic segment; every scale of the mosaic is
-    # clamped in one chain of operations; an odd family (TGD1st) is evaluated on half the samples.
-    columns = [_columns(a, len(f.akps or ())) for f, a in zip(plan.families, akps)]
+    parts = _banks(tuple(symbols), kernel_size, akps, -1)
+    return (parts[0] if len(parts) == 1 else torch.cat(parts)).view(-1, h, w)
+
+
+def _banks(symbols: tuple[str, ...], kernel_size: tuple[int, int], akps: Sequence[Tensor], axis: int) -> list[Tensor]:
+    """Each segment's kernels ``[n, hw]`` from AKPs ``[n, p]`` (``axis`` -1), or transposed (``axis`` 0).
+
+    Transposed, every AKP bank is given as rows ``[p, n]`` and every kernel bank comes
+    out ``[hw, n]`` (the samples' axis is 0): the layout ``acl.compiled_kernels``
+    compiles, where each operation runs along the long bank axis. Plain and fixed
+    segments only in kernel-major form.
+    """
+    h, w = kernel_size
+    grid = _cached_grid(h, w, akps[0].dtype, akps[0].device)
+    if axis == 0:  # views: samples as columns [hw, 1]
+        grid = _Grid(*(_transposed(s) for s in grid))
+    plan = _plan(symbols)
+    bank_dim = 0 if axis == -1 else 1
+    # AKP columns [n, 1] (rows [1, n] transposed) of every analytic segment; every scale of the mosaic
+    # is clamped in one chain of operations; an odd family (TGD1st) is evaluated on half the samples.
+    columns = [_columns(a, len(f.akps or ()), axis) for f, a in zip(plan.families, akps)]
     if plan.scales:
         scales = [columns[i][j] for i, j in plan.scales]
         # hardtanh is clamp with a one-op backward (clamp's builds two masks); they differ only on the bounds
-        clamped = F.hardtanh(torch.cat(scales).abs(), SCALE_MIN, SCALE_MAX).reciprocal()
-        for (i, j), c in zip(plan.scales, clamped.split([c.shape[0] for c in scales])):
+        clamped = F.hardtanh(torch.cat(scales, bank_dim).abs(), SCALE_MIN, SCALE_MAX).reciprocal()
+        for (i, j), c in zip(plan.scales, clamped.split([c.shape[bank_dim] for c in scales], bank_dim)):
             columns[i][j] = c
-    samples = [grid.half if f.odd else base for f in plan.families]
+    samples = [grid.half if f.odd else grid.samples for f in plan.families]
     for i in plan.turning:
         x, y = _rotate(columns[i][plan.families[i].angle], samples[i])  # type: ignore[index]
         samples[i] = samples[i]._replace(x=x, y=y)
     parts = []
     for f, a, cols, s in zip(plan.families, akps, columns, samples):
-        n = a.shape[0]
-        if f.formula is None:
+        n = a.shape[bank_dim]
+        if f.formula is None:  # Plain and the fixed families (kernel-major only): kernels as they are
             parts.append(a.reshape(n, h * w))
-        else:
-            k = f.formula(*cols, s)
-            k = _mirrored(k, h * w) if f.odd else k
-            parts.append(k if k.shape[0] == n else k.expand(n, h * w))  # Mean: one row for the bank
-    return (parts[0] if len(parts) == 1 else torch.cat(parts)).view(-1, h, w)
+            continue
+        k = f.formula(*cols, s)
+        k = _mirrored(k, h * w, axis) if f.odd else k
+        if k.shape[bank_dim] != n:  # Mean: one kernel for the bank
+            k = k.expand(n, h * w) if axis == -1 else k.expand(h * w, n)
+        parts.append(k)
+    return parts
 
 
-def _mirrored(first: Tensor, hw: int) -> Tensor:
-    """An odd kernel's ``hw`` samples from its first ``hw // 2`` (``Family.odd``).
+def _transposed(s: Samples) -> Samples:
+    return Samples(s.x.t(), s.y.t(), s.r2.t(), s.inv_r2.t(), s.centre.t(), axis=0)
+
+
+def _mirrored(first: Tensor, hw: int, axis: int = -1) -> Tensor:
+    """An odd kernel's ``hw`` samples from its first ``hw // 2`` (``Family.odd``), along the samples' ``axis``.
 
     The grid is symmetric about its centre: sample ``hw - 1 - j`` (row-major) is
     sample ``j`` negated, so it holds ``-first[:, j]``; a centre sample (odd ``hw``)
     holds 0. Every op of an odd family's formula, and of its backward, runs on
     half the samples (TGD1st at 3x3: 4 of 9).
     """
-    centre = first.new_zeros(first.shape[0], hw % 2)
-    return torch.cat([first, centre, first.flip(-1).neg()], 1)
+    n = first.shape[0 if axis == -1 else 1]
+    centre = first.new_zeros((n, hw % 2) if axis == -1 else (hw % 2, n))
+    return torch.cat([first, centre, first.flip(axis).neg()], axis)
 
 
-def _columns(akps: Tensor, p: int) -> list[Tensor]:
-    """The ``p`` AKP columns ``[n, 1]`` of a bank (one view when ``p == 1``)."""
+def _columns(akps: Tensor, p: int, axis: int = -1) -> list[Tensor]:
+    """The ``p`` AKP columns ``[n, 1]`` of a bank ``[n, p]`` (one view when ``p == 1``), or rows ``[1, n]`` of ``[p, n]``."""
+    if axis == 0:  # AKPs given as rows [p, n]
+        return list(akps.unsqueeze(1).unbind(0)) if p else []
     return list(akps.unsqueeze(2).unbind(1)) if p > 1 else [akps] if p else []
 
 

@@ -17,7 +17,9 @@ interference that can double a step's time, so three estimates are printed:
 * ``median``: ratio of the two medians.
 
 Targets: train ACL / Conv2d <= 1.05 (issue 24; issue #10 asked 1.10), eval
-forward <= 1.02. Kernel
+forward <= 1.02. Each analytic case trains a third layer, a copy of the ACL with
+the compiled generator (``acl.compile_generators``; row ``compd``, its first step
+compiles before timing starts), side by side with the same Conv2d. Kernel
 generation of the whole mosaic is also timed on its own, forward and
 forward+backward. The ``P1.0`` row has no analytic family: its ratio is the fixed
 cost of an ACL at that size (parameters per segment, the weight assembled on access).
@@ -32,6 +34,7 @@ large cases moved by 0.1 on an idle machine.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import time
@@ -41,7 +44,7 @@ import torch
 from allocator import describe, restart_keeping_large_blocks  # benchmarks/ is on sys.path when run as a script
 from torch import nn
 
-from acl import AnalyticConv2d
+from acl import AnalyticConv2d, compile_generators
 
 EXP3 = "G0.15625Lg0.078125Lt0.078125Tf0.1875P0.5"
 CASES = [
@@ -110,6 +113,14 @@ def _run_case(name: str, ci: int, co: int, k: int, stride: int, shape: tuple, sp
         gen = _mean_time(acl.kernels)
     genb = _mean_time(lambda: acl.kernels().sum().backward())
     print(f"{name:27s} train {_ratios(*train)} {gen * 1e3:10.3f} {genb * 1e3:10.3f}")
+    if spec != "P1.0":  # the compiled generator: same layer, acl.compile_generators
+        fast = copy.deepcopy(acl)
+        compile_generators(fast)
+        of = torch.optim.SGD(fast.parameters(), lr=1e-4)
+        step(fast, of)  # compiles
+        compiled = _side_by_side(lambda: step(conv, oc), lambda: step(fast, of), steps, seconds)
+        genc = _mean_time(lambda: fast.weight.sum().backward())
+        print(f"{'':27s} compd {_ratios(*compiled)} {'':>10s} {genc * 1e3:10.3f}")
     conv.eval(), acl.eval()
     with torch.no_grad():
         evals = _side_by_side(lambda: conv(x), lambda: acl(x), steps, seconds)
@@ -128,7 +139,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, spec {EXP3}, eager (no torch.compile)")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, spec {EXP3}; train: eager generator, "
+        "compd: compiled generator (acl.compile_generators)"
+    )
     print(describe(dict(os.environ)) + ", both layers")
     print(
         f"{'case':27s} {'mode':5s} {'Conv2d ms':>9s} {'ACL ms':>8s}  {'min':>6s} {'pair':>6s} {'median':>6s}"

@@ -59,33 +59,39 @@ EXP3 = "G0.15625Lg0.078125Lt0.078125Tf0.1875P0.5"
 SIZES = [("resnet18_cifar", 32, 64), ("resnet18", 224, 16)]  # (arch, image side, batch): issue 24's two cells
 
 
-def _steps(arch: str, spec: str, side: int, batch: int, steps: int, threads: int, seconds: float = 0.0) -> dict:
+def _steps(arch: str, spec: str, side: int, batch: int, steps: int, threads: int, seconds: float, compiled: bool) -> dict:
     """Images/s of at least ``steps`` timed training steps (after 2 warm-up steps), more until ``seconds``
-    have been timed, and the peak memory of the process."""
+    have been timed, the warm-up's seconds (compiling, with ``compiled``) and the peak memory of the process."""
     import torch
     import torch.nn.functional as F
 
+    import acl
     from pipeline import archs
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = archs.build(arch, None if spec == "none" else spec, in_channels=3, num_classes=10)
+    if compiled:
+        acl.compile_generators(model)
     x, y = torch.randn(batch, 3, side, side), torch.randint(0, 10, (batch,))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     before = peak_rss_mb()
     times: list[float] = []
-    i = 0
+    i, start = 0, time.perf_counter()
     while i < steps + 2 or sum(times) < seconds:
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         opt.step()
-        if i >= 2:  # the first steps pay for allocation and oneDNN's kernel selection
+        if i >= 2:  # the first steps pay for allocation, oneDNN's kernel selection and compiling
             times.append(time.perf_counter() - t0)
+        elif i == 1:
+            warmup = time.perf_counter() - start
         i += 1
     return {
         "images_per_s": batch / statistics.median(times),
         "steps": len(times),
+        "warmup_s": warmup,
         "peak_mb": peak_rss_mb(),
         "built_mb": before,
     }
@@ -125,21 +131,21 @@ def _measured_child(args: list[str]) -> dict:
     return out
 
 
-def _compare(spec: str, rounds: int, steps: int, threads: int, sides: list[int], seconds: float) -> None:
+def _compare(spec: str, rounds: int, steps: int, threads: int, sides: list[int], seconds: float, kinds: list[str]) -> None:
     """Plain and ACL models side by side per size, in rounds of alternating order; medians printed."""
     budget = f", at least {seconds:g} s of steps" if seconds else ""
     print(f"plain vs AnaNN-ResNet-18 (spec {spec}), {steps}+ steps per run{budget}, {rounds} rounds, {threads} threads")
     print(describe(CHILD_ENV) + ", both models")
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
     for arch, side, batch in (size for size in SIZES if size[1] in sides):
-        runs: dict[str, list[dict]] = {"plain": [], "acl": []}
+        runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
         for r in range(rounds):
-            for kind in ("plain", "acl") if r % 2 == 0 else ("acl", "plain"):
+            for kind in kinds if r % 2 == 0 else kinds[::-1]:
                 one = f"{arch}|{'none' if kind == 'plain' else spec}|{side}|{batch}|{steps}|{threads}|{seconds}"
-                run = _measured_child(["--steps-case", one])
+                run = _measured_child(["--steps-case", f"{one}|{int(kind == 'acl-compiled')}"])
                 runs[kind].append(run)
                 print(
-                    f"  round {r + 1} {kind:5s} {run['images_per_s']:8.1f} images/s; other processes "
+                    f"  round {r + 1} {kind:12s} {run['images_per_s']:8.1f} images/s; other processes "
                     f"{run.get('others_cores', float('nan')):.2f} cores, steal {run.get('steal_pct', float('nan')):.1f} %",
                     flush=True,
                 )
@@ -148,17 +154,24 @@ def _compare(spec: str, rounds: int, steps: int, threads: int, sides: list[int],
 
 
 def _print_size(arch: str, side: int, batch: int, runs: dict[str, list[dict]]) -> None:
-    ratios = [a["images_per_s"] / p["images_per_s"] for a, p in zip(runs["acl"], runs["plain"])]
-    print(
-        f"{arch} 3x{side}x{side}, batch {batch}: ACL / plain = {statistics.median(ratios):.3f} median of "
-        f"{len(ratios)} rounds, spread {min(ratios):.3f}-{max(ratios):.3f} (rounds: {', '.join(f'{v:.3f}' for v in ratios)}; "
-        f"steps per run {min(r['steps'] for rs in runs.values() for r in rs)}+)"
-    )
+    steps = min(r["steps"] for rs in runs.values() for r in rs)
+    print(f"{arch} 3x{side}x{side}, batch {batch} (steps per run {steps}+):")
+    for kind in (k for k in runs if k != "plain"):
+        ratios = [a["images_per_s"] / p["images_per_s"] for a, p in zip(runs[kind], runs["plain"])]
+        print(
+            f"  {kind} / plain = {statistics.median(ratios):.3f} median of {len(ratios)} rounds, spread "
+            f"{min(ratios):.3f}-{max(ratios):.3f} (rounds: {', '.join(f'{v:.3f}' for v in ratios)})"
+        )
     for kind, rs in runs.items():
         ips = statistics.median(r["images_per_s"] for r in rs)
         peak = max(r["peak_mb"] for r in rs)
         extra = max(r["peak_mb"] - r["built_mb"] for r in rs)
-        print(f"  {kind:5s} {ips:8.1f} images/s   peak RSS {peak:7.0f} MB (training adds {extra:6.0f} MB)", flush=True)
+        warm = max(r["warmup_s"] for r in rs)
+        print(
+            f"  {kind:12s} {ips:8.1f} images/s   peak RSS {peak:7.0f} MB (training adds {extra:6.0f} MB), "
+            f"first 2 steps {warm:5.1f} s",
+            flush=True,
+        )
 
 
 def _one(arch: str, spec: str, steps: int, epochs: int, batch: int, workers: int, amp: str, threads: int) -> dict:
@@ -241,6 +254,12 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="compare: rounds of both models per size")
     p.add_argument("--acl-spec", default=EXP3, help="compare: the ACL spec of every spatial convolution")
     p.add_argument("--sizes", default="32,224", help="compare: image sides to run (32: batch 64, 224: batch 16)")
+    p.add_argument(
+        "--generator",
+        choices=("eager", "compiled", "both"),
+        default="both",
+        help="compare: the ACL model's kernel generator (compiled: acl.compile_generators), or both side by side",
+    )
     p.add_argument("--pipeline", action="store_true", help="the pipeline.train cases (workers, bf16) instead")
     p.add_argument("--arch", default="resnet18_cifar", help="--pipeline: the network")
     p.add_argument("--spec", default="none", help="--pipeline: 'none' (plain convolutions) or an ACL spec")
@@ -290,8 +309,9 @@ def main() -> None:
     if not a.glibc_defaults:
         CHILD_ENV.update(KEEP_LARGE_BLOCKS)
     if a.steps_case:
-        arch, spec, side, batch, steps, threads, seconds = a.steps_case.split("|")
-        print(json.dumps(_steps(arch, spec, int(side), int(batch), int(steps), int(threads), float(seconds))))
+        arch, spec, side, batch, steps, threads, seconds, compiled = a.steps_case.split("|")
+        out = _steps(arch, spec, int(side), int(batch), int(steps), int(threads), float(seconds), compiled == "1")
+        print(json.dumps(out))
     elif a.loader_case:
         kind, folder, workers = a.loader_case.split("|")
         print(json.dumps(_loader_only(kind, folder, int(workers), a.batch_size, a.threads)))
@@ -305,7 +325,8 @@ def main() -> None:
         _pipeline_table(a)
     else:
         sides = [int(v) for v in a.sizes.split(",")]
-        _compare(a.acl_spec, a.rounds, a.steps or 4, a.threads, sides, a.seconds)
+        kinds = ["plain", *{"eager": ["acl"], "compiled": ["acl-compiled"], "both": ["acl", "acl-compiled"]}[a.generator]]
+        _compare(a.acl_spec, a.rounds, a.steps or 4, a.threads, sides, a.seconds, kinds)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
+import os
 import re
+import shutil
+import sys
 from pathlib import Path
 
 from pipeline import int8_args
@@ -29,12 +32,15 @@ __all__ = [
     "arch_and_model_problem",
     "arch_problem",
     "check_spec",
+    "compiler_problem",
+    "cxx_compiler",
     "data_problem",
     "layers_problem",
     "layers_select_nothing",
     "malformed_model",
     "model_not_importable",
     "model_problem",
+    "no_compiler",
     "problem",
     "spec_problem",
     "torchvision_name_malformed",
@@ -88,6 +94,7 @@ def problem(args: argparse.Namespace) -> str | None:
         _path("--fix-guide: ", args.fix_guide),
         prune_problem(args.prune, args.prune_finetune, args.prune_rank, args.prune_align),
         int8_args.problem(args),
+        compiler_problem(args.compile_generator),
     ):
         if found:
             return found
@@ -252,3 +259,25 @@ def _training(batch_size: int, lr: float | None, workers: int | None) -> str | N
     if workers is not None and not 0 <= workers <= MAX_TRAIN_WORKERS:
         return f"--workers {workers} is out of range, expected 0 to {MAX_TRAIN_WORKERS}"
     return None
+
+
+def cxx_compiler() -> str:
+    """The C++ compiler torch.compile's inductor runs on the CPU, as its config picks it: ``$CXX``, else g++
+    (clang++ on macOS, cl on Windows)."""
+    return os.environ.get("CXX", {"darwin": "clang++", "win32": "cl"}.get(sys.platform, "g++"))
+
+
+def compiler_problem(compile_generator: bool) -> str | None:
+    """``--compile-generator`` without a C++ compiler on the PATH (the first training step would fail); None otherwise."""
+    if not compile_generator or shutil.which(cxx_compiler()):
+        return None
+    return no_compiler(cxx_compiler())
+
+
+def no_compiler(name: str) -> str:
+    """The message for a missing or unusable C++ compiler ``name`` under ``--compile-generator``."""
+    how = "$CXX" if "CXX" in os.environ else "the default; set CXX to use another"
+    return (
+        f"--compile-generator needs a C++ compiler for torch.compile and {name!r} ({how}) was not found or does "
+        "not work, expected a working one: install g++ (e.g. apt-get install g++), or drop --compile-generator"
+    )

@@ -181,7 +181,7 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _add_training_arguments(p: argparse.ArgumentParser) -> None:
-    """--epochs, --batch-size, --optimizer, --lr, --workers, --amp, --no-resume."""
+    """--epochs, --batch-size, --optimizer, --lr, --workers, --amp, --compile-generator, --no-resume."""
     p.add_argument("--epochs", type=int, default=15, help=f"training epochs, 0 to {MAX_EPOCHS}")
     p.add_argument(
         "--batch-size",
@@ -209,6 +209,12 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="mixed precision for training: auto (bf16 on a CUDA device that has it, else off), off, "
         "bf16 (CUDA, or CPU when asked), fp16 (CUDA only)",
+    )
+    p.add_argument(
+        "--compile-generator",
+        action="store_true",
+        help="train the ACLs with the compiled kernel generator (torch.compile; the first step compiles for some "
+        "seconds; needs a C++ compiler)",
     )
     p.add_argument(
         "--no-resume",
@@ -310,6 +316,7 @@ def job_config(args: argparse.Namespace):
         optimizer=args.optimizer,
         workers=args.workers,
         amp=args.amp,
+        compile_generator=args.compile_generator,
         resume=not args.no_resume,
         triton_repo=args.triton_repo,
         serve_test=args.serve_test,

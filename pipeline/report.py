@@ -7,8 +7,8 @@
       "created": ISO-8601 time,
       "model": {"arch", "spec", "layers", "skipped_layers": {layer: "hxw"}, "checkpoint", "trained": bool,
                 "epochs", "train_seconds", "world_size", "training": {"optimizer", "lr", "batch_size", "amp",
-                "workers", "device", "resumed_from", "images_per_second"} | null, "parameters": {"total",
-                "learnable_kernel", "conv_kernel_equivalent"}},
+                "workers", "device", "compile_generator", "resumed_from", "images_per_second"} | null,
+                "parameters": {"total", "learnable_kernel", "conv_kernel_equivalent"}},
       "data": {"name", "train", "test", "parity_images", "channels", "num_classes", "image_size",
                "mean": [per channel], "std": [per channel]},
       "fix_spatial": null | {"method", "fixed": [layers], "learning": [1x1 layers], "frozen", "learnable"},
@@ -497,6 +497,7 @@ def model_section(report: dict[str, Any]) -> list[str]:
         f"- {'Trained here' if m['trained'] else 'Loaded from'}: "
         + (
             f"{m['epochs']} epochs in {m['train_seconds']:.1f} s on {m['world_size']} process(es)"
+            + (", ACL kernels by the compiled generator" if (m.get("training") or {}).get("compile_generator") else "")
             if m["trained"]
             else f"`{m['checkpoint']}`"
         ),

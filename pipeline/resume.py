@@ -9,7 +9,8 @@ moment leaves the previous epoch's state or the new one, never a mix.
 
 A state is reused only when the hash of the run configuration (everything that
 changes the training trajectory: data, model and its initial parameters, seed,
-epochs, batch size, optimizer, learning rate, precision, world size) equals the
+epochs, batch size, optimizer, learning rate, precision, world size; not the
+compiled kernel generator, which computes the same kernels) equals the
 stored one; otherwise the log says which settings differ, training starts at
 epoch 1 and the old state is replaced after it.
 """

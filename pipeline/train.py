@@ -25,6 +25,13 @@ Mixed precision (``--amp``): ``fp16`` (CUDA only; with a gradient scaler), ``bf1
 (CUDA, or CPU when asked: slower than float32 on CPUs without native bf16 units,
 README "Benchmarks"), ``auto`` (bf16 on a CUDA device that supports it, else off),
 ``off``.
+
+Compiled kernel generator (``compile_generator=True``, ``--compile-generator``): the
+ACLs generate their kernels with ``acl.compile_generators`` while training (about
+twice as cheap as eager generation); the first step compiles for some seconds
+(inductor needs a C++ compiler), and there is no double backward through the
+kernels meanwhile. The model is returned with the eager generator, also after an
+exception. A model without ACLs trains as usual.
 """
 
 from __future__ import annotations
@@ -44,12 +51,14 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampl
 
 from pipeline.data import Dataset
 from pipeline.datasets.augment import epoch_key
+from pipeline.errors import UserError
 from pipeline.resume import ResumeStore, pack, unpack
 
 __all__ = [
     "AMP_MODES",
     "DEFAULT_LR",
     "OPTIMIZERS",
+    "NoCompiler",
     "TrainResult",
     "TrainingDiverged",
     "accuracy",
@@ -81,6 +90,14 @@ class TrainingDiverged(ValueError):
     """
 
 
+class NoCompiler(UserError):
+    """``compile_generator=True`` and torch.compile found no working C++ compiler at the first step.
+
+    A ``UserError`` (the command's one line and exit code 2): the machine's state, not a bug. The message
+    is ``pipeline.early_checks.no_compiler``'s, which the command and the job check before training.
+    """
+
+
 @dataclass
 class TrainResult:
     epochs: int
@@ -95,6 +112,7 @@ class TrainResult:
     amp: str = "off"  # as resolved: off, bf16 or fp16
     workers: int = 0
     device: str = "cpu"
+    compile_generator: bool = False  # as resolved: False for a model without ACLs
 
 
 @dataclass(frozen=True)
@@ -291,6 +309,7 @@ def train(
     optimizer: str = "adam",
     workers: int | None = None,
     amp: str = "off",
+    compile_generator: bool = False,
     resume: ResumeStore | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
     log: Callable[[str], None] | None = None,
@@ -309,25 +328,24 @@ def train(
         optimizer: ``adam`` or ``sgd`` (module docstring).
         workers: DataLoader workers; None: ``default_workers(data)``.
         amp: ``auto``, ``off``, ``bf16`` or ``fp16``.
-        resume: where the state after each epoch is saved (rank 0) and, at the
-            start, restored from (every rank).
+        compile_generator: the ACLs' kernels from ``acl.compile_generators`` while training (module docstring).
+        resume: where the state after each epoch is saved (rank 0) and, at the start, restored from (every rank).
         on_epoch_end: called with the number of completed epochs, after the state is saved.
         log: progress messages (rank 0).
 
     Raises:
         ValueError: bad options (``check_options``, ``resolve_amp``).
-        TrainingDiverged: the loss, or a weight or buffer, became NaN or infinite
-            (checked every ``CHECK_EVERY`` steps in one process, and after every
-            epoch on every rank); the epoch is named, its state is never saved and
-            the resume state is removed.
+        TrainingDiverged: the loss, or a weight or buffer, became NaN or infinite (checked every
+            ``CHECK_EVERY`` steps in one process, and after every epoch on every rank); the epoch is
+            named, its state is never saved and the resume state is removed.
     """
     lr = DEFAULT_LR[optimizer] if lr is None else lr
     check_options(batch_size=batch_size, lr=lr, optimizer=optimizer, workers=workers, amp=amp)
     loop, result = _prepare(model, data, epochs, batch_size, lr, seed, optimizer, workers, amp, resume)
     say = log if (log is not None and loop.ctx.is_main) else (lambda msg: None)
+    loop.compile_generator = result.compile_generator = _compile_option(model, compile_generator, say)
     start, history = _start(loop, seed, say)
-    result.resumed_from = start
-    result.loss_history = list(history)
+    result.resumed_from, result.loss_history = start, list(history)
     seen, result.seconds = _run_epochs(loop, start, history, progress, on_epoch_end, say)
     result.images_per_second = seen / result.seconds if seen and result.seconds > 0 else 0.0
     result.loss_history = history
@@ -378,18 +396,66 @@ def _run_epochs(
     bar = _progress_bar(loop, start, progress)
     begin, seen = time.perf_counter(), 0
     loop.net.train()
-    for epoch in range(start, loop.epochs):
-        seen += _epoch(loop, epoch, bar, history, say)
-        if loop.resume is not None and loop.ctx.is_main:
-            loop.resume.save(*_capture(loop.model, loop.opt, loop.sched, loop.scaler, epoch + 1, history))
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1)
+    with _compiled_generators(loop.model, loop.compile_generator):
+        for epoch in range(start, loop.epochs):
+            seen += _epoch(loop, epoch, bar, history, say)
+            if loop.resume is not None and loop.ctx.is_main:
+                loop.resume.save(*_capture(loop.model, loop.opt, loop.sched, loop.scaler, epoch + 1, history))
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1)
     bar.close()
     loop.loader = None  # stops persistent workers now, not at garbage collection
     loop.model.eval().cpu()
     if loop.ctx.world_size > 1:
         dist.barrier()
     return seen, time.perf_counter() - begin
+
+
+def _compile_option(model: nn.Module, asked: bool, say: Callable[[str], None]) -> bool:
+    """Whether the epochs use the compiled kernel generator: asked for, and the model has ACLs (else said)."""
+    if not asked:
+        return False
+    import acl
+
+    n = len(acl.acl_layers(model))
+    if n == 0:
+        say("      compiled kernel generator: the model has no ACL, nothing to compile (trained as usual)")
+    else:
+        say(f"      compiled kernel generator for {n} ACL(s): the first step compiles (some seconds)")
+    return n > 0
+
+
+@contextlib.contextmanager
+def _compiled_generators(model: nn.Module, enabled: bool):
+    """``acl.compile_generators(model)`` while the block runs; the eager generator again after it, however it ends."""
+    if not enabled:
+        yield
+        return
+    import acl
+
+    acl.compile_generators(model)
+    try:
+        yield
+    except RuntimeError as e:
+        if not _no_compiler(e):
+            raise
+        from pipeline.early_checks import cxx_compiler, no_compiler
+
+        raise NoCompiler(no_compiler(cxx_compiler())) from None
+    finally:
+        acl.compile_generators(model, enabled=False)
+
+
+def _no_compiler(e: BaseException) -> bool:
+    """Whether inductor's "no working C++ compiler" is in ``e``'s chain (dynamo wraps it in its own errors)."""
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    seen: BaseException | None = e
+    for _ in range(16):  # a chain is short; a cycle (possible in principle) must not hang
+        if seen is None or isinstance(seen, InvalidCxxCompiler):
+            return seen is not None
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 @dataclass
@@ -410,6 +476,7 @@ class _Loop:
     lr: float
     resume: ResumeStore | None
     net: nn.Module | None = None  # the model, or its DistributedDataParallel wrapper
+    compile_generator: bool = False  # the ACLs' kernels from acl.compile_generators during the epochs
     loss_fn: nn.Module = field(default_factory=nn.CrossEntropyLoss)
 
     def autocast(self):

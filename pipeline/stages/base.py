@@ -57,6 +57,7 @@ class JobConfig:
     optimizer: str = "adam"  # or "sgd": Nesterov momentum, weight decay, cosine schedule (ResNets on CIFAR)
     workers: int | None = None  # DataLoader workers; None: 0 for in-memory data, min(4, cores) for image folders
     amp: str = "auto"  # auto (bf16 on a CUDA device that has it, else off), off, bf16, fp16
+    compile_generator: bool = False  # ACL kernels by the torch.compile'd generator while training (pipeline.train)
     resume: bool = True  # continue an interrupted run with the same configuration (False: --no-resume)
     triton_repo: Path | None = None  # also write a Triton model repository there (pipeline.serving)
     serve_test: bool = False  # serve it with a real Triton server: parity and a load test (serve environment)

@@ -22,6 +22,7 @@ EVERY_RANK = True  # DDP training runs on every process
 
 def check(cfg: JobConfig) -> None:
     """Training options that cannot work, before the data are loaded."""
+    from pipeline.early_checks import compiler_problem
     from pipeline.train import check_options, resolve_amp, training_device
 
     try:
@@ -29,6 +30,9 @@ def check(cfg: JobConfig) -> None:
         resolve_amp(cfg.amp, training_device())
     except ValueError as e:
         raise UserError(str(e)) from None
+    found = compiler_problem(cfg.compile_generator)
+    if found:
+        raise UserError(found)
 
 
 def run(ctx: RunContext) -> StageResult:
@@ -79,6 +83,7 @@ def _train(ctx: RunContext) -> None:
             optimizer=cfg.optimizer,
             workers=cfg.workers,
             amp=cfg.amp,
+            compile_generator=cfg.compile_generator,
             resume=ctx.store,
             log=ctx.log,
         )
@@ -96,7 +101,11 @@ def _log_skipped(ctx: RunContext) -> None:
 
 
 def _resume_store(ctx: RunContext, amp, dist):
-    """Where training state is kept between epochs; keyed by everything that shapes the trajectory."""
+    """Where training state is kept between epochs; keyed by everything that shapes the trajectory.
+
+    Not by ``--compile-generator``: it changes how the kernels are computed, not what they are (equal to float
+    rounding), so a run interrupted with it continues without it, and the other way round.
+    """
     import torch
 
     from pipeline.resume import ResumeStore, tensor_digest
@@ -179,7 +188,7 @@ def _sections(ctx: RunContext, acc: float) -> dict[str, Any]:
 def _training(trained) -> dict[str, Any] | None:
     if trained is None:
         return None
-    keys = ("optimizer", "lr", "batch_size", "amp", "workers", "device", "resumed_from")
+    keys = ("optimizer", "lr", "batch_size", "amp", "workers", "device", "compile_generator", "resumed_from")
     return {k: getattr(trained, k) for k in keys} | {"images_per_second": round(trained.images_per_second, 1)}
 
 

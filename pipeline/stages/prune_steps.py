@@ -61,7 +61,8 @@ def finetune(ctx: RunContext, model) -> float:
     cfg = ctx.cfg
     done = T.train(
         model, ctx.data, epochs=cfg.prune_finetune, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-        progress=cfg.progress, optimizer=cfg.optimizer, workers=cfg.workers, amp=cfg.amp, resume=None, log=ctx.log,
+        progress=cfg.progress, optimizer=cfg.optimizer, workers=cfg.workers, amp=cfg.amp,
+        compile_generator=cfg.compile_generator, resume=None, log=ctx.log,
     )  # fmt: skip
     return done.seconds
 
