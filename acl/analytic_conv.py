@@ -218,17 +218,17 @@ class AnalyticConv2d(nn.Module):
     def _generate(self, shape: tuple[int, ...] | None, compiled: bool = False) -> Tensor:
         # The training hot path: no per-call validation, since the layer made every
         # parameter with the shape its segment needs (load_state_dict keeps them).
+        if compiled:
+            from acl.compiled_kernels import compiled_mosaic  # torch.compile is imported only by those who use it
+
+            kernels = compiled_mosaic(self._symbols, self.kernel_size, self._segment_tensors())
+            return kernels if shape is None else kernels.view(shape)
         names, counts = self._segment_names, [n for _, n in self.spec.segments]
         if _fx_tracing():  # getattr: fx hands out its proxies of the parameters, so the graph reads them at run time
             params = [getattr(self, name) if name else None for name in names]
         else:
             params = [self._segment_tensor(name) if name else None for name in names]
-        if compiled:
-            from acl.compiled_kernels import compiled_mosaic  # torch.compile is imported only by those who use it
-
-            kernels = compiled_mosaic(self._symbols, self.kernel_size, self._segment_tensors())
-        else:
-            kernels = _mosaic(self._symbols, self.kernel_size, counts, self._anchor, params)
+        kernels = _mosaic(self._symbols, self.kernel_size, counts, self._anchor, params)
         return kernels if shape is None else kernels.view(shape)
 
     def _segment_tensor(self, name: str) -> Tensor:

@@ -97,7 +97,7 @@ class Samples(NamedTuple):
         inv_r2: ``1 / r2``, 0 at the centre sample (``[1, hw]``).
         centre: weights of the centre correction, summing to 1 (``[1, hw]``).
         axis: the samples' axis: -1 as above, or 0 when the bank is evaluated
-            transposed (``acl.kernels``' compiled generator: AKP rows ``[1, N]``,
+            transposed (``acl.compiled_kernels``: AKP rows ``[1, N]``,
             samples ``[hw, 1]``, kernels ``[hw, N]``). Formulas broadcast either way;
             a sum over a kernel's samples reads ``axis``.
     """
