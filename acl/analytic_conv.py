@@ -71,6 +71,17 @@ def _tracing() -> bool:
     return torch.compiler.is_compiling() or torch.jit.is_tracing() or _fx_tracing()
 
 
+def _saved_tensors_hooked() -> bool:
+    """Inside ``saved_tensors_hooks`` (non-reentrant activation checkpointing, ``save_on_cpu``).
+
+    There a layer generates its own weight rather than use the one its model's
+    forward hook generated outside the region: checkpointing recomputes the region
+    alone and checks that it saves the same tensors as the first pass did.
+    """
+    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+    return top is not None and top(False) is not None
+
+
 class AnalyticConv2d(nn.Module):
     """Analytic Convolutional Layer: drop-in for ``nn.Conv2d`` with a kernel ``spec``.
 
@@ -284,7 +295,7 @@ class AnalyticConv2d(nn.Module):
             return self._cached_weight()
         if self._cache is not None:
             self._cache = None
-        if source == "compiled" and self._pregenerated is not None:
+        if source == "compiled" and self._pregenerated is not None and not _saved_tensors_hooked():
             return self._pregenerated
         return self._assemble(source == "compiled")
 

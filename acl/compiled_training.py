@@ -8,8 +8,9 @@ layer: 14 against 20 ms forward+backward for AnaNN-ResNet-18's analytic kernels)
 and each layer's ``weight`` returns its share during that forward. After the forward
 (also when it raises) the shares are dropped: the next forward generates afresh
 from the AKPs of that moment. A layer called outside ``model``'s forward (a
-submodule on its own, activation checkpointing's recomputation) generates its own
-weight, compiled too.
+submodule on its own, activation checkpointing's recomputation) or under saved-tensor
+hooks (inside a non-reentrant checkpoint region, whose first pass must save what its
+recomputation saves) generates its own weight, compiled too.
 """
 
 from __future__ import annotations
