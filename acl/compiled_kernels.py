@@ -42,8 +42,12 @@ _BLOCK = 64  # columns per block: a block's rows and columns stay in L1 while it
 def _transpose_copy(x: Tensor) -> Tensor:
     rows, cols = x.shape
     b = math.gcd(cols, _BLOCK)
-    # .contiguous() of the 3-d permuted view copies block by block; of x.t() it strides over all of x
-    return x.contiguous().view(rows, cols // b, b).permute(1, 2, 0).contiguous().view(cols, rows)
+    # a copy from the 3-d permuted view goes block by block; x.t().contiguous() strides over all of x.
+    # Always a fresh tensor: .contiguous() would keep a size-1 view's odd strides, which
+    # DistributedDataParallel then reports as a gradient layout mismatch.
+    out = x.new_empty(cols // b, b, rows)
+    out.copy_(x.reshape(rows, cols // b, b).permute(1, 2, 0))
+    return out.view(cols, rows)
 
 
 class _BlockedTranspose(torch.autograd.Function):

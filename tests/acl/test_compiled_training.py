@@ -149,3 +149,13 @@ def test_activation_checkpointing_recomputes_what_the_first_pass_saved(nets, ree
             continue
         err = ((p.grad - q.grad).abs().max() / p.grad.abs().max().clamp_min(1e-12)).item()
         assert err < 1e-4, f"{name}: gradient under checkpointing differs by {err:.3g} from eager"
+
+
+def test_gradients_have_their_parameters_layout(nets):
+    # DistributedDataParallel copies gradients into bucket views of the parameters' strides and warns
+    # (and slows) when they differ; a [n, 1] AKP bank's gradient once came back with strides (1, n).
+    _, compiled = nets
+    compiled(torch.randn(2, 3, 12, 12)).square().sum().backward()
+    odd = [(n, p.stride(), p.grad.stride()) for n, p in compiled.named_parameters() if p.grad.stride() != p.stride()]
+    compiled.zero_grad(set_to_none=True)
+    assert not odd, f"gradients with other strides than their parameters: {odd}"
