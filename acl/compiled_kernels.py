@@ -39,25 +39,19 @@ __all__ = ["blocked_transpose", "compiled_mosaic", "compiled_mosaics"]
 _BLOCK = 64  # columns per block: a block's rows and columns stay in L1 while it is copied
 
 
-def _transpose_copy(x: Tensor) -> Tensor:
+def _transpose_into(x: Tensor, out: Tensor) -> Tensor:
+    """``out[:] = x.t()`` for ``x`` ``[rows, cols]`` (any strides, unit stride along ``cols``), ``out`` contiguous."""
     rows, cols = x.shape
     b = math.gcd(cols, _BLOCK)
-    # a copy from the 3-d permuted view goes block by block; x.t().contiguous() strides over all of x.
+    # a copy from the 3-d permuted view goes block by block; x.t().contiguous() strides over all of x
+    out.view(cols // b, b, rows).copy_(x.reshape(rows, cols // b, b).permute(1, 2, 0))
+    return out
+
+
+def _transpose_copy(x: Tensor) -> Tensor:
     # Always a fresh tensor: .contiguous() would keep a size-1 view's odd strides, which
     # DistributedDataParallel then reports as a gradient layout mismatch.
-    out = x.new_empty(cols // b, b, rows)
-    out.copy_(x.reshape(rows, cols // b, b).permute(1, 2, 0))
-    return out.view(cols, rows)
-
-
-class _BlockedTranspose(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        return _transpose_copy(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        return _BlockedTranspose.apply(grad)  # differentiable: double backward of the copy itself works
+    return _transpose_into(x, x.new_empty(x.shape[1], x.shape[0]))
 
 
 class _BlockedTransposes(torch.autograd.Function):
@@ -69,7 +63,7 @@ class _BlockedTransposes(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
-        return _BlockedTransposes.apply(*grads)
+        return _BlockedTransposes.apply(*grads)  # differentiable: double backward of the copy itself works
 
 
 class _Assemble(torch.autograd.Function):
@@ -82,9 +76,7 @@ class _Assemble(torch.autograd.Function):
         out = banks[0].new_empty(sum(counts), hw)
         for bank, t, rows in zip(banks, transposed, out.split(counts)):
             if t:
-                n = rows.shape[0]
-                b = math.gcd(n, _BLOCK)
-                rows.view(n // b, b, hw).copy_(bank.view(hw, n // b, b).permute(1, 2, 0))
+                _transpose_into(bank, rows)
             else:
                 rows.copy_(bank)
         ctx.transposed, ctx.counts = transposed, counts
@@ -109,7 +101,7 @@ def blocked_transpose(x: Tensor) -> Tensor:
         >>> torch.equal(blocked_transpose(x), x.t())
         True
     """
-    return _BlockedTranspose.apply(x)
+    return _BlockedTransposes.apply(x)[0]
 
 
 def _sample_major(symbols: tuple[str, ...], kernel_size: tuple[int, int], rows: list[Tensor]) -> list[Tensor]:
