@@ -36,6 +36,7 @@ exception. A model without ACLs trains as usual.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
@@ -132,7 +133,15 @@ def distributed_context() -> DistributedContext:
         return DistributedContext(1, 0)
     if not dist.is_initialized():
         dist.init_process_group(backend="gloo")
+        # Left to interpreter teardown, a gloo group's threads can outlive it: a rank of a finished
+        # run aborted at exit (SIGABRT, "terminate called without an active exception"; CI, 2026-12-07).
+        atexit.register(_leave_process_group)
     return DistributedContext(dist.get_world_size(), dist.get_rank())
+
+
+def _leave_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def check_options(*, batch_size: int, lr: float | None, optimizer: str, workers: int | None, amp: str) -> None:

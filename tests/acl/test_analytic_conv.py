@@ -461,7 +461,7 @@ def _train(model: nn.Module, shard) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("two-process-ddp")  # never two at once: 4 gloo ranks on 2 cores aborted one (CI, 2026-12-07)
+@pytest.mark.xdist_group("two-process-ddp")  # one at a time: each starts two gloo ranks on a 2-core machine
 def test_ddp_with_two_gloo_processes_equals_one_process_on_the_whole_batch(tmp_path):
     import socket
 

@@ -308,7 +308,7 @@ def test_bad_mnist_folder_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("two-process-ddp")  # never two at once: 4 gloo ranks on 2 cores aborted one (CI, 2026-12-07)
+@pytest.mark.xdist_group("two-process-ddp")  # one at a time: each starts two gloo ranks on a 2-core machine
 def test_training_under_torchrun_ddp_with_two_gloo_processes(tmp_path):
     out = tmp_path / "ddp"
     res = subprocess.run(

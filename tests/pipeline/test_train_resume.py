@@ -202,7 +202,7 @@ def test_bad_training_flags_are_one_line(tmp_path, extra, message, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("two-process-ddp")  # never two at once: 4 gloo ranks on 2 cores aborted one (CI, 2026-12-07)
+@pytest.mark.xdist_group("two-process-ddp")  # one at a time: each starts two gloo ranks on a 2-core machine
 def test_ddp_resume_with_two_gloo_processes(cifar, tmp_path):
     def torchrun(state, out, *kill):
         return subprocess.run(
