@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import math
 import os
 import sys
@@ -133,15 +134,34 @@ def distributed_context() -> DistributedContext:
         return DistributedContext(1, 0)
     if not dist.is_initialized():
         dist.init_process_group(backend="gloo")
-        # Left to interpreter teardown, a gloo group's threads can outlive it: a rank of a finished
-        # run aborted at exit (SIGABRT, "terminate called without an active exception"; CI, 2026-12-07).
         atexit.register(_leave_process_group)
     return DistributedContext(dist.get_world_size(), dist.get_rank())
 
 
 def _leave_process_group() -> None:
+    # Collected first, a DistributedDataParallel wrapper no longer holds the group, so destroying it
+    # joins gloo's threads now, with the interpreter alive (see settle_ranks).
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
+
+
+def settle_ranks(timeout: float = 10.0) -> None:
+    """A barrier after which gloo's worker threads hold no tensor of this process.
+
+    A gloo worker drops a finished collective's tensors a moment after ``wait()`` returns, and
+    dropping a tensor Python made needs the GIL. A rank that exits right after its last collective
+    can reach interpreter teardown first; the worker then dies taking the GIL and the process aborts
+    (SIGABRT, "terminate called without an active exception": gdb, 2026-12-07, ``~AsyncBarrierWork``
+    in ``ProcessGroupGloo::runLoop``; 4 of 60 two-rank runs on a loaded machine). So the last
+    collective is an all-reduce of a tensor held here, and this waits (sleeping, so the worker can
+    take the GIL) until the worker has let go of it.
+    """
+    token = torch.zeros(1)
+    dist.all_reduce(token)
+    deadline = time.monotonic() + timeout
+    while token._use_count() > 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 def check_options(*, batch_size: int, lr: float | None, optimizer: str, workers: int | None, amp: str) -> None:
@@ -416,7 +436,8 @@ def _run_epochs(
     loop.loader = None  # stops persistent workers now, not at garbage collection
     loop.model.eval().cpu()
     if loop.ctx.world_size > 1:
-        dist.barrier()
+        loop.net = loop.model  # the DistributedDataParallel wrapper (and its hold on the group) goes now
+        settle_ranks()
     return seen, time.perf_counter() - begin
 
 

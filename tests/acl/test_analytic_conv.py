@@ -439,6 +439,8 @@ def test_gradgradcheck_through_a_layer():
 def _ddp_steps(rank: int, world: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
+    from pipeline.train import settle_ranks
+
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
@@ -446,6 +448,7 @@ def _ddp_steps(rank: int, world: int, port: int, out: str) -> None:
         _train(model, lambda x: x.chunk(world)[rank])
         if rank == 0:
             torch.save(model.module.state_dict(), out)
+        settle_ranks()  # else a rank can reach teardown while gloo still holds its tensors (SIGABRT)
     finally:
         dist.destroy_process_group()
 
