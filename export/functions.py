@@ -103,10 +103,10 @@ def Samples(grid):
 def Outer(coefficients, features):
     """``features[k, hw]^T @ coefficients[k, n]``: every per-kernel broadcast as one product, ``[hw, n]``.
 
-    Kernels are computed sample-major (``[hw, n]``) and transposed once at the end:
-    ONNX Runtime's broadcasting of ``[n, 1]`` against ``[1, hw]`` loops over spans
-    of ``hw`` (9) values and was measured 15-40x slower than a flat op or this
-    product, which is fastest with the long axis last.
+    Kernels are computed sample-major (``[hw, n]``) and turned kernel-major once at the
+    end (``BankOf``): ONNX Runtime's broadcasting of ``[n, 1]`` against ``[1, hw]``
+    loops over spans of ``hw`` (9) values and was measured 15-40x slower than a flat
+    op or this product, which is fastest with the long axis last.
     """
     return op.MatMul(op.Transpose(features, perm=[1, 0]), coefficients)
 
@@ -151,10 +151,25 @@ def HalfSamples(grid):
 
 
 @script(_STEPS, default_opset=op)
-def Bank(flat, akps, grid):
-    """``flat[hw, n]`` as ``kernels[n, h, w]``."""
+def BankOf(matrix, flat, akps, grid):
+    """``matrix[hw, k] @ flat[k, n]`` as ``kernels[n, h, w]``: the product written kernel-major.
+
+    As ``flat^T @ matrix^T``: ONNX Runtime fuses the transpose into the product (one
+    ``FusedMatMul``). A ``Transpose`` node of the bank instead was rewritten by its basic
+    optimizations, with the ``Reshape`` and the layer's ``Concat`` after it, into 3-d and
+    4-d transposes, 1-2 ms each on ResNet-18's layer4 banks against 0.1 ms for a 2-d one
+    (docs/export.md, "Sixth round").
+    """
     shape = op.Concat(op.Shape(akps, end=1), op.Shape(grid, start=1), axis=0)
-    return op.Reshape(op.Transpose(flat, perm=[1, 0]), shape)
+    return op.Reshape(op.MatMul(op.Transpose(flat, perm=[1, 0]), op.Transpose(matrix, perm=[1, 0])), shape)
+
+
+@script(_STEPS, default_opset=op)
+def Bank(flat, akps, grid):
+    """``flat[hw, n]`` as ``kernels[n, h, w]``: ``BankOf`` the identity (folded at session load)."""
+    _x, _y, _r2, ones = Samples(grid)
+    eye = op.EyeLike(op.MatMul(op.Transpose(ones, perm=[1, 0]), ones))
+    return BankOf(eye, flat, akps, grid)
 
 
 @script(_ACL, default_opset=op)
@@ -187,7 +202,7 @@ def LoG(akps, grid):
 def LoT(akps, grid):
     _x, _y, r2, _ones = Samples(grid)
     s = Scale(Columns(akps))
-    kernels = Bank(op.MatMul(ZeroSumMatrix(grid), op.Exp(Outer(op.Neg(op.Reciprocal(s * s)), r2))), akps, grid)
+    kernels = BankOf(ZeroSumMatrix(grid), op.Exp(Outer(op.Neg(op.Reciprocal(s * s)), r2)), akps, grid)
     return kernels
 
 
@@ -217,7 +232,7 @@ def TGD1st(akps, grid):
     # (not Shrink, which is the same in one op: ONNX Runtime's was measured 8x slower than these two)
     u = Outer(cs * TF_SLOPE, op.Concat(xh, yh, axis=0))
     side = op.Clip(u - op.Clip(u, -TF_EDGE, TF_EDGE), -1.0, 1.0)
-    kernels = Bank(op.MatMul(mirror, op.Exp(exponent) * side), akps, grid)
+    kernels = BankOf(mirror, op.Exp(exponent) * side, akps, grid)
     return kernels
 
 
@@ -231,7 +246,7 @@ def TGD2nd(akps, grid):
     # |x'| / r2 = |x c + y s| / r2: one GEMM over [x / r2; y / r2]
     ratio = op.Abs(Outer(CosSin(theta), op.Concat(x * inv_r2, y * inv_r2, axis=0)))
     w = op.Exp(Outer(op.Neg(op.Reciprocal(g * g)), r2)) * ratio
-    kernels = Bank(op.MatMul(ZeroSumMatrix(grid), w), akps, grid)
+    kernels = BankOf(ZeroSumMatrix(grid), w, akps, grid)
     return kernels
 
 
@@ -243,7 +258,7 @@ def MeanKernel(count, grid):
 
 
 _FUNCTIONS = {f.name: f for f in (Gabor, LoG, LoT, TGD1st, TGD2nd, MeanKernel)}
-_SHARED = (Scale, Columns, Samples, Outer, CosSin, ZeroSumMatrix, HalfSamples, Bank)
+_SHARED = (Scale, Columns, Samples, Outer, CosSin, ZeroSumMatrix, HalfSamples, BankOf, Bank)
 
 
 @functools.lru_cache(maxsize=None)
