@@ -57,13 +57,18 @@ def exactness(result, x_test) -> dict[str, Any]:
 def finetune(ctx: RunContext, model) -> float:
     """Fine-tune ``model`` in place with the job's training options; returns the seconds it took."""
     from pipeline import train as T
+    from pipeline.data import BadImage
+    from pipeline.errors import UserError
 
     cfg = ctx.cfg
-    done = T.train(
-        model, ctx.data, epochs=cfg.prune_finetune, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-        progress=cfg.progress, optimizer=cfg.optimizer, workers=cfg.workers, amp=cfg.amp,
-        compile_generator=cfg.compile_generator, resume=None, log=ctx.log,
-    )  # fmt: skip
+    try:
+        done = T.train(
+            model, ctx.data, epochs=cfg.prune_finetune, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+            progress=cfg.progress, optimizer=cfg.optimizer, workers=cfg.workers, amp=cfg.amp,
+            compile_generator=cfg.compile_generator, resume=None, log=ctx.log,
+        )  # fmt: skip
+    except (BadImage, T.TrainingDiverged) as e:  # as the training stage: one line naming the stage's option
+        raise UserError(f"--prune-finetune: {e}") from None
     return done.seconds
 
 

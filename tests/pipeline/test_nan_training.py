@@ -127,3 +127,26 @@ def test_parity_counts_non_finite_outputs_as_failures():
     bad = good.copy()
     bad[2, 1] = np.inf
     assert compare_outputs(good, bad, TOLERANCES["fp32"])["passed"] is False
+
+
+def test_divergence_of_the_prune_fine_tune_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    from pipeline import train as train_mod
+    from pipeline.export import main
+
+    original, calls = train_mod.train, []
+
+    def poisoned_fine_tune(model, data, **kw):  # the job's training runs clean, the fine-tune after pruning does not
+        calls.append(kw["epochs"])
+        if len(calls) == 2:
+            next(p for p in model.parameters() if p.requires_grad).register_hook(lambda g: g * float("inf"))
+        return original(model, data, **kw)
+
+    monkeypatch.setattr(train_mod, "train", poisoned_fine_tune)
+    out = tmp_path / "run"
+    argv = ["--out", str(out), "--epochs", "1", "--prune", "50", "--prune-finetune", "1", "--no-progress"]
+    code = main([*argv, "--backends", "ort-cpu", "--batch-sizes", "1"])
+    err = capsys.readouterr().err
+    assert calls == [1, 1] and code == 2, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error: --prune-finetune: training diverged in epoch 1 of 1: "), line
+    assert "Traceback" not in err and not out.exists()
