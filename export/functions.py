@@ -151,6 +151,26 @@ def HalfSamples(grid):
 
 
 @script(_STEPS, default_opset=op)
+def QuarterSamples(grid):
+    """``x^2 + y^2`` and ones of the quarter grid's samples (rows ``[1, q]``) and ``spread[hw, q]``.
+
+    The grid is symmetric in ``x`` and in ``y``: a radial kernel (LoG, LoT) is known from
+    its samples with ``x <= 0`` and ``y <= 0`` (``q``: 4 of 9 at 3x3, 16 of 49 at 7x7).
+    ``spread @ v`` copies values ``v[q, n]`` to every sample with the same ``|x|`` and
+    ``|y|``. Built by comparing coordinates (a constant, folded at session load).
+    """
+    x, y, _r2, _ones = Samples(grid)
+    ends = op.Div(op.Shape(grid, start=1) + 1, op.Constant(value_ints=[2]))
+    quarter = op.Slice(grid, op.Constant(value_ints=[0, 0]), ends, op.Constant(value_ints=[1, 2]))
+    xq = op.Reshape(op.Abs(quarter[0]), [1, -1])
+    yq = op.Reshape(op.Abs(quarter[1]), [1, -1])
+    xc = op.Abs(op.Transpose(x, perm=[1, 0]))
+    yc = op.Abs(op.Transpose(y, perm=[1, 0]))
+    spread = op.CastLike(op.And(xc == xq, yc == yq), x)
+    return xq * xq + yq * yq, xq * 0.0 + 1.0, spread
+
+
+@script(_STEPS, default_opset=op)
 def BankOf(matrix, flat, akps, grid):
     """``matrix[hw, k] @ flat[k, n]`` as ``kernels[n, h, w]``: the product written kernel-major.
 
@@ -188,21 +208,23 @@ def Gabor(akps, grid):
 
 @script(_ACL, default_opset=op)
 def LoG(akps, grid):
-    _x, _y, r2, ones = Samples(grid)
+    # radial: computed on the quarter grid's samples and spread to the rest by the bank's product
+    r2, ones, spread = QuarterSamples(grid)
     s = Scale(Columns(akps))
     a = op.Reciprocal(s * s) * 0.5
     peak = op.Reciprocal(s * s * s * s * PI)
     # (q - 1) exp(-q) peak with q = a r2: the linear factor as one GEMM over [r2; 1]
     linear = Outer(op.Concat(peak * a, -peak, axis=0), op.Concat(r2, ones, axis=0))
-    kernels = Bank(linear * op.Exp(Outer(-a, r2)), akps, grid)
+    kernels = BankOf(spread, linear * op.Exp(Outer(-a, r2)), akps, grid)
     return kernels
 
 
 @script(_ACL, default_opset=op)
 def LoT(akps, grid):
-    _x, _y, r2, _ones = Samples(grid)
+    r2, _ones, spread = QuarterSamples(grid)  # radial, as LoG; the zero-sum step folded into the spread
     s = Scale(Columns(akps))
-    kernels = BankOf(ZeroSumMatrix(grid), op.Exp(Outer(op.Neg(op.Reciprocal(s * s)), r2)), akps, grid)
+    quarter = op.Exp(Outer(op.Neg(op.Reciprocal(s * s)), r2))
+    kernels = BankOf(op.MatMul(ZeroSumMatrix(grid), spread), quarter, akps, grid)
     return kernels
 
 
@@ -258,7 +280,7 @@ def MeanKernel(count, grid):
 
 
 _FUNCTIONS = {f.name: f for f in (Gabor, LoG, LoT, TGD1st, TGD2nd, MeanKernel)}
-_SHARED = (Scale, Columns, Samples, Outer, CosSin, ZeroSumMatrix, HalfSamples, BankOf, Bank)
+_SHARED = (Scale, Columns, Samples, Outer, CosSin, ZeroSumMatrix, HalfSamples, QuarterSamples, BankOf, Bank)
 
 
 @functools.lru_cache(maxsize=None)

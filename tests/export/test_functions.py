@@ -169,3 +169,33 @@ def test_tgd1st_runs_its_full_size_ops_on_half_the_samples():
     assert ops["Exp"] == (4, n) and ops["Clip"] == (4, n)
     full = [node.op_type for node in model.graph.node if np.prod(shapes[node.output[0]]) == 9 * n]
     assert full == ["MatMul", "Reshape"], full  # the mirror (its product written kernel-major), the bank's shape
+
+
+@pytest.mark.parametrize("h, w", [(3, 3), (7, 7), (4, 4), (3, 4), (1, 1)])
+def test_quarter_samples_spread_every_sample_from_the_quarter_grid(h, w):
+    grid = grid_array(h, w)
+    r2q, ones, spread = (np.asarray(a) for a in functions.QuarterSamples(grid))
+    q = ((h + 1) // 2) * ((w + 1) // 2)
+    assert r2q.shape == ones.shape == (1, q) and spread.shape == (h * w, q) and np.all(ones == 1)
+    # every sample takes the value of the one quarter sample with its |x| and |y|
+    assert np.array_equal(spread.sum(1), np.ones(h * w, np.float32))
+    r2 = (grid[0] ** 2 + grid[1] ** 2).reshape(-1)
+    assert np.array_equal(spread @ r2q[0], r2)
+
+
+@pytest.mark.parametrize("op_name, symbol", [("LoG", "Lg"), ("LoT", "Lt")])
+def test_radial_families_run_their_element_wise_ops_on_the_quarter_grid(op_name, symbol):
+    # 4 of 9 samples at 3x3: the Exp and the products before the bank's own were 9 x n
+    import onnx.inliner
+
+    n = 11
+    model = onnx.inliner.inline_local_functions(one_op_model(op_name, np.zeros((n, 1), np.float32), 3, 3))
+    names = [o for node in model.graph.node for o in node.output]
+    del model.graph.output[:]
+    model.graph.output.extend(helper.make_empty_tensor_value_info(o) for o in names)
+    akps = akps_for(symbol, n, np.random.default_rng(2))
+    values = ReferenceEvaluator(model).run(None, {"first": akps, "grid": grid_array(3, 3)})
+    shapes = dict(zip(names, (np.shape(v) for v in values)))
+    assert [shapes[node.output[0]] for node in model.graph.node if node.op_type == "Exp"] == [(4, n)]
+    full = [node.op_type for node in model.graph.node if np.prod(shapes[node.output[0]]) == 9 * n]
+    assert full == ["MatMul", "Reshape"], full  # the spread (written kernel-major), the bank's shape
