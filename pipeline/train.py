@@ -69,6 +69,7 @@ __all__ = [
     "distributed_context",
     "evaluate",
     "resolve_amp",
+    "settle_ranks",
     "train",
     "training_device",
 ]

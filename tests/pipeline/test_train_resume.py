@@ -258,3 +258,37 @@ def test_rgb_data_end_to_end_and_checkpoint_reload(kind, cifar, tmp_path):
     assert main(["--out", str(again), "--data", data, "--checkpoint", str(out / "model.safetensors"), *SHORT_JOB]) == 0
     r2 = json.loads((again / "report.json").read_text())
     assert r2["accuracy"] == r["accuracy"] and r2["data"]["mean"] == r["data"]["mean"]
+
+
+@pytest.mark.parametrize("held, timeout, wait", [(0.05, 10.0, (0.05, 5.0)), (5.0, 0.1, (0.1, 2.0))])
+def test_settle_ranks_returns_once_the_collective_lets_go_of_its_tensor(monkeypatch, held, timeout, wait):
+    # Stands for a gloo worker that still holds the all-reduced tensor after wait() returned: the rank
+    # must not go on to exit before it lets go (else an abort in interpreter teardown), nor wait forever.
+    import threading
+    import time
+
+    from pipeline import train as T
+
+    class Keep(torch.autograd.Function):  # a C++ reference to the tensor, as a gloo work holds one
+        @staticmethod
+        def forward(ctx, tensor, anchor):
+            ctx.save_for_backward(tensor)
+            return anchor.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return None, grad
+
+    done = threading.Event()
+
+    def all_reduce(tensor):
+        kept = [Keep.apply(tensor, torch.zeros(1, requires_grad=True))]
+        assert tensor._use_count() == 2
+        threading.Thread(target=lambda: (done.wait(held), kept.clear()), daemon=True).start()
+
+    monkeypatch.setattr(T.dist, "all_reduce", all_reduce)
+    t0 = time.monotonic()
+    T.settle_ranks(timeout=timeout)
+    took = time.monotonic() - t0
+    done.set()
+    assert wait[0] <= took < wait[1], took
