@@ -163,7 +163,8 @@ class AnalyticConv2d(nn.Module):
             self.register_parameter("bias", None)
         # Tracks device and dtype under .to() even for a layer with no parameters.
         self.register_buffer("_anchor", torch.empty(0, **factory), persistent=False)
-        self._analytic = [i for i, sym in enumerate(self._symbols) if not FAMILIES[sym].stores_kernels]  # segments the cache holds
+        # the segments the cache holds
+        self._analytic = [i for i, sym in enumerate(self._symbols) if not FAMILIES[sym].stores_kernels]
         self._cache: tuple[list[Tensor], list[Tensor]] | None = None  # (AKP copies, their kernels)
 
     def _take_geometry(self, ref: nn.Conv2d) -> None:

@@ -541,7 +541,8 @@ def _parallel(loop: _Loop, start: int) -> nn.Module:
     if int(agree[0]) != -int(agree[1]):
         raise RuntimeError(f"ranks disagree on the resume epoch (rank {loop.ctx.rank}: {start})")
     device = loop.device
-    return nn.parallel.DistributedDataParallel(loop.model, device_ids=[device.index] if device.index is not None else None)
+    device_ids = [device.index] if device.index is not None else None
+    return nn.parallel.DistributedDataParallel(loop.model, device_ids=device_ids)
 
 
 def _progress_bar(loop: _Loop, start: int, progress: bool):
