@@ -303,12 +303,16 @@ def _grid_builder(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
     if args.paper != "explainfix":
         return build_grid, {"sweep_arch": args.sweep_arch, "finetune": args.finetune}
+    from pipeline.early_checks import in_memory_data_problem
     from pipeline.experiments.explainfix import build_explainfix_grid
 
     if args.finetune or args.sweep_arch != "lenet":
         raise UserError(
             "--finetune and --sweep-arch belong to the ACL paper's grid, expected them without --paper explainfix"
         )
+    problem = in_memory_data_problem(args.data, args.paper)
+    if problem:
+        raise UserError(problem)
     return build_explainfix_grid, {}
 
 

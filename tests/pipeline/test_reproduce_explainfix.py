@@ -197,3 +197,19 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_an_image_folder_is_refused_before_any_run(tmp_path, capsys):
+    # The saliency of App. I and ChannelPrune indexes x_train; a lazily decoded folder
+    # raised TypeError in a worker after the first runs were written.
+    from PIL import Image
+
+    for c in range(2):
+        (tmp_path / "imgs" / f"c{c}").mkdir(parents=True)
+        for i in range(5):
+            Image.new("L", (8, 8), 40 * c + i).save(tmp_path / "imgs" / f"c{c}" / f"{i}.png")
+    argv = ["--paper", "explainfix", "--quick", "--epochs", "1", "--data", f"folder:{tmp_path / 'imgs'}:32"]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --data ") and "--paper explainfix cannot use" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
