@@ -89,7 +89,7 @@ def parser() -> argparse.ArgumentParser:  # long: argument list, one add_argumen
         "spatial initialisations unchanged/ones/dct2/ghaar/psine vs learned, plain LeNet) and App. I (saliency "
         "sanity check: least vs random vs most salient kernels zeroed, on the learned LeNet and AnaNN-LeNet) and "
         "Table 3 / M.1 (ChannelPrune of the GHaar-fixed model: fraction of parameters pruned, accuracy, s/epoch "
-        "pruned vs not); its --quick grid: 9 cells x 3 seeds of 6 epochs (LeNet pruned at 50 and 90 %%), a few "
+        "pruned vs not); its --quick grid: 10 cells x 3 seeds of 6 epochs (LeNet pruned at 50 and 90 %%), a few "
         "minutes on 2 cores with digits, the full one adds the 4-layer CNN (5 seeds, both pruned at 50/80/90/99 %%). --sweep-arch and --finetune are the ACL paper's only; recos: Kuo's RECOS "
         "experiments on LeNet-5 (pipeline.experiments.recos)",
     )
