@@ -35,6 +35,7 @@ __all__ = [
     "compiler_problem",
     "cxx_compiler",
     "data_problem",
+    "in_memory_data_problem",
     "layers_problem",
     "layers_select_nothing",
     "malformed_model",
@@ -225,6 +226,21 @@ def data_problem(name: str) -> str | None:
     if name == "digits" or (sep and rest and kind in DATA_KINDS):
         return None
     return f"unknown --data {name!r}; expected {DATA_HELP}"
+
+
+def in_memory_data_problem(name: str, paper: str) -> str | None:
+    """A ``--data`` that ``pipeline.reproduce --paper explainfix|recos`` cannot use, or None.
+
+    Their experiments index whole image tensors (saliency minibatches from ``x_train``, the
+    reversed test images): an image folder is decoded lazily and has none, which raised a
+    traceback after training had begun (explainfix) or before anything was written (recos).
+    """
+    if name.partition(":")[0] != "folder":
+        return None
+    return (
+        f"--data {name!r} is an image folder, decoded lazily, which --paper {paper} cannot use "
+        "(its experiments index the images in memory), expected 'digits', 'mnist:DIR' or 'cifar10:DIR'"
+    )
 
 
 def one_source_problem(checkpoint: Path | None, init_from: Path | None) -> str | None:

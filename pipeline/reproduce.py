@@ -89,7 +89,7 @@ def parser() -> argparse.ArgumentParser:  # long: argument list, one add_argumen
         "spatial initialisations unchanged/ones/dct2/ghaar/psine vs learned, plain LeNet) and App. I (saliency "
         "sanity check: least vs random vs most salient kernels zeroed, on the learned LeNet and AnaNN-LeNet) and "
         "Table 3 / M.1 (ChannelPrune of the GHaar-fixed model: fraction of parameters pruned, accuracy, s/epoch "
-        "pruned vs not); its --quick grid: 9 cells x 3 seeds of 6 epochs (LeNet pruned at 50 and 90 %%), a few "
+        "pruned vs not); its --quick grid: 10 cells x 3 seeds of 6 epochs (LeNet pruned at 50 and 90 %%), a few "
         "minutes on 2 cores with digits, the full one adds the 4-layer CNN (5 seeds, both pruned at 50/80/90/99 %%). --sweep-arch and --finetune are the ACL paper's only; recos: Kuo's RECOS "
         "experiments on LeNet-5 (pipeline.experiments.recos)",
     )
@@ -303,12 +303,16 @@ def _grid_builder(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
     if args.paper != "explainfix":
         return build_grid, {"sweep_arch": args.sweep_arch, "finetune": args.finetune}
+    from pipeline.early_checks import in_memory_data_problem
     from pipeline.experiments.explainfix import build_explainfix_grid
 
     if args.finetune or args.sweep_arch != "lenet":
         raise UserError(
             "--finetune and --sweep-arch belong to the ACL paper's grid, expected them without --paper explainfix"
         )
+    problem = in_memory_data_problem(args.data, args.paper)
+    if problem:
+        raise UserError(problem)
     return build_explainfix_grid, {}
 
 

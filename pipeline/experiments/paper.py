@@ -16,9 +16,10 @@ their ordering, not in their values.
 
 Known inconsistencies of the printed tables, kept as printed: Table 2 calls its second
 arrangement "exp7", which is Table 1's name for ``M192``; Table 3 prints exp13's loss
-as 5.09 although 90.68 - 85.09 = 5.59; its compact factors of exp9-13 do not follow
-eq. 25 for Mean kernels (exp11 replaces 15 LoT kernels by parameter-free Mean kernels
-and its compact factor *falls* from 0.4726 to 0.4347).
+as 5.09 although 90.68 - 85.09 = 5.59; two of its compact factors do not follow eq. 25
+for Mean kernels (exp11 replaces 15 LoT kernels by parameter-free Mean kernels and its
+compact factor *falls* from 0.4726 to 0.4347, where eq. 25 gives 0.4742; exp13 prints
+0.0274, which is 1 - 0.9726, eq. 25's value); exp9, exp10 and exp12 follow eq. 25.
 """
 
 from __future__ import annotations

@@ -155,7 +155,7 @@ def settings_of(args) -> Settings:
     Raises:
         UserError: an option of the ACL grid, or a value out of range.
     """
-    from pipeline.early_checks import data_problem
+    from pipeline.early_checks import data_problem, in_memory_data_problem
     from pipeline.errors import UserError
 
     given = [k for k, default in ACL_ONLY.items() if getattr(args, k, default) != default]
@@ -170,7 +170,7 @@ def settings_of(args) -> Settings:
         raise UserError(f"--lr {args.lr} is not usable, expected a positive finite number")
     if args.limit is not None and args.limit < 10:
         raise UserError(f"--limit {args.limit} is too small, expected at least 10 images")
-    problem = data_problem(args.data)
+    problem = data_problem(args.data) or in_memory_data_problem(args.data, "recos")
     if problem:
         raise UserError(problem)
     return Settings(data=args.data, epochs=epochs, limit=args.limit, batch_size=args.batch_size, lr=args.lr)

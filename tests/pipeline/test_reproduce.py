@@ -394,3 +394,19 @@ def test_resumed_finetuned_grid_equals_uninterrupted(finetuned, tmp_path, monkey
     run = json.loads((out / "runs" / "lenet-exp3-seed0.json").read_text())
     assert run["resumed_from_epoch"] == 1  # training was not redone
     assert (out / "results.json").read_bytes() == (a_out / "results.json").read_bytes()
+
+
+def test_results_name_only_the_table3_compact_factors_that_are_not_eq_25(uninterrupted):
+    # results.md said all of exp9-13's printed factors disagree with eq. 25; exp9, 10 and 12 agree.
+    import acl
+
+    out, _ = uninterrupted
+    off = [
+        exp
+        for exp, (arrangement, _, cf, _) in paper.TABLE3.items()
+        if acl.compact_factor(arrangement, 3, 64, 7) != pytest.approx(cf, abs=6e-4)
+    ]
+    assert off == ["exp11", "exp13"]
+    text = " ".join((out / "results.md").read_text().split())
+    assert "compact factors of exp9-13" not in text
+    assert "compact factors of exp11 (0.4347) and exp13 (0.0274) are not eq. 25's" in text

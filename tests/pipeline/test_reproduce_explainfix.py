@@ -197,3 +197,35 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_an_image_folder_is_refused_before_any_run(tmp_path, capsys):
+    # The saliency of App. I and ChannelPrune indexes x_train; a lazily decoded folder
+    # raised TypeError in a worker after the first runs were written.
+    from PIL import Image
+
+    for c in range(2):
+        (tmp_path / "imgs" / f"c{c}").mkdir(parents=True)
+        for i in range(5):
+            Image.new("L", (8, 8), 40 * c + i).save(tmp_path / "imgs" / f"c{c}" / f"{i}.png")
+    argv = ["--paper", "explainfix", "--quick", "--epochs", "1", "--data", f"folder:{tmp_path / 'imgs'}:32"]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --data ") and "--paper explainfix cannot use" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_stated_grid_sizes_are_the_built_grids():
+    # --help and docs/explainfix.md said 9 cells / 27 and 105 runs after guidedsteer made them 10 / 30 and 115.
+    import re
+    from pathlib import Path
+
+    from pipeline.reproduce import parser
+
+    quick, full = build_explainfix_grid("digits", quick=True), build_explainfix_grid("digits")
+    text = " ".join(parser().format_help().split())
+    assert f"its --quick grid: {len(quick.cells)} cells x {len(quick.seeds)} seeds" in text
+    doc = " ".join((Path(__file__).parents[2] / "docs" / "explainfix.md").read_text().split())
+    said = re.search(r"`--quick` runs LeNet only.*?\((\d+) cells, (\d+) runs\).*?\((\d+) cells, (\d+) runs;", doc)
+    assert said is not None
+    assert [int(n) for n in said.groups()] == [len(quick.cells), len(quick.runs()), len(full.cells), len(full.runs())]

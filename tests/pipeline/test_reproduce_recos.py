@@ -111,3 +111,24 @@ def test_mnist_files_uint8_images(tmp_path):
     r = doc["rectification"]
     assert r["swap_exact"] is True and r["negated_reversed"] == r["original"]
     assert 0 <= r["literal_reversed"] <= 100 and doc["backgrounds"]["lenet_scenes"]["layer1"] > 0
+
+
+def _image_folder(root: Path) -> Path:
+    """Two classes of five 8x8 PNGs: a valid ``folder:DIR`` (decoded lazily by its loader)."""
+    from PIL import Image
+
+    for c in range(2):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(5):
+            Image.new("L", (8, 8), 40 * c + i).save(root / f"c{c}" / f"{i}.png")
+    return root
+
+
+def test_an_image_folder_is_refused_up_front_not_a_traceback(tmp_path, capsys):
+    # recos indexes the test images in memory; a lazily decoded folder raised AttributeError.
+    out = tmp_path / "out"
+    data = f"folder:{_image_folder(tmp_path / 'imgs')}:32"
+    assert main(["--paper", "recos", "--quick", "--data", data, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --data ") and "expected 'digits'" in err[0]
+    assert not out.exists()
