@@ -157,14 +157,35 @@ def parser() -> argparse.ArgumentParser:  # long: argument list, one add_argumen
 
 
 def _grid_diff(stored: dict[str, Any], new: dict[str, Any]) -> str:
+    # an ACL grid's JSON leaves out its paper (Grid.to_json), so a missing one is "acl", not None
+    stored, new = {"paper": "acl", **stored}, {"paper": "acl", **new}
     keys = sorted(k for k in set(stored) | set(new) if k != "cells" and stored.get(k) != new.get(k))
     parts = [f"{k}: {stored.get(k)} -> {new.get(k)}" for k in keys]
     old_cells = {c["id"]: c for c in stored.get("cells", []) if isinstance(c, dict) and "id" in c}
     new_cells = {c["id"]: c for c in new.get("cells", [])}
     changed = sorted(k for k in set(old_cells) | set(new_cells) if old_cells.get(k) != new_cells.get(k))
     if changed:
-        parts.append(f"cells {', '.join(changed[:4])}{' ...' if len(changed) > 4 else ''}")
+        parts.append(
+            f"cells {', '.join(changed[:4])}{' ...' if len(changed) > 4 else ''}{_cells_diff(old_cells, new_cells, changed)}"
+        )
     return "; ".join(parts) or "the grid differs"
+
+
+def _cells_diff(old: dict[str, dict], new: dict[str, dict], changed: list[str]) -> str:
+    """What differs in the changed cells, when it is one thing: `` (epochs: 6 -> 2)``, `` (added)``; else ``""``."""
+    if all(k in new and k not in old for k in changed):
+        return " (added)"
+    if all(k in old and k not in new for k in changed):
+        return " (removed)"
+    if not all(k in old and k in new for k in changed):
+        return ""
+    moves = {(f, str(old[k].get(f)), str(new[k].get(f))) for k in changed for f in set(old[k]) | set(new[k])}
+    moves = {m for m in moves if m[1] != m[2]}
+    fields = {f for f, _, _ in moves}
+    if len(moves) == 1:
+        f, a, b = moves.pop()
+        return f" ({f}: {a} -> {b})"
+    return f" ({', '.join(sorted(fields))})" if len(fields) <= 3 else ""
 
 
 def prepare_out(out: Path, grid: Grid) -> bool:
@@ -273,7 +294,9 @@ def _checked_grid(args: argparse.Namespace) -> Grid:
     if args.jobs is not None and not 1 <= args.jobs <= MAX_JOBS:
         raise UserError(f"--jobs {args.jobs} is out of range, expected 1 to {MAX_JOBS}")
     if args.jobs is not None and args.cluster is not None:
-        raise UserError("--jobs and --cluster were both given, expected one of them (the cluster's workers run the runs)")
+        raise UserError(
+            "--jobs and --cluster were both given, expected one of them (the cluster's workers run the runs)"
+        )
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size} is not usable, expected a positive integer")
     if not (args.lr > 0 and args.lr < float("inf")):

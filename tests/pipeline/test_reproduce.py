@@ -410,3 +410,18 @@ def test_results_name_only_the_table3_compact_factors_that_are_not_eq_25(uninter
     text = " ".join((out / "results.md").read_text().split())
     assert "compact factors of exp9-13" not in text
     assert "compact factors of exp11 (0.4347) and exp13 (0.0274) are not eq. 25's" in text
+
+
+def test_another_grid_is_named_by_what_differs(tmp_path):
+    """An ACL grid's stored paper is "acl" (not None), and cells that differ in one thing say which."""
+    from pipeline.errors import UserError
+    from pipeline.experiments.explainfix import build_explainfix_grid
+
+    out = tmp_path / "o"
+    assert prepare_out(out, tiny_grid()) is False
+    with pytest.raises(UserError) as refused:
+        prepare_out(out, build_explainfix_grid("digits", quick=True, limit=20))
+    assert "paper: acl -> explainfix" in str(refused.value) and "None" not in str(refused.value)
+    with pytest.raises(UserError) as refused:
+        prepare_out(out, tiny_grid(epochs=2))
+    assert "(epochs: 1 -> 2)" in str(refused.value), str(refused.value)
