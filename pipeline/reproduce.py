@@ -106,7 +106,7 @@ def parser() -> argparse.ArgumentParser:  # long: argument list, one add_argumen
         "--quick",
         action="store_true",
         help=f"the quick grid: {_settings(QUICK)}; Table 3 only by ablation, without its arrangements trained "
-        f"from scratch (12 cells, 36 runs; under 10 minutes on 2 cores with digits). Without it: {_settings(FULL)}, "
+        f"from scratch (12 cells, 36 runs; about a minute on 2 cores with digits: 40-72 s, 2026-12-07). Without it: {_settings(FULL)}, "
         "with Table 3's exp9-14 and exp16-19 trained from scratch too (22 cells, 110 runs)",
     )
     p.add_argument(
@@ -150,8 +150,7 @@ def parser() -> argparse.ArgumentParser:  # long: argument list, one add_argumen
         "attribution beside the zero-shot ones; 0: off. Cost: 7 x N more epochs of exp3's model per seed (one "
         f"per ablation), about {FINETUNE_EPOCH_SECONDS['lenet']:g} s each for LeNet and "
         f"{FINETUNE_EPOCH_SECONDS['cnn4']:g} s for the 4-layer CNN on digits on one core: --quick --finetune 6 "
-        f"adds 3 x 42 epochs, about {3 * 7 * 6 * FINETUNE_EPOCH_SECONDS['lenet']:.0f} s of CPU time to its 12-16 "
-        "minutes. Part of the grid: an --out with another N is refused, not resumed",
+        f"adds 3 x 42 epochs, about {3 * 7 * 6 * FINETUNE_EPOCH_SECONDS['lenet']:.0f} s of CPU time. Part of the grid: an --out with another N is refused, not resumed",
     )
     return p
 
