@@ -15,7 +15,7 @@ def saliency_batch(data, n: int):
         from torch.utils.data import DataLoader
 
         xb, yb = next(iter(DataLoader(data.train_set, batch_size=n)))
-        return xb, yb
+        return data.normalize(xb), yb  # train_set yields raw (uint8) images; x_train above is standardised
 
 
 def prune_model(model, x, y, percent: float, rank: str = "saliency", align: int = 1):
