@@ -125,6 +125,19 @@ def test_non_empty_without_force_and_a_symlinked_out_are_refused(tmp_path):
         OutputFolder(link, True).check()
 
 
+def test_an_out_that_cannot_be_a_folder_says_what_is_expected(tmp_path, monkeypatch):
+    """Bad input is ``error: <what>, expected <what>``; these three said only the what."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(UserError, match="exists and is not a folder, expected a folder or a path that does not exist"):
+        OutputFolder(blocker, True).check()
+    with pytest.raises(UserError, match="is not a folder, expected a path whose parent folders are folders"):
+        OutputFolder(blocker / "run", True).check()
+    monkeypatch.setattr(of.os, "access", lambda path, mode: False)  # a read-only folder (root may write anywhere)
+    with pytest.raises(UserError, match="cannot write in .*, expected a folder this user can write in"):
+        OutputFolder(tmp_path / "run", True).check()
+
+
 def test_second_lock_fails_at_once_naming_the_holder_and_the_lock_file_goes_with_the_run(tmp_path):
     out = tmp_path / "sub" / "run"
     a, b = OutputFolder(out, False), OutputFolder(out, True)
