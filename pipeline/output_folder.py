@@ -230,6 +230,9 @@ class OutputFolder:
 
     def __init__(self, out: Path, force: bool, log: Callable[[str], None] = _stderr) -> None:
         self.out = Path(out)
+        # Resolved once: commit() moves the earlier --out aside, and with it the process's current folder,
+        # after which a relative --out (``.``) would name the moved folder.
+        self._path = self.out.resolve()
         self.force = force
         self.log = log
         self.staging: Path | None = None
@@ -238,7 +241,7 @@ class OutputFolder:
     @property
     def path(self) -> Path:
         """``out`` as an absolute path without ``..``: ``--out .`` or ``--out ../x`` name real folders to move."""
-        return self.out.resolve()
+        return self._path
 
     @property
     def parent(self) -> Path:

@@ -59,6 +59,19 @@ def test_a_good_earlier_run_is_replaced_and_nothing_is_left_beside_it(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+@pytest.mark.parametrize("earlier", [None, "old"])
+def test_out_dot_is_the_current_folder_until_the_end(tmp_path, monkeypatch, earlier):
+    """``--out .`` in an empty folder printed ``done: ./report.md``, exit 0, and the folder was gone: after the
+    current folder moved aside, ``.`` named the moved folder, so the new run replaced it and was deleted as the
+    earlier run; the lock file stayed beside it. With an earlier run and ``--force`` the swap failed."""
+    out = fake_run(tmp_path / "run", earlier) if earlier else tmp_path / "run"
+    out.mkdir(exist_ok=True)
+    monkeypatch.chdir(out)
+    commit_new_run(Path("."), force=earlier is not None)
+    assert json.loads((tmp_path / "run" / "report.json").read_text()) == {"tag": "new"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 @pytest.mark.parametrize(
     "damage, named",
     [
