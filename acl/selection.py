@@ -69,7 +69,7 @@ def _convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
 def _by_rule(model: nn.Module, rule: str) -> Selection:
     convs = _convs(model)
     if not convs:
-        raise ValueError("model has no nn.Conv2d layer to convert")
+        raise ValueError(f"model has no nn.Conv2d layer to convert, {EXPECTED_SPATIAL}")
     spatial = [n for n, m in convs if is_spatial(m)]
     if not spatial:
         sizes = sorted({_size(m) for _, m in convs})

@@ -87,10 +87,12 @@ def check_args(args: argparse.Namespace) -> str | None:
     """The first argument outside its stated limits, as ``<what>, expected <what>``; None when all are usable."""
     import math
 
+    def shown(value) -> str:  # :g rounds large integers (the seed's 2**32 - 1 to 4.29497e+09)
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
     def out_of(flag: str, value, lo, hi) -> str | None:
         ok = value is None or (math.isfinite(value) and lo <= value <= hi)
-        shown = f"{value:g}" if isinstance(value, float) else str(value)
-        return None if ok else f"{flag} {shown} is out of range, expected {lo:g} to {hi:g}"
+        return None if ok else f"{flag} {shown(value)} is out of range, expected {shown(lo)} to {shown(hi)}"
 
     if len(args.batch_sizes) > MAX_LATENCY_BATCHES:
         return f"--batch-sizes lists {len(args.batch_sizes)} sizes, expected at most {MAX_LATENCY_BATCHES}"

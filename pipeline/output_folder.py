@@ -230,6 +230,9 @@ class OutputFolder:
 
     def __init__(self, out: Path, force: bool, log: Callable[[str], None] = _stderr) -> None:
         self.out = Path(out)
+        # Resolved once: commit() moves the earlier --out aside, and with it the process's current folder,
+        # after which a relative --out (``.``) would name the moved folder.
+        self._path = self.out.resolve()
         self.force = force
         self.log = log
         self.staging: Path | None = None
@@ -238,7 +241,7 @@ class OutputFolder:
     @property
     def path(self) -> Path:
         """``out`` as an absolute path without ``..``: ``--out .`` or ``--out ../x`` name real folders to move."""
-        return self.out.resolve()
+        return self._path
 
     @property
     def parent(self) -> Path:
@@ -256,14 +259,16 @@ class OutputFolder:
         if out.is_symlink():
             raise UserError(f"--out {out} is a symbolic link, expected a folder or a path that does not exist yet")
         if out.exists() and not out.is_dir():
-            raise UserError(f"--out {out} exists and is not a folder")
+            raise UserError(
+                f"--out {out} exists and is not a folder, expected a folder or a path that does not exist yet"
+            )
         probe = self.parent
         while not probe.exists():
             probe = probe.parent
         if not probe.is_dir():
-            raise UserError(f"--out {out}: {probe} is not a folder")
+            raise UserError(f"--out {out}: {probe} is not a folder, expected a path whose parent folders are folders")
         if not os.access(probe, os.W_OK):
-            raise UserError(f"--out {out}: cannot write in {probe}")
+            raise UserError(f"--out {out}: cannot write in {probe}, expected a folder this user can write in")
 
     def check(self) -> None:
         """Refuse an ``out`` this run may not replace (one line, naming the first offending file)."""

@@ -292,7 +292,8 @@ def _precheck(
     out_dir: str | Path, python_source: str, overwrite: bool, validate: bool | None
 ) -> tuple[Path, bool, str]:
     """The checks before anything is written: the repository folder, and ``_validation_choice``'s answer."""
-    out = Path(out_dir)
+    # Absolute: ``.`` has no name and is its own parent, so the staging folder would be made inside it.
+    out = Path(os.path.abspath(out_dir))
     if python_source not in ("static", "live"):
         raise ValueError(f"python_source must be 'static' or 'live', got {python_source!r}")
     if out.exists():

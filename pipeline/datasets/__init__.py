@@ -24,6 +24,7 @@ from pipeline.datasets.folder import DEFAULT_IMAGE_SIZE, BadImage, load_folder_d
 from pipeline.datasets.mnist import load_mnist_dataset
 
 __all__ = [
+    "DATA_CHANNELS",
     "DATA_HELP",
     "EVAL_BYTES",
     "EVAL_IMAGES",
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 DATA_HELP = "'digits', 'mnist:DIR', 'cifar10:DIR' or 'folder:DIR[:SIZE]'"
+DATA_CHANNELS = {"digits": 1, "mnist": 1, "cifar10": 3, "folder": 3}
+"""Image channels per ``--data`` kind (the table above), known before any file is read."""
 
 
 def split_folder_spec(rest: str) -> tuple[str, int]:

@@ -41,6 +41,7 @@ def _load(ctx: RunContext) -> None:
 
     cfg = ctx.cfg
     model, meta = ckpt.load(cfg.checkpoint, arch=cfg.arch, spec=cfg.spec, model=cfg.model, layers=cfg.layers)
+    _check_data_channels(cfg, meta)
     data = _data_for(cfg, ckpt.norm(meta))  # the inputs are standardised as the model was trained
     if int(meta.get("image_size", data.image_size)) != data.image_size:
         raise UserError(
@@ -54,6 +55,20 @@ def _load(ctx: RunContext) -> None:
     ctx.arch, ctx.spec, ctx.layers = meta.get("model") or meta["arch"], meta["spec"], meta["convert_layers"]
     ctx.model, ctx.data, ctx.trained, ctx.initial = model, data, None, None  # a loaded model's initial kernels: unknown
     check_io(model, data, ctx.arch)
+
+
+def _check_data_channels(cfg: JobConfig, meta: dict[str, str]) -> None:
+    """Before loading: the checkpoint's per-channel standardisation fails on data of another channel count
+    with a message naming neither the checkpoint nor ``--data``, which a checkpoint does not record."""
+    from pipeline.datasets import DATA_CHANNELS
+
+    want, found = int(meta["in_channels"]), DATA_CHANNELS.get(cfg.data.partition(":")[0])
+    if found is not None and found != want:
+        raise UserError(
+            f"checkpoint {cfg.checkpoint} was trained on {want}-channel images ({meta.get('data', 'data not recorded')})"
+            f", but --data {cfg.data} has {found}-channel images, expected a --data of {want}-channel images "
+            "(a checkpoint does not record its --data)"
+        )
 
 
 def _build(ctx: RunContext) -> None:

@@ -41,8 +41,13 @@ def run(ctx: RunContext) -> StageResult:
     from pipeline.train import evaluate
 
     model = ctx.model.eval()
-    x, y = saliency_batch(ctx.data, SALIENCY_MINIBATCHES * SALIENCY_BATCH)
-    saliency, masks, emptied, result = prune_model(model, x, y, cfg.prune, cfg.prune_rank, cfg.prune_align)
+    # A training split under 60 images: fewer minibatches, as the saliency stage takes (not an error after training).
+    batch = min(SALIENCY_BATCH, ctx.data.train_size)
+    count = min(SALIENCY_MINIBATCHES, ctx.data.train_size // batch)
+    x, y = saliency_batch(ctx.data, count * batch)
+    saliency, masks, emptied, result = prune_model(
+        model, x, y, cfg.prune, cfg.prune_rank, cfg.prune_align, minibatches=count, batch_size=batch
+    )
     total = sum(k.numel() for k in saliency.kernels.values())
     exact = exactness(result, ctx.x_test)
     accuracy = {"trained": evaluate(model, ctx.data), "pruned": evaluate(result.model, ctx.data)}

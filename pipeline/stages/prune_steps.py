@@ -15,11 +15,13 @@ def saliency_batch(data, n: int):
         from torch.utils.data import DataLoader
 
         xb, yb = next(iter(DataLoader(data.train_set, batch_size=n)))
-        return xb, yb
+        return data.normalize(xb), yb  # train_set yields raw (uint8) images; x_train above is standardised
 
 
-def prune_model(model, x, y, percent: float, rank: str = "saliency", align: int = 1):
-    """Saliency (15 minibatches of 4), the masks and ``acl.channel_prune``'s result; a model it cannot read is a
+def prune_model(
+    model, x, y, percent: float, rank: str = "saliency", align: int = 1, *, minibatches: int = 15, batch_size: int = 4
+):
+    """Saliency (``minibatches`` of ``batch_size``: the paper's 15 of 4), the masks and ``acl.channel_prune``'s result; a model it cannot read is a
     ``UserError`` (no spatial convolution, or a forward ``torch.fx`` cannot trace)."""
     import torch
 
@@ -27,7 +29,7 @@ def prune_model(model, x, y, percent: float, rank: str = "saliency", align: int 
     from pipeline.errors import UserError
 
     try:
-        saliency = acl.kernel_saliency(model, x, y, minibatches=15, batch_size=4)
+        saliency = acl.kernel_saliency(model, x, y, minibatches=minibatches, batch_size=batch_size)
         costs = acl.rank_inputs(model, list(saliency.kernels), x, rank)
         masks, emptied = acl.zero_masks(saliency, percent, rank=rank, **costs)
         return saliency, masks, emptied, acl.channel_prune(model, masks, x[:2], multiple=align)

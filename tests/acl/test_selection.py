@@ -1,12 +1,14 @@
 """Only spatial convolutions become ACLs: ``all``/``first`` skip 1-pixel-wide ones, names choosing them are refused."""
 
+import re
+
 import pytest
 import torch
 from torch import nn
 
 import acl
 from acl import AnalyticConv2d, acl_layers, convert
-from acl.selection import is_spatial, select, skipped_convs
+from acl.selection import EXPECTED_SPATIAL, is_spatial, select, skipped_convs
 
 EXP3 = "G0.15625Lg0.078125Lt0.078125Tf0.1875P0.5"
 
@@ -104,6 +106,12 @@ def test_a_model_without_a_spatial_conv_is_refused():
             convert(net, EXP3, layers=rule)
     with pytest.raises(ValueError, match="layer '<root>' is a 1x1 convolution"):
         convert(nn.Conv2d(3, 8, 1), EXP3, layers=[""])
+
+
+def test_a_model_without_any_conv_is_refused_saying_what_is_expected():
+    """``--model`` returning a model without convolutions said only ``error: model has no nn.Conv2d layer to convert``."""
+    with pytest.raises(ValueError, match="^model has no nn.Conv2d layer to convert, " + re.escape(EXPECTED_SPATIAL)):
+        convert(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), EXP3, layers="all")
 
 
 def test_is_spatial():

@@ -102,6 +102,27 @@ def test_polygraphy_command_replays_and_catches_a_difference(data, run_dir):
     assert done.returncode != 0, "polygraphy passed outputs that are off by 1e-2"
 
 
+def test_int8_polygraphy_command_judges_top1_not_the_logits(data, run_dir):
+    """The report's INT8 replay command was ``--atol 0 --rtol 0`` element-wise: it failed every real INT8 file
+    that the report itself said replayed with ``pass``. The int8 row judges top-1 agreement only."""
+    exe = shutil.which("polygraphy") or shutil.which("polygraphy", path=f"{sys.prefix}/bin")
+    if exe is None:
+        pytest.skip("the polygraphy command is not on PATH")
+    _, x, y = data
+
+    def replay(expected) -> subprocess.CompletedProcess:
+        write_test_data(run_dir / "m.static.onnx", x, expected)
+        cmd = reproduce_commands(run_dir / "m.static.onnx", precision="int8")["polygraphy"]
+        return subprocess.run([exe, *cmd.split()[1:]], cwd=run_dir, capture_output=True, text=True, timeout=300)
+
+    done = replay(y + 0.5)  # logits off by 0.5, as INT8 logits are, with every top-1 kept
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    worst = y.argmin(axis=1)
+    flipped = y.copy()
+    flipped[np.arange(len(y)), worst] = y.max() + 1.0  # every image's top-1 moves
+    assert replay(flipped).returncode != 0, "polygraphy passed an INT8 file whose top-1 answers all differ"
+
+
 def test_trtexec_and_check_commands(data, run_dir):
     cmds = reproduce_commands(run_dir / "m.static.onnx", batch_sizes=(1, 8, 64))
     assert cmds["trtexec"] == (

@@ -560,3 +560,12 @@ def test_a_full_disk_while_writing_the_report(good_run, tmp_path, capsys, monkey
     monkeypatch.setattr(report, "write_markdown", write_markdown)
     line = _no_space_case(good_run, tmp_path, capsys, ["--checkpoint", str(good_run / "model.safetensors")])
     assert line.startswith("error: no space left on device writing ") and "/report.md, expected more free" in line
+
+
+def test_out_of_range_limits_are_shown_as_the_numbers_they_are():
+    """``--seed -1`` said ``expected 0 to 4.29497e+09``: the limit, an integer, was printed rounded."""
+    from pipeline.export import check_args, parser
+
+    assert check_args(parser().parse_args(["--seed", "-1"])) == "--seed -1 is out of range, expected 0 to 4294967295"
+    problem = check_args(parser().parse_args(["--latency-seconds", "10.5"]))
+    assert problem == "--latency-seconds 10.5 is out of range, expected 0 to 10"

@@ -59,6 +59,19 @@ def test_a_good_earlier_run_is_replaced_and_nothing_is_left_beside_it(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+@pytest.mark.parametrize("earlier", [None, "old"])
+def test_out_dot_is_the_current_folder_until_the_end(tmp_path, monkeypatch, earlier):
+    """``--out .`` in an empty folder printed ``done: ./report.md``, exit 0, and the folder was gone: after the
+    current folder moved aside, ``.`` named the moved folder, so the new run replaced it and was deleted as the
+    earlier run; the lock file stayed beside it. With an earlier run and ``--force`` the swap failed."""
+    out = fake_run(tmp_path / "run", earlier) if earlier else tmp_path / "run"
+    out.mkdir(exist_ok=True)
+    monkeypatch.chdir(out)
+    commit_new_run(Path("."), force=earlier is not None)
+    assert json.loads((tmp_path / "run" / "report.json").read_text()) == {"tag": "new"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 @pytest.mark.parametrize(
     "damage, named",
     [
@@ -123,6 +136,19 @@ def test_non_empty_without_force_and_a_symlinked_out_are_refused(tmp_path):
     link.symlink_to(out)
     with pytest.raises(UserError, match="is a symbolic link, expected a folder"):
         OutputFolder(link, True).check()
+
+
+def test_an_out_that_cannot_be_a_folder_says_what_is_expected(tmp_path, monkeypatch):
+    """Bad input is ``error: <what>, expected <what>``; these three said only the what."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(UserError, match="exists and is not a folder, expected a folder or a path that does not exist"):
+        OutputFolder(blocker, True).check()
+    with pytest.raises(UserError, match="is not a folder, expected a path whose parent folders are folders"):
+        OutputFolder(blocker / "run", True).check()
+    monkeypatch.setattr(of.os, "access", lambda path, mode: False)  # a read-only folder (root may write anywhere)
+    with pytest.raises(UserError, match="cannot write in .*, expected a folder this user can write in"):
+        OutputFolder(tmp_path / "run", True).check()
 
 
 def test_second_lock_fails_at_once_naming_the_holder_and_the_lock_file_goes_with_the_run(tmp_path):

@@ -112,6 +112,19 @@ def test_existing_folders_are_never_replaced_silently(small_files, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "foreign", "repo"]
 
 
+def test_the_current_folder_as_the_repository(small_files, tmp_path, monkeypatch):
+    """``--triton-repo .`` (or ``""``) in an empty folder crashed after the whole job with an OSError traceback,
+    ``Device or resource busy: '.' -> '..<random>.old'``: the staging folder was made inside ``.`` itself."""
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    write_repository(".", small_files, validate=False)
+    assert (tmp_path / "repo" / MARKER).is_file()
+    monkeypatch.chdir(tmp_path / "repo")  # the new folder: the one this process was in is replaced
+    write_repository(".", small_files, latency={1: 1.0, 4: 2.0}, validate=False, overwrite=True)
+    assert json.loads((tmp_path / "repo" / MARKER).read_text())["batching"]["max_batch_size"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
+
+
 def test_a_failed_write_leaves_nothing(small_files, tmp_path):
     with pytest.raises(ValueError, match="live"):
         write_repository(tmp_path / "repo", {"static": small_files["static"]}, python_source="live", validate=False)
