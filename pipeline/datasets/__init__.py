@@ -42,10 +42,20 @@ DATA_CHANNELS = {"digits": 1, "mnist": 1, "cifar10": 3, "folder": 3}
 
 
 def split_folder_spec(rest: str) -> tuple[str, int]:
-    """``DIR[:SIZE]`` -> (DIR, SIZE); a trailing ``:digits`` is the size unless ``DIR`` itself exists so named."""
+    """``DIR[:SIZE]`` -> (DIR, SIZE); a trailing ``:digits`` is the size unless ``DIR`` itself exists so named.
+
+    Raises:
+        ValueError: a SIZE that is not a whole number after an existing folder (``:abc``, ``:-5``).
+    """
     head, sep, tail = rest.rpartition(":")
-    if sep and tail.isdigit() and head and not Path(rest).is_dir():
-        return head, int(tail)
+    if not sep or not head or Path(rest).is_dir():
+        return rest, DEFAULT_IMAGE_SIZE
+    if tail.isdigit():
+        return head, int(tail)  # 0 and huge sizes are refused with the image size's own message
+    if Path(head).is_dir():  # not a size, after a folder that exists: not part of the folder's name
+        raise ValueError(
+            f"--data folder:{rest}: SIZE {tail!r} is not usable, expected a positive whole number of pixels"
+        )
     return rest, DEFAULT_IMAGE_SIZE
 
 

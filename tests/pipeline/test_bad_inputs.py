@@ -335,6 +335,15 @@ CASES = [
     Case(
         "folder-size-zero", lambda t, g: ["--data", f"folder:{make_folder(t / 'f', per_class=2)}:0"], 2, "image size 0"
     ),
+    Case(
+        "folder-size-word", lambda t, g: ["--data", f"folder:{make_folder(t / 'f', per_class=2)}:abc"], 2, "SIZE 'abc'"
+    ),
+    Case(
+        "folder-size-negative",
+        lambda t, g: ["--data", f"folder:{make_folder(t / 'f', per_class=2)}:-5"],
+        2,
+        "SIZE '-5'",
+    ),
     Case("folder-corrupt-image", lambda t, g: _folder_split(t, "bad.png", b"\x89PNG garbage"), 2, "bad.png"),
     Case("folder-huge-header", lambda t, g: _folder_split(t, "huge.png", _png_header(100_000, 100_000)), 2, "huge.png"),
     Case("folder-unknown-val-class", lambda t, g: _unknown_val_class(t), 2, "purple"),
