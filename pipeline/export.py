@@ -57,6 +57,13 @@ def _int_list(text: str) -> tuple[int, ...]:
     return tuple(values)
 
 
+def _path(text: str) -> Path:
+    # Path("") is ".": an empty value (an unset shell variable in quotes) would silently mean the current folder.
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is empty, expected a path (. for the current folder)")
+    return Path(text)
+
+
 def _name_list(text: str) -> tuple[str, ...]:
     return tuple(_items(text, "comma-separated names such as torch,ort-cpu, each once"))
 
@@ -132,10 +139,12 @@ def parser() -> argparse.ArgumentParser:
 def _add_input_arguments(p: argparse.ArgumentParser) -> None:
     """The output folder, and what the run starts from: --out, --checkpoint, --spec, --data."""
     p.add_argument(
-        "--out", type=Path, default=Path("runs/default"), help="output folder (must be new or empty, or use --force)"
+        "--out", type=_path, default=Path("runs/default"), help="output folder (must be new or empty, or use --force)"
     )
     p.add_argument(
-        "--checkpoint", type=Path, help="use this trained model (.safetensors, or weights-only .pt) instead of training"
+        "--checkpoint",
+        type=_path,
+        help="use this trained model (.safetensors, or weights-only .pt) instead of training",
     )
     p.add_argument(
         "--spec",
@@ -175,7 +184,7 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--init-from",
-        type=Path,
+        type=_path,
         metavar="PATH",
         help="start training from this trained plain (non-ACL) checkpoint of the same architecture "
         "(.safetensors, or a weights-only .pt state dict): the ACLs start from the convolutions they replace",
@@ -264,7 +273,7 @@ def _add_serving_arguments(p: argparse.ArgumentParser) -> None:
     """Triton: --triton-repo, --serve-test."""
     p.add_argument(
         "--triton-repo",
-        type=Path,
+        type=_path,
         default=None,
         metavar="DIR",
         help="also write a Triton model repository (onnxruntime and python backends; tensorrt_plan when an engine "

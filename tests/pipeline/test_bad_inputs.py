@@ -192,6 +192,8 @@ CASES = [
     Case("workers-negative", arg("--workers", "-1"), 2, "--workers -1"),
     Case("optimizer-unknown", arg("--optimizer", "lbfgs"), 2, "--optimizer"),
     Case("amp-fp16-without-cuda", arg("--amp", "fp16"), 2, "--amp fp16"),
+    Case("out-empty", arg("--out", ""), 2, "--out: '' is empty"),
+    Case("triton-repo-empty", arg("--triton-repo", ""), 2, "--triton-repo: '' is empty"),
     Case("seed-negative", arg("--seed", "-1"), 2, "--seed -1"),
     Case("seed-huge", arg("--seed", str(2**70)), 2, "--seed"),
     Case("unknown-flag", arg("--bogus"), 2, "unrecognized arguments: --bogus", subprocess=True),
