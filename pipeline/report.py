@@ -162,9 +162,10 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 def verdict_line(v: dict[str, Any]) -> str:
     head = (
-        f"- **Parity: all {v['checks']} checks passed**"
+        # every stage's checks (parity rows, FP16 range, INT8, pruning, serving), not only parity's
+        f"- **Checks: all {v['checks']} passed**"
         if v["passed"]
-        else f"- **Parity: FAILED {len(v['failed'])} of {v['checks']} checks ({', '.join(v['failed'])})**"
+        else f"- **Checks: FAILED {len(v['failed'])} of {v['checks']} ({', '.join(v['failed'])})**"
     )
     if v["not_available"]:
         head += f"; {len(v['not_available'])} backend modes not available on this machine (see *Not available here*)"

@@ -110,7 +110,7 @@ def test_markdown_states_every_number_and_unavailable_backends(tmp_path):
     assert "| `conv1` | `(1x6)P3Lg3` | 0.4800 |" in text
     assert "| ort-cpu:static | 1 | 1.100 | 0.100 | 0.500 | 1.200 | 1.500 | 900 | 2.00x |  |" in text
     assert "| fp32 | 0.0001 | 0.001 | 0.995 |" in text
-    assert "Parity: all 1 checks passed" in text
+    assert "Checks: all 1 passed" in text
     assert "- ACL kernels on CPU: torch, eager autograd (acl.kernels)" in text
     assert json.loads(rep.write_json(r, tmp_path / "r.json").read_text())["accuracy"] == 0.9
 
@@ -371,7 +371,7 @@ def test_a_predicted_fp16_overflow_fails_the_verdict_its_rows_and_reaches_the_he
     r = {**_report(), "parity": parity, "verdict": v, "fp16_range": fp16}
     text = write_markdown(r, tmp_path / "r.md").read_text()
     headline = text.split("## Parity against")[0]
-    assert "Parity: FAILED 2 of 5 checks (trt-fp16:static, fp16-range:tensorrt)" in headline
+    assert "Checks: FAILED 2 of 5 (trt-fp16:static, fp16-range:tensorrt)" in headline
     assert "**fp16-range:tensorrt: FAILED**" in headline and "`layer4.1.conv2`" in headline
     assert "**warning**: FP16 file: 1 node(s) kept in FP32" in headline and "`layer2.0.conv1`" in headline
     section = text.split("## FP16 range")[1]
