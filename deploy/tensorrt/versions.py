@@ -173,13 +173,18 @@ def trtexec_flags(major: int, file_precision: str) -> list[str]:
 
 
 def trtexec_variants(file_precision: str) -> dict[str, list[str]]:
-    """``{"trtexec (TensorRT <major>)": flags}`` for every major version followed here.
+    """``{"trtexec (TensorRT <majors>)": flags}``: one command per distinct set of flags of the major versions followed here.
 
     Examples:
         >>> trtexec_variants("int8")
         {'trtexec (TensorRT 10)': ['--int8'], 'trtexec (TensorRT 11)': []}
+        >>> trtexec_variants("fp32")  # the same command for both: written once
+        {'trtexec (TensorRT 10, 11)': []}
     """
-    return {f"trtexec (TensorRT {major})": trtexec_flags(major, file_precision) for major in MAJORS}
+    majors_of: dict[tuple[str, ...], list[int]] = {}
+    for major in MAJORS:
+        majors_of.setdefault(tuple(trtexec_flags(major, file_precision)), []).append(major)
+    return {f"trtexec (TensorRT {', '.join(map(str, m))})": list(flags) for flags, m in majors_of.items()}
 
 
 def profile_shapes(
