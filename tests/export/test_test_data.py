@@ -123,6 +123,13 @@ def test_int8_polygraphy_command_judges_top1_not_the_logits(data, run_dir):
     assert replay(flipped).returncode != 0, "polygraphy passed an INT8 file whose top-1 answers all differ"
 
 
+def test_the_int8_check_states_the_bound_it_applies(data, run_dir, capsys):
+    """The int8 row has no element-wise bound (atol, rtol 0 are not one): the check's line names top-1 agreement."""
+    assert main([str(run_dir / "m.static.onnx"), "--precision", "int8"]) == 0, capsys.readouterr().out
+    line = capsys.readouterr().out
+    assert line.startswith("logits: ok at the int8 tolerance (top-1 agreement >= 97%)") and "atol" not in line, line
+
+
 def test_trtexec_and_check_commands(data, run_dir):
     cmds = reproduce_commands(run_dir / "m.static.onnx", batch_sizes=(1, 8, 64))
     assert cmds["trtexec"] == (
