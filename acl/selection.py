@@ -83,7 +83,7 @@ def _by_rule(model: nn.Module, rule: str) -> Selection:
 
 def _by_names(model: nn.Module, layers: str | Iterable[str], allow_pointwise: bool) -> list[str]:
     names = [layers] if isinstance(layers, str) else list(layers)
-    modules = dict(model.named_modules())
+    modules = dict(model.named_modules(remove_duplicate=False))  # every name of a module held under several
     for name in names:
         if name not in modules:
             raise ValueError(
