@@ -99,9 +99,9 @@ def convert(
         The converted model (``model`` itself when ``inplace``).
 
     Raises:
-        ValueError: unknown, non-Conv2d or 1-pixel-wide layer names, a model
-            without a spatial convolution, or a spec that does not fit a layer (the
-            message names the layer).
+        ValueError: unknown, non-Conv2d or 1-pixel-wide layer names, a chosen
+            ``nn.Conv2d`` subclass with its own forward, a model without a spatial
+            convolution, or a spec that does not fit a layer (the message names the layer).
 
     Examples:
         >>> net = nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.Conv2d(6, 16, 5))
