@@ -172,6 +172,8 @@ def bake(model: nn.Module) -> nn.Module:
     """
     if isinstance(model, AnalyticConv2d):
         return model.to_conv()
+    if not isinstance(model, nn.Module):  # as convert: a TypeError naming the type, not an AttributeError
+        raise TypeError(f"bake expects an nn.Module, got {type(model).__name__}")
     out = copy.deepcopy(model)
     for name, layer in acl_layers(out):
         _set_submodule(out, name, layer.to_conv())

@@ -144,3 +144,8 @@ def test_convert_by_both_names_of_a_tied_conv_makes_one_acl():
     assert isinstance(ana.a, AnalyticConv2d) and ana.b is ana.a
     by_second = convert(_Tied(nn.Conv2d(3, 3, 3, padding=1)), "G0.5P0.5", layers="b")
     assert isinstance(by_second.b, AnalyticConv2d) and by_second.a is by_second.b
+
+
+def test_bake_of_a_non_module_is_a_type_error():
+    with pytest.raises(TypeError, match="bake expects an nn.Module, got dict"):
+        bake({"0.weight": torch.zeros(1)})
