@@ -48,18 +48,25 @@ def _meta_conv(
 ) -> nn.Conv2d:
     """An ``nn.Conv2d`` on the meta device: it validates the hyper-parameters exactly as
     PyTorch does and derives the padding bookkeeping, allocating nothing."""
-    return nn.Conv2d(
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride,
-        padding,
-        dilation,
-        groups,
-        False,
-        padding_mode,
-        device="meta",
-    )
+    try:
+        return nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            False,
+            padding_mode,
+            device="meta",
+        )
+    except ValueError as e:
+        # nn.Conv2d names the rule broken ("in_channels must be divisible by groups"), not the values given
+        raise ValueError(
+            f"{e}; got in_channels={in_channels}, out_channels={out_channels}, kernel_size={kernel_size}, "
+            f"stride={stride}, padding={padding!r}, dilation={dilation}, groups={groups}, padding_mode={padding_mode!r}"
+        ) from None
 
 
 def _fx_tracing() -> bool:

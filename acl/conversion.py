@@ -16,9 +16,17 @@ __all__ = ["acl_layers", "bake", "convert", "from_conv"]
 
 
 def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
+    """Put ``new`` at ``name`` and at every other name the module there is registered under.
+
+    ``named_modules`` lists a module held under several names (a weight-tied pair)
+    once; replacing only that name would untie the pair, leaving the old module at
+    the other names.
+    """
+    old = root.get_submodule(name)
+    aliases = [alias for alias, module in root.named_modules(remove_duplicate=False) if module is old]
+    for alias in aliases:
+        parent_name, _, child = alias.rpartition(".")
+        setattr(root.get_submodule(parent_name) if parent_name else root, child, new)
 
 
 def from_conv(
@@ -91,9 +99,9 @@ def convert(
         The converted model (``model`` itself when ``inplace``).
 
     Raises:
-        ValueError: unknown, non-Conv2d or 1-pixel-wide layer names, a model
-            without a spatial convolution, or a spec that does not fit a layer (the
-            message names the layer).
+        ValueError: unknown, non-Conv2d or 1-pixel-wide layer names, a chosen
+            ``nn.Conv2d`` subclass with its own forward, a model without a spatial
+            convolution, or a spec that does not fit a layer (the message names the layer).
 
     Examples:
         >>> net = nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.Conv2d(6, 16, 5))
@@ -106,11 +114,23 @@ def convert(
     names = select(model, layers, allow_pointwise=allow_pointwise).names
     _check_every_layer_has_a_spec(names, spec)
     out = model if inplace else copy.deepcopy(model)
-    for name in names:
+    for name in _one_name_per_module(model, names):
         acl = _converted_layer(out, name, spec, init)
         if not name:
             return acl
         _set_submodule(out, name, acl)
+    return out
+
+
+def _one_name_per_module(model: nn.Module, names: list[str]) -> list[str]:
+    """``names`` without later names of a module already named: ``_set_submodule`` converts it at all its names."""
+    seen: set[int] = set()
+    out = []
+    for name in names:
+        module = model.get_submodule(name) if name else model
+        if id(module) not in seen:
+            seen.add(id(module))
+            out.append(name)
     return out
 
 
@@ -152,6 +172,8 @@ def bake(model: nn.Module) -> nn.Module:
     """
     if isinstance(model, AnalyticConv2d):
         return model.to_conv()
+    if not isinstance(model, nn.Module):  # as convert: a TypeError naming the type, not an AttributeError
+        raise TypeError(f"bake expects an nn.Module, got {type(model).__name__}")
     out = copy.deepcopy(model)
     for name, layer in acl_layers(out):
         _set_submodule(out, name, layer.to_conv())

@@ -62,6 +62,26 @@ def _refusal(name: str, conv: nn.Module) -> ValueError:
     )
 
 
+def _custom_forward(conv: nn.Module) -> bool:
+    """A subclass of ``nn.Conv2d`` that computes otherwise: its own ``forward`` or ``_conv_forward``.
+
+    Weight standardisation (BiT's StdConv2d), QAT fake quantisation or a fused
+    Conv-BN: an ACL computes a plain convolution, so it would drop that silently.
+    Parametrized convolutions (``torch.nn.utils.parametrize``) keep ``nn.Conv2d``'s forward.
+    """
+    cls = type(conv)
+    return cls.forward is not nn.Conv2d.forward or cls._conv_forward is not nn.Conv2d._conv_forward
+
+
+def _check_plain_forward(name: str, conv: nn.Module) -> None:
+    if isinstance(conv, nn.Conv2d) and _custom_forward(conv):
+        raise ValueError(
+            f"layer {name or '<root>'!r} is a {type(conv).__name__}, a subclass of nn.Conv2d with its own forward, "
+            "which an AnalyticConv2d would not keep; expected an nn.Conv2d (leave it out by choosing layers by name "
+            "or predicate)"
+        )
+
+
 def _convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
 
@@ -78,12 +98,15 @@ def _by_rule(model: nn.Module, rule: str) -> Selection:
             f"1-pixel-wide kernels ({', '.join(sizes)}); {EXPECTED_SPATIAL}"
         )
     chosen = spatial[:1] if rule == "first" else spatial
+    modules = dict(convs)
+    for name in chosen:
+        _check_plain_forward(name, modules[name])
     return Selection(chosen, skipped_convs(model, rule))
 
 
 def _by_names(model: nn.Module, layers: str | Iterable[str], allow_pointwise: bool) -> list[str]:
     names = [layers] if isinstance(layers, str) else list(layers)
-    modules = dict(model.named_modules())
+    modules = dict(model.named_modules(remove_duplicate=False))  # every name of a module held under several
     for name in names:
         if name not in modules:
             raise ValueError(
@@ -97,6 +120,7 @@ def _by_names(model: nn.Module, layers: str | Iterable[str], allow_pointwise: bo
             raise ValueError(f"layer {name!r} is a {type(module).__name__}, expected an nn.Conv2d")
         if not allow_pointwise and not is_spatial(module):
             raise _refusal(name, module)
+        _check_plain_forward(name, module)
     return names
 
 

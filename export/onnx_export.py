@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import logging
+import operator
 import warnings
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -211,6 +212,29 @@ def export_files(
         return _export_files(model, paths, input_shape, verify=verify)
 
 
+def _check_input_shape(model: nn.Module, input_shape: Sequence[int]) -> None:
+    """A ``ValueError`` naming ``input_shape`` when it is not 4 positive ints or the model cannot take it.
+
+    Without the eager run, a shape the model does not fit (3 channels for a
+    1-channel stem, say) surfaced as the exporter's multi-line ``TorchExportError``.
+    """
+    try:
+        dims = [operator.index(d) for d in input_shape]
+    except TypeError:
+        dims = []
+    if len(dims) != 4 or min(dims) < 1:
+        raise ValueError(f"input_shape must be (N, C, H, W) of positive ints, got {tuple(input_shape)}")
+    probe = acl.bake(model).eval().to(torch.float32).cpu()
+    try:
+        with torch.no_grad():
+            probe(torch.zeros((max(2, dims[0]), *dims[1:])))  # the batch the exporter traces with
+    except RuntimeError as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ValueError(
+            f"input_shape {tuple(dims)} does not fit the model ({why}); expected (N, C, H, W) of an input it accepts"
+        ) from None
+
+
 def _export_files(
     model: nn.Module, paths: Mapping[str, str | Path], input_shape: Sequence[int], *, verify: bool
 ) -> dict[str, Path]:
@@ -219,8 +243,7 @@ def _export_files(
     unknown = sorted(set(paths) - set(KINDS))
     if unknown:
         raise ValueError(f"unknown export kind(s) {unknown}; expected some of {list(KINDS)}")
-    if len(input_shape) != 4:
-        raise ValueError(f"input_shape must be (N, C, H, W), got {tuple(input_shape)}")
+    _check_input_shape(model, input_shape)
     layers = live_layers(model)
     if not layers and set(paths) - {"static"}:
         raise ValueError("model has no AnalyticConv2d layer: a live export needs at least one")

@@ -101,8 +101,10 @@ def test_drop_in_for_conv2d(kw, ks):
 
 
 def test_bad_hyper_parameters_are_refused_like_conv2d():
-    with pytest.raises(ValueError, match="groups"):
+    with pytest.raises(ValueError, match=r"in_channels must be divisible by groups; got in_channels=3, .*groups=2"):
         AnalyticConv2d(3, 6, 3, groups=2, spec="P9")
+    with pytest.raises(ValueError, match=r"'same' is not supported for strided convolutions; got .*stride=2"):
+        AnalyticConv2d(3, 6, 3, stride=2, padding="same", spec="P18")
     with pytest.raises(ValueError, match="padding_mode"):
         AnalyticConv2d(3, 6, 3, padding_mode="mirror", spec="P18")
     with pytest.raises(ValueError, match=r"expected kernels in total: 18"):

@@ -109,3 +109,43 @@ def test_bake_root_acl_and_baked_state_is_independent():
     with torch.no_grad():
         conv.weight.zero_()
     assert acl.weight.abs().sum() > 0
+
+
+class _Tied(nn.Module):
+    """One convolution registered under two names (a weight-tied pair), applied twice."""
+
+    def __init__(self, conv: nn.Module) -> None:
+        super().__init__()
+        self.a = conv
+        self.b = conv
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_convert_keeps_a_conv_registered_under_two_names_tied():
+    ana = convert(_Tied(nn.Conv2d(3, 3, 3, padding=1)), "G0.5P0.5", layers="all")
+    assert isinstance(ana.a, AnalyticConv2d) and ana.b is ana.a
+
+
+def test_bake_keeps_an_acl_registered_under_two_names_tied():
+    torch.manual_seed(0)
+    model = _Tied(AnalyticConv2d(3, 3, 3, padding=1, spec="G0.5P0.5")).eval()
+    baked = bake(model)
+    assert type(baked.a) is nn.Conv2d and baked.b is baked.a
+    assert not acl_layers(baked)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert max_diff(baked(x), model(x)) < 1e-6
+
+
+def test_convert_by_both_names_of_a_tied_conv_makes_one_acl():
+    ana = convert(_Tied(nn.Conv2d(3, 3, 3, padding=1)), "G0.5P0.5", layers=["a", "b"])
+    assert isinstance(ana.a, AnalyticConv2d) and ana.b is ana.a
+    by_second = convert(_Tied(nn.Conv2d(3, 3, 3, padding=1)), "G0.5P0.5", layers="b")
+    assert isinstance(by_second.b, AnalyticConv2d) and by_second.a is by_second.b
+
+
+def test_bake_of_a_non_module_is_a_type_error():
+    with pytest.raises(TypeError, match="bake expects an nn.Module, got dict"):
+        bake({"0.weight": torch.zeros(1)})

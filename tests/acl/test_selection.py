@@ -118,3 +118,25 @@ def test_is_spatial():
     assert is_spatial(nn.Conv2d(1, 1, 3)) and is_spatial(nn.Conv2d(1, 1, (2, 7)))
     assert not any(is_spatial(nn.Conv2d(1, 1, k)) for k in (1, (1, 3), (7, 1)))
     assert is_spatial(AnalyticConv2d(1, 2, 3, spec="P2")) and not is_spatial(AnalyticConv2d(1, 2, 1, spec="P2"))
+
+
+class StdConv2d(nn.Conv2d):
+    """Weight-standardised convolution (BiT, timm): an nn.Conv2d subclass that computes otherwise."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        w = (w - w.mean((1, 2, 3), keepdim=True)) / (w.std((1, 2, 3), keepdim=True) + 1e-5)
+        return self._conv_forward(x, w, self.bias)
+
+
+@pytest.mark.parametrize("layers", ["all", "first", "0", ["0"], lambda name, conv: True])
+def test_a_conv_subclass_with_its_own_forward_is_refused(layers):
+    net = nn.Sequential(StdConv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3))
+    with pytest.raises(ValueError, match=r"layer '0' is a StdConv2d, a subclass of nn.Conv2d with its own forward"):
+        convert(net, EXP3, layers=layers)
+    assert [n for n, _ in acl_layers(convert(net, EXP3, layers=["2"]))] == ["2"]  # leaving it out by name works
+
+
+def test_a_parametrized_conv_is_converted():
+    net = nn.Sequential(nn.utils.parametrizations.weight_norm(nn.Conv2d(3, 8, 3)))
+    assert [n for n, _ in acl_layers(convert(net, EXP3, layers="all"))] == ["0"]

@@ -141,6 +141,13 @@ def test_to_onnx_argument_errors(anann, tmp_path):
         export.to_onnx(anann, tmp_path / "a.onnx", (1, 12, 12))
     with pytest.raises(ValueError, match="no AnalyticConv2d"):
         export.to_onnx(torch.nn.Conv2d(1, 2, 3), tmp_path / "a.onnx", (1, 1, 8, 8), mode="live")
+    with pytest.raises(
+        ValueError, match=r"input_shape must be \(N, C, H, W\) of positive ints, got \(1, 1, 12.0, 12\)"
+    ):
+        export.to_onnx(anann, tmp_path / "a.onnx", (1, 1, 12.0, 12))
+    # the model's stem takes 1 channel: a ValueError naming the shape, not the exporter's TorchExportError
+    with pytest.raises(ValueError, match=r"input_shape \(1, 3, 12, 12\) does not fit the model \(.*channels"):
+        export.to_onnx(anann, tmp_path / "a.onnx", (1, 3, 12, 12))
     assert not list(tmp_path.iterdir()), "nothing half-written"
 
 
