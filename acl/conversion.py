@@ -139,6 +139,9 @@ def _check_every_layer_has_a_spec(names: list[str], spec: str | Spec | Mapping[s
         missing = [n for n in names if n not in spec]
         if missing:
             raise ValueError(f"no spec given for layer(s) {missing}")
+        extra = [k for k in spec if k not in names]  # a misspelt name would otherwise be ignored silently
+        if extra:
+            raise ValueError(f"spec given for layer(s) {extra} that are not converted, expected specs for {names}")
 
 
 def _converted_layer(model: nn.Module, name: str, spec, init: str) -> AnalyticConv2d:

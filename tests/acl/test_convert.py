@@ -67,6 +67,8 @@ def test_convert_errors_name_the_layer():
         convert(net, "P6", layers="all")
     with pytest.raises(ValueError, match=r"no spec given for layer\(s\) \['3'\]"):
         convert(net, {"0": "P6"}, layers="all")
+    with pytest.raises(ValueError, match=r"spec given for layer\(s\) \['O'\] that are not converted"):
+        convert(net, {"0": "P6", "3": "P96", "O": "P6"}, layers="all")  # a misspelt name is not ignored
     ana = convert(net, EXP3, layers="all")
     with pytest.raises(ValueError, match="already an AnalyticConv2d"):
         convert(ana, EXP3, layers=["0"])
