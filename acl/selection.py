@@ -88,9 +88,15 @@ def _convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
 
 def _by_rule(model: nn.Module, rule: str) -> Selection:
     convs = _convs(model)
+    spatial = [n for n, m in convs if is_spatial(m)]
+    acls = [n for n, m in model.named_modules() if isinstance(m, AnalyticConv2d)]
+    if acls and not spatial:  # converted before: say so, not that the convolutions left are 1x1 or missing
+        raise ValueError(
+            f"layers {rule!r}: the model's spatial convolutions are already ACLs ({', '.join(acls[:4])}"
+            f"{' ...' if len(acls) > 4 else ''}), expected a model with nn.Conv2d layers to convert"
+        )
     if not convs:
         raise ValueError(f"model has no nn.Conv2d layer to convert, {EXPECTED_SPATIAL}")
-    spatial = [n for n, m in convs if is_spatial(m)]
     if not spatial:
         sizes = sorted({_size(m) for _, m in convs})
         raise ValueError(

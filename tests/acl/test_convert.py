@@ -72,6 +72,8 @@ def test_convert_errors_name_the_layer():
     ana = convert(net, EXP3, layers="all")
     with pytest.raises(ValueError, match="already an AnalyticConv2d"):
         convert(ana, EXP3, layers=["0"])
+    with pytest.raises(ValueError, match=r"layers 'all': the model's spatial convolutions are already ACLs \(0, 3\)"):
+        convert(ana, EXP3, layers="all")
     with pytest.raises(ValueError, match="no nn.Conv2d"):
         convert(nn.Linear(2, 2), EXP3, layers="all")
 
