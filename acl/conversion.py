@@ -23,10 +23,27 @@ def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
     the other names.
     """
     old = root.get_submodule(name)
+    _carry_hooks(old, new)
     aliases = [alias for alias, module in root.named_modules(remove_duplicate=False) if module is old]
     for alias in aliases:
         parent_name, _, child = alias.rpartition(".")
         setattr(root.get_submodule(parent_name) if parent_name else root, child, new)
+
+
+def _carry_hooks(old: nn.Module, new: nn.Module) -> nn.Module:
+    """``old``'s forward and forward-pre hooks registered on ``new`` (as ``torch.ao.quantization``'s module swap does).
+
+    A hook on a convolution (feature extraction, logging, a shape check) keeps firing
+    once the layer is converted or baked, instead of going silent. Handles returned for
+    ``old`` do not remove them from ``new``.
+    """
+    for key, hook in old._forward_pre_hooks.items():
+        new.register_forward_pre_hook(hook, with_kwargs=key in old._forward_pre_hooks_with_kwargs)
+    for key, hook in old._forward_hooks.items():
+        new.register_forward_hook(
+            hook, with_kwargs=key in old._forward_hooks_with_kwargs, always_call=key in old._forward_hooks_always_called
+        )
+    return new
 
 
 def from_conv(
@@ -117,7 +134,7 @@ def convert(
     for name in _one_name_per_module(model, names):
         acl = _converted_layer(out, name, spec, init)
         if not name:
-            return acl
+            return _carry_hooks(out, acl)
         _set_submodule(out, name, acl)
     return out
 
@@ -174,7 +191,7 @@ def bake(model: nn.Module) -> nn.Module:
         ('Conv2d', True)
     """
     if isinstance(model, AnalyticConv2d):
-        return model.to_conv()
+        return _carry_hooks(model, model.to_conv())
     if not isinstance(model, nn.Module):  # as convert: a TypeError naming the type, not an AttributeError
         raise TypeError(f"bake expects an nn.Module, got {type(model).__name__}")
     out = copy.deepcopy(model)

@@ -153,3 +153,27 @@ def test_convert_by_both_names_of_a_tied_conv_makes_one_acl():
 def test_bake_of_a_non_module_is_a_type_error():
     with pytest.raises(TypeError, match="bake expects an nn.Module, got dict"):
         bake({"0.weight": torch.zeros(1)})
+
+
+def test_forward_hooks_keep_firing_after_convert_and_bake():
+    """A hook on a convolution (feature extraction) fired on the plain model and went silent once converted."""
+    import torch
+
+    net = lenet()
+    seen = []
+    net[3].register_forward_hook(lambda m, args, out: seen.append(("post", type(m).__name__, tuple(out.shape))))
+    net[3].register_forward_pre_hook(lambda m, args, kwargs: seen.append(("pre", type(m).__name__)), with_kwargs=True)
+    ana = convert(net, EXP3, layers="all")
+    baked = bake(ana)
+    root = bake(convert(net[3], EXP3, layers="all"))
+    x = torch.randn(2, 1, 12, 12)
+    for model in (net, ana, baked):
+        model(x)
+    root(torch.randn(2, 6, 14, 14))
+    names = [(kind, cls) for kind, cls, *_ in seen]
+    assert names == [
+        *[("pre", "Conv2d"), ("post", "Conv2d")],
+        *[("pre", "AnalyticConv2d"), ("post", "AnalyticConv2d")],
+        *[("pre", "Conv2d"), ("post", "Conv2d")],
+        *[("pre", "Conv2d"), ("post", "Conv2d")],
+    ], seen
