@@ -74,6 +74,11 @@ def _custom_forward(conv: nn.Module) -> bool:
 
 
 def _check_plain_forward(name: str, conv: nn.Module) -> None:
+    if isinstance(conv, nn.modules.lazy.LazyModuleMixin) and conv.has_uninitialized_params():
+        raise ValueError(
+            f"layer {name or '<root>'!r} is a {type(conv).__name__} whose in_channels are not known yet, expected a "
+            "model run once on an input first (a lazy module takes its shape from its first input)"
+        )
     if isinstance(conv, nn.Conv2d) and _custom_forward(conv):
         raise ValueError(
             f"layer {name or '<root>'!r} is a {type(conv).__name__}, a subclass of nn.Conv2d with its own forward, "

@@ -140,3 +140,11 @@ def test_a_conv_subclass_with_its_own_forward_is_refused(layers):
 def test_a_parametrized_conv_is_converted():
     net = nn.Sequential(nn.utils.parametrizations.weight_norm(nn.Conv2d(3, 8, 3)))
     assert [n for n, _ in acl_layers(convert(net, EXP3, layers="all"))] == ["0"]
+
+
+def test_an_uninitialised_lazy_conv_is_refused_saying_to_run_the_model_first():
+    net = nn.Sequential(nn.LazyConv2d(8, 3), nn.ReLU())
+    with pytest.raises(ValueError, match=r"layer '0' is a LazyConv2d whose in_channels are not known yet.*run once"):
+        convert(net, "G0.5P0.5", layers="all")
+    net(torch.zeros(1, 3, 8, 8))  # materialised: an nn.Conv2d now
+    assert type(convert(net, "G0.5P0.5", layers="all")[0]).__name__ == "AnalyticConv2d"
