@@ -226,7 +226,7 @@ def start_server(
         start = time.perf_counter()
         proc = _launch(cmd, log_path, dist, workdir)
         server = TritonServer(repositories[0], *ports, proc, log_path, 0.0, workdir, dist, cmd)
-        if _wait_ready(proc, ports[0], start + timeout):
+        if _wait_ready_or_stop(server, start + timeout):
             server.start_seconds = time.perf_counter() - start
             return server
         last = server.log()
@@ -236,6 +236,19 @@ def start_server(
             continue
         break
     raise ServerUnavailable(f"tritonserver did not become ready within {timeout:g} s; its log:\n{last[-6000:]}")
+
+
+def _wait_ready_or_stop(server: TritonServer, deadline: float) -> bool:
+    """``_wait_ready`` on ``server``; an interruption of the wait (Ctrl-C, SIGTERM) stops the server first.
+
+    The server runs in a session of its own, so a signal sent to the caller never reaches it:
+    without this it outlives the caller, holding its ports and loading its models.
+    """
+    try:
+        return _wait_ready(server.process, server.http_port, deadline)
+    except BaseException:
+        server.stop()
+        raise
 
 
 def _workdir_with_backends(dist: TritonDist) -> Path:
