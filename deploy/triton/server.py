@@ -146,9 +146,10 @@ class TritonServer:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
-        else:  # the server is gone; its stub processes may not be
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+        # Whatever is left of its process group, also after a graceful exit: a server stopped while it
+        # loads a model exits without its python-backend stub, which ignores SIGINT and runs on orphaned.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         shutil.rmtree(self.workdir, ignore_errors=True)
         return self.process.returncode
 

@@ -8,8 +8,11 @@ tests run in the main environment too.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,3 +65,44 @@ def test_an_interrupt_while_waiting_for_readiness_stops_the_server(fake_dist, mo
     assert len(launched) == 1
     assert launched[0].poll() is not None, "the server outlived an interrupted start (its own session: no signal)"
     assert not workdirs[0].exists(), "the server's backend folder was left behind"
+
+
+def _gone(pid: int, wait: float = 5.0) -> bool:
+    """No such process, or only its zombie (an orphan here may never be reaped), within ``wait`` s (a kill is async)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+# A "server" that starts a child in its own process group which ignores SIGINT (as a python-backend stub
+# does while Triton shuts down), writes the child's pid, and exits on SIGINT.
+SERVER_WITH_STUB = """
+import subprocess, sys, time
+stub = subprocess.Popen([sys.executable, "-c",
+    "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print(flush=True); time.sleep(120)"],
+    stdout=subprocess.PIPE)
+stub.stdout.readline()  # its SIGINT handler is set
+open(sys.argv[1], "w").write(str(stub.pid))
+time.sleep(120)
+"""
+
+
+def test_stop_leaves_no_process_of_the_server_behind(fake_dist, monkeypatch, tmp_path):
+    pid_file = tmp_path / "stub.pid"
+    monkeypatch.setattr(triton_server, "_command", lambda *a: [sys.executable, "-c", SERVER_WITH_STUB, str(pid_file)])
+    monkeypatch.setattr(triton_server, "_ready", lambda _port: pid_file.is_file() and pid_file.read_text() != "")
+    server = triton_server.start_server(Path("."), timeout=30)
+    stub = int(pid_file.read_text())
+    try:
+        server.stop()
+        assert _gone(stub), "a process of the server's group outlived stop() (an orphaned python-backend stub)"
+    finally:
+        if not _gone(stub, wait=0):
+            os.kill(stub, signal.SIGKILL)
