@@ -290,6 +290,24 @@ def test_new_akps_become_a_new_triton_version(small, small_files, x, tmp_path):
     assert (made["acl_python"] / "model.py").is_file()
 
 
+def test_successive_partial_triton_versions_keep_the_earlier_ones(small, small_files, x, tmp_path):
+    """A second subset changes only what it names: the first version's AKPs stay (they were undone)."""
+    from deploy.triton import write_repository
+
+    write_repository(tmp_path / "repo", small_files, validate=False)
+    write_repository(tmp_path / "live", small_files, name="lv", python_source="live", validate=False)
+    moved, akps = perturbed_akps(small, seed=23)
+    first = {k: v for k, v in akps.items() if k.startswith("layer2.conv1.")}
+    rest = {k: v for k, v in akps.items() if k not in first}
+    for repo in ("repo", "live"):
+        triton_version(tmp_path / repo, first, small_files["live"])
+        made = triton_version(tmp_path / repo, rest, small_files["live"])
+        for model, folder in made.items():
+            assert folder.name == "3"
+            got = export.sessions.open_session(folder / "model.onnx").run(None, {"input": x})[0]
+            _assert_close(_out(moved, x), got, f"{model} version 3 (both subsets)")
+
+
 def test_kernels_stored_as_float_data_swap_too(small, small_files, x):
     """An initializer stored as float_data (not raw bytes) becomes external data like any other."""
     static = onnx.load(str(small_files["static"]))
