@@ -523,10 +523,11 @@ def triton_version(
     generator = KernelGenerator(live_model)
     values = generator.check(_as_akps(akps))
     static_model = _load(static if static is not None else _default_static(repo, entries))
+    # Every model checked before any is written: the AKPs not given stay as each serves them now.
+    served = {m: _served_akps(repo / m, entries.get(m, {}), generator) for m in chosen}
     out = {}
     for model in chosen:
-        # The AKPs not given stay as this model serves them now, not as the live file holds them.
-        full = {**_served_akps(repo / model, generator), **values}
+        full = {**served[model], **values}
         if entries.get(model, {}).get("source") == "live":
             new = live_with_akps(live_model, full)
         else:
@@ -556,14 +557,40 @@ def _latest_version(model_dir: Path) -> Path:
     return model_dir / str(max(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()))
 
 
-def _served_akps(model_dir: Path, generator: KernelGenerator) -> dict[str, np.ndarray]:
+def _served_akps(model_dir: Path, entry: Mapping[str, Any], generator: KernelGenerator) -> dict[str, np.ndarray]:
     """Every AKP the latest version of a model serves: its ``AKPS_RECORD``, else (a version ``triton_version``
-    did not write) the live file's."""
-    record = _latest_version(model_dir) / AKPS_RECORD
-    if not record.is_file():
-        return dict(generator.defaults)
-    with np.load(record, allow_pickle=False) as saved:
-        return {**generator.defaults, **generator.check({k: saved[k] for k in saved.files})}
+    did not write) the live file's; checked against the kernels that version serves."""
+    from deploy.triton import repository as triton_repo
+
+    config = model_dir / "config.pbtxt"
+    if not config.is_file():  # as add_version says it, before anything is read
+        raise FileNotFoundError(f"{config} not found: {model_dir.name!r} is not a model of {model_dir.parent}")
+    triton_repo._onnx_backend(model_dir.name, entry, config.read_text())  # ONNX-serving models only
+    latest = _latest_version(model_dir)
+    akps = dict(generator.defaults)
+    if (latest / AKPS_RECORD).is_file():
+        with np.load(latest / AKPS_RECORD, allow_pickle=False) as saved:
+            akps.update(generator.check({k: saved[k] for k in saved.files}))
+    # A live file of another model with the same layers would pass every shape check, and its kernels
+    # would be served with this model's other weights.
+    served = _load(latest / "model.onnx")
+    kernels = KernelGenerator(served)() if entry.get("source") == "live" else _kernels_in(served, generator)
+    generated = generator(akps)
+    worst = max(float(np.max(np.abs(generated[n] - kernels[n]))) for n in generator.weight_names)
+    if worst > 1e-4:
+        raise ValueError(
+            f"the live file given generates ACL kernels that differ by up to {worst:.3g} from those "
+            f"{latest / 'model.onnx'} serves (for the AKPs it serves), expected the live file of the served model"
+        )
+    return akps
+
+
+def _kernels_in(static: onnx.ModelProto, generator: KernelGenerator) -> dict[str, np.ndarray]:
+    stored = {t.name: t for t in static.graph.initializer}
+    missing = [n for n in generator.weight_names if n not in stored]
+    if missing:
+        raise ValueError(f"the served file has no initializers {missing}, expected the live file of the served model")
+    return {n: numpy_helper.to_array(stored[n]).astype(np.float32) for n in generator.weight_names}
 
 
 def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:

@@ -308,6 +308,24 @@ def test_successive_partial_triton_versions_keep_the_earlier_ones(small, small_f
             _assert_close(_out(moved, x), got, f"{model} version 3 (both subsets)")
 
 
+def test_triton_version_refuses_the_live_file_of_another_model(small, small_files, tmp_path):
+    """Same architecture, other weights: its kernels would be served with the repository's other weights."""
+    from deploy.triton import write_repository
+
+    other = export.export_files(
+        small_resnet(seed=2, image=IMAGE), {"live": tmp_path / "other.live.onnx"}, (1, *IMAGE)
+    )["live"]
+    write_repository(tmp_path / "repo", small_files, validate=False)
+    write_repository(tmp_path / "live", small_files, name="lv", python_source="live", validate=False)
+    _, akps = perturbed_akps(small, seed=29)
+    one = dict([sorted(akps.items())[0]])
+    for repo in ("repo", "live"):
+        with pytest.raises(ValueError, match="expected the live file of the served model"):
+            triton_version(tmp_path / repo, one, other)
+        assert not list((tmp_path / repo).glob("*/2")), "nothing written when refused"
+    triton_version(tmp_path / "repo", one, small_files["live"])  # its own live file still swaps
+
+
 def test_kernels_stored_as_float_data_swap_too(small, small_files, x):
     """An initializer stored as float_data (not raw bytes) becomes external data like any other."""
     static = onnx.load(str(small_files["static"]))
