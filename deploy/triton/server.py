@@ -216,7 +216,7 @@ def start_server(
     dist = find_triton()
     repositories = [Path(repository)] if isinstance(repository, (str, os.PathLike)) else [Path(r) for r in repository]
     repositories = [r.resolve() for r in repositories]
-    last = ""
+    last, exited = "", None
     for _ in range(max(1, attempts)):
         workdir = _workdir_with_backends(dist)
         ports = free_ports(3)
@@ -230,13 +230,18 @@ def start_server(
         if _wait_ready_or_stop(server, start + timeout):
             server.start_seconds = time.perf_counter() - start
             return server
+        exited = proc.poll()  # before stop(), which gives a timed-out server a return code too
         last = server.log()
         server.stop()
         # A port taken between choosing and binding: try again on new ones
         if proc.returncode is not None and "address already in use" in last.lower():
             continue
         break
-    raise ServerUnavailable(f"tritonserver did not become ready within {timeout:g} s; its log:\n{last[-6000:]}")
+    # A server that failed (a model it could not load, a bad argument) exits at once: not a timeout.
+    why = f"did not become ready within {timeout:g} s"
+    if exited is not None:
+        why = f"exited with code {exited} before it was ready"
+    raise ServerUnavailable(f"tritonserver {why}; its log:\n{last[-6000:]}")
 
 
 def _wait_ready_or_stop(server: TritonServer, deadline: float) -> bool:

@@ -106,3 +106,19 @@ def test_stop_leaves_no_process_of_the_server_behind(fake_dist, monkeypatch, tmp
     finally:
         if not _gone(stub, wait=0):
             os.kill(stub, signal.SIGKILL)
+
+
+def test_a_server_that_exits_before_ready_is_reported_as_exited_not_as_a_timeout(fake_dist, monkeypatch):
+    monkeypatch.setattr(triton_server, "_command", lambda *a: [sys.executable, "-c", "raise SystemExit(7)"])
+    monkeypatch.setattr(triton_server, "_ready", lambda _port: False)
+    start = time.monotonic()
+    with pytest.raises(triton_server.ServerUnavailable, match="exited with code 7 before it was ready") as e:
+        triton_server.start_server(Path("."), timeout=60)
+    assert "within 60 s" not in str(e.value)
+    assert time.monotonic() - start < 30, "it waited for the timeout, not for the process"
+
+
+def test_a_server_still_starting_at_the_timeout_is_reported_as_a_timeout(fake_dist, monkeypatch):
+    monkeypatch.setattr(triton_server, "_ready", lambda _port: False)
+    with pytest.raises(triton_server.ServerUnavailable, match="did not become ready within 0.5 s"):
+        triton_server.start_server(Path("."), timeout=0.5)
