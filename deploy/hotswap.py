@@ -488,7 +488,8 @@ def triton_version(
 
     Args:
         repo: a repository from ``deploy.triton.write_repository``.
-        akps: new AKPs by ONNX name (any subset), or an ACL model holding them.
+        akps: new AKPs by ONNX name (any subset: the others stay as each model serves
+            them, by its latest version's ``AKPS_RECORD``), or an ACL model holding them.
         live: the live file of the served model.
         static: the static file; default: the latest version of the first
             onnxruntime model in ``repo``.
@@ -518,24 +519,86 @@ def triton_version(
     if not chosen:
         raise ValueError(f"no onnxruntime or python model to update in {repo}")
     _refuse_int8_models(repo, chosen, entries)
-    values = _as_akps(akps)
     live_model = _load(live)
-    if static is None:
-        ort_models = [m for m, e in entries.items() if e.get("backend") == "onnxruntime" and "precision" not in e]
-        if not ort_models:
-            raise ValueError("pass static=: the repository has no onnxruntime model to take the static file from")
-        d = repo / ort_models[0]
-        static = d / str(max(int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit())) / "model.onnx"
-    new_static = static_with_akps(live_model, static, values)
-    new_live = None
+    generator = KernelGenerator(live_model)
+    values = generator.check(_as_akps(akps))
+    static_model = _load(static if static is not None else _default_static(repo, entries))
+    # Every model checked before any is written: the AKPs not given stay as each serves them now.
+    served = {m: _served_akps(repo / m, entries.get(m, {}), generator) for m in chosen}
     out = {}
     for model in chosen:
+        full = {**served[model], **values}
         if entries.get(model, {}).get("source") == "live":
-            new_live = new_live or live_with_akps(live_model, values)
-            out[model] = triton_repo.add_version(repo, model, new_live)
+            new = live_with_akps(live_model, full)
         else:
-            out[model] = triton_repo.add_version(repo, model, new_static)
+            new = onnx.ModelProto()
+            new.CopyFrom(static_model)
+            _set_initializers(new, generator(full))
+        out[model] = triton_repo.add_version(repo, model, new, extra_files={AKPS_RECORD: _npz_bytes(full)})
     return out
+
+
+def _default_static(repo: Path, entries: Mapping[str, Any]) -> Path:
+    """The latest version's file of the repository's first FP32 onnxruntime model."""
+    ort_models = [m for m, e in entries.items() if e.get("backend") == "onnxruntime" and "precision" not in e]
+    if not ort_models:
+        raise ValueError("pass static=: the repository has no onnxruntime model to take the static file from")
+    return _latest_version(repo / ort_models[0]) / "model.onnx"
+
+
+AKPS_RECORD = "akps.npz"
+"""Beside ``model.onnx`` in every version ``triton_version`` writes: all the AKPs that version serves.
+
+A file cannot tell them (the static file holds kernels), and without the record the
+next call's AKPs not given would fall back to the live file's, undoing earlier versions."""
+
+
+def _latest_version(model_dir: Path) -> Path:
+    return model_dir / str(max(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()))
+
+
+def _served_akps(model_dir: Path, entry: Mapping[str, Any], generator: KernelGenerator) -> dict[str, np.ndarray]:
+    """Every AKP the latest version of a model serves: its ``AKPS_RECORD``, else (a version ``triton_version``
+    did not write) the live file's; checked against the kernels that version serves."""
+    from deploy.triton import repository as triton_repo
+
+    config = model_dir / "config.pbtxt"
+    if not config.is_file():  # as add_version says it, before anything is read
+        raise FileNotFoundError(f"{config} not found: {model_dir.name!r} is not a model of {model_dir.parent}")
+    triton_repo._onnx_backend(model_dir.name, entry, config.read_text())  # ONNX-serving models only
+    latest = _latest_version(model_dir)
+    akps = dict(generator.defaults)
+    if (latest / AKPS_RECORD).is_file():
+        with np.load(latest / AKPS_RECORD, allow_pickle=False) as saved:
+            akps.update(generator.check({k: saved[k] for k in saved.files}))
+    # A live file of another model with the same layers would pass every shape check, and its kernels
+    # would be served with this model's other weights.
+    served = _load(latest / "model.onnx")
+    kernels = KernelGenerator(served)() if entry.get("source") == "live" else _kernels_in(served, generator)
+    generated = generator(akps)
+    worst = max(float(np.max(np.abs(generated[n] - kernels[n]))) for n in generator.weight_names)
+    if worst > 1e-4:
+        raise ValueError(
+            f"the live file given generates ACL kernels that differ by up to {worst:.3g} from those "
+            f"{latest / 'model.onnx'} serves (for the AKPs it serves), expected the live file of the served model"
+        )
+    return akps
+
+
+def _kernels_in(static: onnx.ModelProto, generator: KernelGenerator) -> dict[str, np.ndarray]:
+    stored = {t.name: t for t in static.graph.initializer}
+    missing = [n for n in generator.weight_names if n not in stored]
+    if missing:
+        raise ValueError(f"the served file has no initializers {missing}, expected the live file of the served model")
+    return {n: numpy_helper.to_array(stored[n]).astype(np.float32) for n in generator.weight_names}
+
+
+def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
 
 
 def _refuse_int8_models(repo: Path, chosen: Sequence[str], entries: Mapping[str, Any]) -> None:

@@ -258,7 +258,7 @@ class OutputFolder:
         out = self.out
         if out.is_symlink():
             raise UserError(f"--out {out} is a symbolic link, expected a folder or a path that does not exist yet")
-        if out.exists() and not out.is_dir():
+        if self.path.exists() and not self.path.is_dir():
             raise UserError(
                 f"--out {out} exists and is not a folder, expected a folder or a path that does not exist yet"
             )
@@ -274,13 +274,14 @@ class OutputFolder:
         """Refuse an ``out`` this run may not replace (one line, naming the first offending file)."""
         self._check_place()
         out = self.out
-        if out.is_dir() and any(out.iterdir()):
+        # The folder commit() replaces: `x/missing/..` is x once `missing` is made, though it does not exist now.
+        if self.path.is_dir() and any(self.path.iterdir()):
             if not self.force:
                 raise UserError(
                     f"--out {out} is not empty, expected a new or empty folder; "
                     "pass --force to replace an earlier run's outputs"
                 )
-            why = first_unproven(out)
+            why = first_unproven(self.path)
             if why is not None:
                 raise UserError(
                     f"--out {out} {why}; refusing to replace it even with --force, "

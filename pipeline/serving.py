@@ -80,15 +80,17 @@ def check_repo_dir(path: Path, out: Path, force: bool) -> None:
         raise UserError(f"--triton-repo {path} holds --out {out}, expected a folder beside --out or inside it")
     if rel is not None:  # replaced with the run as a whole: --out's own check covers it
         return
-    if path.exists() and not path.is_dir():
+    # The folder that will be replaced: `x/missing/..` is x once `missing` is made, though it does not exist now.
+    real = path.resolve()
+    if real.exists() and not real.is_dir():
         raise UserError(f"--triton-repo {path} exists and is not a folder, expected a new or empty folder")
-    if path.is_dir() and any(path.iterdir()):
+    if real.is_dir() and any(real.iterdir()):
         if not force:
             raise UserError(
                 f"--triton-repo {path} is not empty, expected a new or empty folder; "
                 "pass --force to replace a repository written earlier"
             )
-        if not (path / MARKER).is_file():
+        if not (real / MARKER).is_file():
             raise UserError(
                 f"--triton-repo {path} is not empty and holds no {MARKER}, so it is not a repository written by "
                 "acl-deploy; refusing to replace it even with --force, expected a new or empty folder"

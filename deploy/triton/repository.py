@@ -631,6 +631,7 @@ def add_version(
     *,
     version: int | None = None,
     validate: bool | None = None,
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> Path:
     """Add ``<repo>/<model>/<version>/`` serving ``onnx_file`` (default version: latest + 1).
 
@@ -641,6 +642,7 @@ def add_version(
     protobuf is available). TensorRT plans are refused (build or refit an engine
     instead: ``deploy.tensorrt``), and so is a file of another precision than the
     model's (an FP32 file for an INT8 model, or a Q/DQ file for an FP32 one).
+    ``extra_files`` (``{name: bytes}``) are written into the folder with it.
 
     Returns:
         The new version folder.
@@ -661,6 +663,8 @@ def add_version(
     tmp = Path(tempfile.mkdtemp(prefix=f".{new}.", suffix=".tmp", dir=model_dir))
     try:
         _fill_version(tmp, onnx_file, backend, model_dir, versions)
+        for name, data in (extra_files or {}).items():  # before the rename: a version appears whole
+            (tmp / name).write_bytes(data)
         _check_new_version(tmp / "model.onnx", model, text, cfg_path, validate)
         os.chmod(tmp, 0o777 & ~_umask())
         os.rename(tmp, model_dir / str(new))

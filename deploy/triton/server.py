@@ -146,9 +146,10 @@ class TritonServer:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
-        else:  # the server is gone; its stub processes may not be
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+        # Whatever is left of its process group, also after a graceful exit: a server stopped while it
+        # loads a model exits without its python-backend stub, which ignores SIGINT and runs on orphaned.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         shutil.rmtree(self.workdir, ignore_errors=True)
         return self.process.returncode
 
@@ -215,7 +216,7 @@ def start_server(
     dist = find_triton()
     repositories = [Path(repository)] if isinstance(repository, (str, os.PathLike)) else [Path(r) for r in repository]
     repositories = [r.resolve() for r in repositories]
-    last = ""
+    last, exited = "", None
     for _ in range(max(1, attempts)):
         workdir = _workdir_with_backends(dist)
         ports = free_ports(3)
@@ -226,16 +227,34 @@ def start_server(
         start = time.perf_counter()
         proc = _launch(cmd, log_path, dist, workdir)
         server = TritonServer(repositories[0], *ports, proc, log_path, 0.0, workdir, dist, cmd)
-        if _wait_ready(proc, ports[0], start + timeout):
+        if _wait_ready_or_stop(server, start + timeout):
             server.start_seconds = time.perf_counter() - start
             return server
+        exited = proc.poll()  # before stop(), which gives a timed-out server a return code too
         last = server.log()
         server.stop()
         # A port taken between choosing and binding: try again on new ones
         if proc.returncode is not None and "address already in use" in last.lower():
             continue
         break
-    raise ServerUnavailable(f"tritonserver did not become ready within {timeout:g} s; its log:\n{last[-6000:]}")
+    # A server that failed (a model it could not load, a bad argument) exits at once: not a timeout.
+    why = f"did not become ready within {timeout:g} s"
+    if exited is not None:
+        why = f"exited with code {exited} before it was ready"
+    raise ServerUnavailable(f"tritonserver {why}; its log:\n{last[-6000:]}")
+
+
+def _wait_ready_or_stop(server: TritonServer, deadline: float) -> bool:
+    """``_wait_ready`` on ``server``; an interruption of the wait (Ctrl-C, SIGTERM) stops the server first.
+
+    The server runs in a session of its own, so a signal sent to the caller never reaches it:
+    without this it outlives the caller, holding its ports and loading its models.
+    """
+    try:
+        return _wait_ready(server.process, server.http_port, deadline)
+    except BaseException:
+        server.stop()
+        raise
 
 
 def _workdir_with_backends(dist: TritonDist) -> Path:

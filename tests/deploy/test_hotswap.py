@@ -290,6 +290,42 @@ def test_new_akps_become_a_new_triton_version(small, small_files, x, tmp_path):
     assert (made["acl_python"] / "model.py").is_file()
 
 
+def test_successive_partial_triton_versions_keep_the_earlier_ones(small, small_files, x, tmp_path):
+    """A second subset changes only what it names: the first version's AKPs stay (they were undone)."""
+    from deploy.triton import write_repository
+
+    write_repository(tmp_path / "repo", small_files, validate=False)
+    write_repository(tmp_path / "live", small_files, name="lv", python_source="live", validate=False)
+    moved, akps = perturbed_akps(small, seed=23)
+    first = {k: v for k, v in akps.items() if k.startswith("layer2.conv1.")}
+    rest = {k: v for k, v in akps.items() if k not in first}
+    for repo in ("repo", "live"):
+        triton_version(tmp_path / repo, first, small_files["live"])
+        made = triton_version(tmp_path / repo, rest, small_files["live"])
+        for model, folder in made.items():
+            assert folder.name == "3"
+            got = export.sessions.open_session(folder / "model.onnx").run(None, {"input": x})[0]
+            _assert_close(_out(moved, x), got, f"{model} version 3 (both subsets)")
+
+
+def test_triton_version_refuses_the_live_file_of_another_model(small, small_files, tmp_path):
+    """Same architecture, other weights: its kernels would be served with the repository's other weights."""
+    from deploy.triton import write_repository
+
+    other = export.export_files(
+        small_resnet(seed=2, image=IMAGE), {"live": tmp_path / "other.live.onnx"}, (1, *IMAGE)
+    )["live"]
+    write_repository(tmp_path / "repo", small_files, validate=False)
+    write_repository(tmp_path / "live", small_files, name="lv", python_source="live", validate=False)
+    _, akps = perturbed_akps(small, seed=29)
+    one = dict([sorted(akps.items())[0]])
+    for repo in ("repo", "live"):
+        with pytest.raises(ValueError, match="expected the live file of the served model"):
+            triton_version(tmp_path / repo, one, other)
+        assert not list((tmp_path / repo).glob("*/2")), "nothing written when refused"
+    triton_version(tmp_path / "repo", one, small_files["live"])  # its own live file still swaps
+
+
 def test_kernels_stored_as_float_data_swap_too(small, small_files, x):
     """An initializer stored as float_data (not raw bytes) becomes external data like any other."""
     static = onnx.load(str(small_files["static"]))

@@ -151,6 +151,17 @@ def test_an_out_that_cannot_be_a_folder_says_what_is_expected(tmp_path, monkeypa
         OutputFolder(tmp_path / "run", True).check()
 
 
+def test_an_out_through_a_missing_folder_and_dotdot_is_checked_as_the_folder_it_names(tmp_path):
+    """``user/missing/..`` is ``user`` once ``missing`` exists; unresolved, it "did not exist" and was replaced."""
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="is not empty, expected a new or empty folder"):
+        commit_new_run(user / "missing" / "..", force=False)
+    assert contents(user) == {"notes.txt": b"mine"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["user"], "nothing written beside it"
+
+
 def test_second_lock_fails_at_once_naming_the_holder_and_the_lock_file_goes_with_the_run(tmp_path):
     out = tmp_path / "sub" / "run"
     a, b = OutputFolder(out, False), OutputFolder(out, True)

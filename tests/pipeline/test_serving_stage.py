@@ -185,6 +185,7 @@ def test_triton_repo_follows_the_rules_of_out(run, tmp_path, capsys):
     (mine / "notes.txt").write_text("precious")
     cases = [
         (mine, [], "is not empty, expected a new or empty folder; pass --force"),
+        (mine / "missing" / "..", [], "is not empty, expected a new or empty folder; pass --force"),  # mine, later
         (mine, ["--force"], "is not a repository written by acl-deploy; refusing to replace it even with --force"),
         (run["repo"], [], "pass --force to replace a repository written earlier"),
         (tmp_path / "o", [], "is --out itself, expected a folder of its own"),
