@@ -24,6 +24,8 @@ def warnings(section: dict[str, Any] | None) -> list[str]:
         return []
     out = []
     for name, layer in section["layers"].items():
+        if layer.get("fp32_in_file"):  # the INT8 file keeps its weights FP32: no INT8 scale to starve a family
+            continue
         for f in layer["flags"]:
             out.append(
                 f"INT8 risk in `{name}`: {f['setter']} kernels set the INT8 scale of {f['channels']} of the "
@@ -39,11 +41,17 @@ def console_lines(section: dict[str, Any]) -> list[str]:
     if not layers:
         return ["no convolution ran"]
     acls = sum(e["kind"] == "acl" for e in layers.values())
-    worst = max(layers, key=lambda n: layers[n]["relative_error"])
-    flags = sum(len(e["flags"]) for e in layers.values())
+    int8 = [n for n, e in layers.items() if not e.get("fp32_in_file")]
+    flags = len(warnings(section))
+    fp32 = f"; {len(layers) - len(int8)} FP32 in the INT8 file" if len(int8) < len(layers) else ""
+    worst = max(int8, key=lambda n: layers[n]["relative_error"], default=None)
+    largest = (
+        f"largest output error from INT8 weights {_pct(layers[worst]['relative_error'])} of the output (RMS) in `{worst}`"
+        if worst
+        else "no convolution has INT8 weights in the file"
+    )
     return [
-        f"{len(layers)} convolutions ({acls} ACLs) on {section['images']} test images; largest output error from "
-        f"INT8 weights {_pct(layers[worst]['relative_error'])} of the output (RMS) in `{worst}`; "
+        f"{len(layers)} convolutions ({acls} ACLs) on {section['images']} test images{fp32}; {largest}; "
         f"{flags} family flag{'' if flags == 1 else 's'}"
     ]
 
@@ -63,10 +71,18 @@ def markdown(section: dict[str, Any] | None) -> list[str]:
         lines += ["", "### Plain convolutions", "", "One group each: its kernels set every channel's scale.", ""]
         lines += [COLUMNS.format(first="layer") + " BatchNorm folded |", "|---" * 10 + "|"]
         for n, e in plain.items():
-            lines.append(_row(f"`{n}`", next(iter(e["families"].values()))) + f" {e['batchnorm'] or '-'} |")
+            first = f"`{n}`" + (" (FP32 in the INT8 file)" if e.get("fp32_in_file") else "")
+            lines.append(_row(first, next(iter(e["families"].values()))) + f" {e['batchnorm'] or '-'} |")
     flagged = warnings(section)
-    lines += ["", "Flags:" if flagged else f"No family keeps fewer than {section['min_bits']:g} effective bits.", ""]
-    return lines + [f"- {w}" for w in flagged]
+    unused = [f"`{n}` ({len(e['flags'])})" for n, e in layers.items() if e.get("fp32_in_file") and e["flags"]]
+    none = f"No family keeps fewer than {section['min_bits']:g} effective bits" + (
+        " in a layer the file quantizes" if unused else ""
+    )
+    lines += ["", "Flags:" if flagged else none + ".", ""]
+    lines += [f"- {w}" for w in flagged]
+    if unused:
+        lines += ["", "Not flags of the file (it keeps these layers' weights FP32): " + ", ".join(unused) + "."]
+    return lines
 
 
 def _intro(section: dict[str, Any]) -> list[str]:
@@ -86,9 +102,14 @@ def _intro(section: dict[str, Any]) -> list[str]:
 
 def _heading(name: str, e: dict[str, Any]) -> str:
     bn = f", BatchNorm `{e['batchnorm']}` folded in" if e["batchnorm"] else ""
+    fp32 = (
+        f"; **FP32 in the INT8 file** ({e['fp32_in_file']}): what INT8 weights would cost, not what the file computes"
+        if e.get("fp32_in_file")
+        else ""
+    )
     return (
         f"### `{name}`: `{e['spec']}`{bn}; output error {_pct(e['relative_error'])} of the output (RMS), "
-        f"cross term {e['cross'] * 100:+.1f} %"
+        f"cross term {e['cross'] * 100:+.1f} %{fp32}"
     )
 
 

@@ -483,6 +483,21 @@ def skipped_layers_line(skipped: dict[str, str] | None, *, limit: int | None = 8
     return f"Left plain, 1-pixel-wide kernels (an analytic kernel needs a spatial extent): {count}, {', '.join(shown)}{rest}"
 
 
+def _accuracy_line(report: dict[str, Any]) -> str:
+    """The headline accuracy: that of the model every file and parity row stands for (the pruned one after --prune)."""
+    source = f"{report['accuracy'] * 100:.2f} %"
+    prune = report.get("prune")
+    if not prune:
+        return f"- **Test accuracy of the source model: {source}**"
+    # The files are exported from the pruned (and maybe fine-tuned) model: the trained one's accuracy is not theirs.
+    acc = prune["accuracy"]
+    deployed = acc["finetuned"] if "finetuned" in acc else acc["pruned"]
+    return (
+        f"- **Test accuracy of the pruned model, the one every file is exported from and checked against: "
+        f"{deployed * 100:.2f} %** (the source model before --prune: {source})"
+    )
+
+
 def model_section(report: dict[str, Any]) -> list[str]:
     """The source model, its accuracy, the verdict, and the compact factor per ACL."""
     m, d = report["model"], report["data"]
@@ -503,13 +518,13 @@ def model_section(report: dict[str, Any]) -> list[str]:
             else f"`{m['checkpoint']}`"
         ),
         f"- Data: {d['name']}, {d['train']} train / {d['test']} test images at {d['image_size']}x{d['image_size']}",
-        f"- **Test accuracy of the source model: {report['accuracy'] * 100:.2f} %**",
+        _accuracy_line(report),
         verdict_line(report["verdict"]),
         f"- Parameters: {m['parameters']['total']} in total; convolution kernels learn "
         f"{m['parameters']['learnable_kernel']} values where plain convolutions would learn "
-        f"{m['parameters']['conv_kernel_equivalent']}",
+        f"{m['parameters']['conv_kernel_equivalent']}" + (" (before --prune)" if report.get("prune") else ""),
         "",
-        "### Compact factor per ACL (eq. 25)",
+        "### Compact factor per ACL (eq. 25)" + (" of the source model, before --prune" if report.get("prune") else ""),
         "",
         "| layer | spec | compact factor |",
         "|---|---|---|",

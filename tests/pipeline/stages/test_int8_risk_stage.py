@@ -75,3 +75,29 @@ def test_the_stage_runs_after_parity_and_any_int8_file_stage():
     assert names.index("int8_risk") > names.index("parity")
     if "int8" in names:
         assert names.index("int8_risk") > names.index("int8")
+
+
+def test_a_layer_the_int8_file_keeps_fp32_is_not_a_warning_of_the_verdict(monkeypatch):
+    """Accuracy control kept the flagged ACL FP32, the 1x1 conv reads one channel: neither has INT8 weights."""
+    from pathlib import Path
+
+    from pipeline.stages import int8 as int8_stage
+
+    monkeypatch.setattr(int8_stage, "module_names", lambda static: {"node_conv2d_1": "3"})
+    said: list[str] = []
+    ctx = _context(_model(), said, int8=True)
+    ctx.onnx = {"static": Path("model.static.onnx")}
+    ctx.sections["int8"] = {
+        "fp32_layers": [{"layer": "node_conv2d", "module": "0", "sensitivity": 0.5}],
+        "single_channel_fp32": ["node_conv2d_1"],
+    }
+    result = risk_stage.run(ctx)
+    section = result.sections["int8_risk"]
+    assert section["layers"]["0"]["fp32_in_file"] == "kept FP32 by accuracy control"
+    assert section["layers"]["3"]["fp32_in_file"] == "FP32 always, it reads one input channel"
+    assert section["layers"]["0"]["flags"], "the figures stay: what INT8 weights would cost"
+    assert result.warnings == [], "a layer without INT8 weights is no INT8 risk of the file"
+    assert any("2 FP32 in the INT8 file; no convolution has INT8 weights" in s and "0 family flags" in s for s in said)
+    md = "\n".join(risk_stage.markdown(result.sections))
+    assert "**FP32 in the INT8 file** (kept FP32 by accuracy control)" in md
+    assert "`3` (FP32 in the INT8 file)" in md and "Not flags of the file" in md and "\n- INT8 risk" not in md

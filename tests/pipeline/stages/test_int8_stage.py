@@ -78,6 +78,25 @@ def test_no_mix_meeting_the_bound_fails_the_check_and_deploys_nothing(tmp_path, 
     assert "FAILED: no mix" in text and "`0 (node_conv2d)`: 0.5" in text, "the layer by its PyTorch name and its node name"
 
 
+def test_a_file_whose_every_layer_control_kept_fp32_is_not_deployed_as_int8(tmp_path, monkeypatch):
+    """Control's last resort (every quantizable layer FP32) meets any bound but has no Q/DQ node left."""
+    from deploy.int8 import sensitivity
+
+    def all_fp32(static, out, calibration, x_val, y_val, max_drop, method, threads, log):
+        shutil.copy(static, out)  # what Quantizer.write gives with every layer excluded: the float graph
+        r = sensitivity.Int8Result(Path(out), True, 50.0, 50.0, max_drop, [("node_linear", 0.1)], layers=["node_linear"])
+        r.min_agreement, r.agreement = 0.97, 1.0
+        return r
+
+    monkeypatch.setattr(sensitivity, "controlled_int8", all_fp32)
+    ctx = _context(tmp_path, int8=True)
+    result = int8_stage.run(ctx)
+    assert result.status == "failed" and result.checks == {"int8-accuracy": False}
+    assert "the file holds no INT8 layer: 1 of 1 quantizable layers kept in FP32" in result.reasons["int8-accuracy"]
+    assert ctx.int8_path is None, "no int8 parity, latency or fastest-runtime row for an FP32 file"
+    assert sorted(p.name for p in ctx.staging.iterdir()) == [int8_stage.FAILED_FILE]
+
+
 def test_single_channel_convolutions_are_named_in_the_section_and_the_report(tmp_path):
     """The fixture's first conv reads the one-channel image: FP32 always, said as such, not ranked."""
     ctx = _context(tmp_path, int8=True)
