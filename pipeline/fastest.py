@@ -28,9 +28,16 @@ __all__ = ["REFERENCE", "fastest_passing", "int8_check_failed", "section"]
 REFERENCE = "torch:eager"
 
 
-def _precision(key: str, parity: dict[str, Any]) -> str:
+def _precision(key: str, parity: dict[str, Any], computed: dict[str, Any] | None = None) -> str:
+    """What the row computed in. ONNX Runtime reports nothing, but the FP16 section's profile does
+    (``computed``): its CPU provider runs an FP16 file's ops by casting to FP32, so such a row is no FP16 result.
+    """
     p = parity.get(key, {})
-    return p.get("runtime_precision") or p.get("precision") or "fp32"
+    label = p.get("runtime_precision") or p.get("precision") or "fp32"
+    ops = (computed or {}).get(key)
+    if label == "fp16" and isinstance(ops, dict) and not ops.get("fp16"):
+        return "fp32 (an fp16 file, every op cast to fp32 by the runtime)"
+    return label
 
 
 def int8_check_failed(key: str, parity: dict[str, Any], int8: dict[str, Any] | None) -> bool:
@@ -39,12 +46,16 @@ def int8_check_failed(key: str, parity: dict[str, Any], int8: dict[str, Any] | N
 
 
 def fastest_passing(
-    parity: dict[str, Any], latency: dict[str, Any], int8: dict[str, Any] | None = None
+    parity: dict[str, Any],
+    latency: dict[str, Any],
+    int8: dict[str, Any] | None = None,
+    computed: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """``{batch: {"row", "precision", "p50_ms", "loaded", "runner_up", "runner_up_p50_ms"}}``.
 
     Batches as in ``latency`` (strings, ascending); a batch no passing row was timed at is left out.
-    ``int8``: the report's ``int8`` section, whose ``passed`` lets INT8 rows count.
+    ``int8``: the report's ``int8`` section, whose ``passed`` lets INT8 rows count. ``computed``: the
+    FP16 section's ``computed`` (``{row: {"fp16": {op: n}, ...}}``), what each FP16 row's runtime ran in.
     """
     passing = {k for k, p in parity.items() if p.get("passed") and not int8_check_failed(k, parity, int8)}
     passing |= {REFERENCE}
@@ -56,7 +67,7 @@ def fastest_passing(
         (ms, key), rest = ranked[0], ranked[1:]
         out[b] = {
             "row": key,
-            "precision": _precision(key, parity),
+            "precision": _precision(key, parity, computed),
             "p50_ms": ms,
             "loaded": bool(timed[key][b].get("loaded")),
             "runner_up": rest[0][1] if rest else None,

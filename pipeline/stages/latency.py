@@ -23,7 +23,8 @@ def run(ctx: RunContext) -> StageResult:
     ctx.log(f"      at batch sizes {list(cfg.batch_sizes)}")
     ctx.latency = run_latency(ctx.rows, ctx.x_test, cfg.batch_sizes, cfg.latency_seconds)
     chart = rep.plot_latency(ctx.latency, ctx.staging / CHART)
-    fastest = fastest_passing(ctx.parity, ctx.latency, ctx.sections.get("int8"))
+    computed = (ctx.sections.get("fp16_range") or {}).get("computed")
+    fastest = fastest_passing(ctx.parity, ctx.latency, ctx.sections.get("int8"), computed)
     sections = {"latency": ctx.latency, "fastest": fastest}
     return StageResult(sections=sections, files={"latency_chart": chart.name} if chart else {})
 

@@ -136,3 +136,15 @@ def test_the_latency_stage_passes_the_int8_section(monkeypatch, tmp_path):
             sections={"int8": {"passed": passed}},
         )
         assert latency_stage.run(ctx).sections["fastest"]["1"]["row"] == fastest_at_1
+
+
+def test_an_fp16_row_whose_runtime_cast_every_op_to_fp32_is_not_shown_as_fp16():
+    """ONNX Runtime's CPU provider runs an FP16 file's ops in FP32: the FP16 section's profile says so, and the
+    fastest table said "fp16" from the row's label alone."""
+    latency = {"torch:eager": _lat(b1=0.9), "ort-cpu:static-fp16": _lat(b1=0.1)}
+    cast = {"ort-cpu:static-fp16": {"fp16": {}, "fp32": {"Conv": 2, "Gemm": 3}, "opaque": {}}}
+    got = fastest_passing(PARITY, latency, None, cast)["1"]
+    assert got["row"] == "ort-cpu:static-fp16" and got["precision"].startswith("fp32"), got
+    really = {"ort-cpu:static-fp16": {"fp16": {"Conv": 2}, "fp32": {"Gemm": 3}, "opaque": {}}}
+    assert fastest_passing(PARITY, latency, None, really)["1"]["precision"] == "fp16"
+    assert fastest_passing(PARITY, latency)["1"]["precision"] == "fp16"  # no profile: the row's label
