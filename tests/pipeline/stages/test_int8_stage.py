@@ -46,6 +46,17 @@ def test_without_int8_the_stage_is_not_requested(tmp_path):
     assert int8_stage.markdown({"int8": None}) == []
 
 
+def _failed_and_kept_aside(ctx, reason: str):
+    """The stage failed its check for ``reason``: its file is written only as the failed one, and no later stage
+    (parity, latency, fastest runtime, serving) gets an INT8 file to run."""
+    result = int8_stage.run(ctx)
+    assert result.status == "failed" and result.checks == {"int8-accuracy": False}
+    assert reason in result.reasons["int8-accuracy"], result.reasons
+    assert ctx.int8_path is None, "no later stage runs or deploys it"
+    assert sorted(p.name for p in ctx.staging.iterdir()) == [int8_stage.FAILED_FILE]
+    return result
+
+
 def test_no_mix_meeting_the_bound_fails_the_check_and_deploys_nothing(tmp_path, monkeypatch):
     from deploy.int8 import sensitivity
 
@@ -66,16 +77,16 @@ def test_no_mix_meeting_the_bound_fails_the_check_and_deploys_nothing(tmp_path, 
 
     monkeypatch.setattr(sensitivity, "controlled_int8", no_mix)
     ctx = _context(tmp_path, int8=True)
-    result = int8_stage.run(ctx)
-    assert result.status == "failed" and result.checks == {"int8-accuracy": False}
-    assert "no mix of INT8 and FP32 layers met the 1 pp bound" in result.reasons["int8-accuracy"]
-    assert ctx.int8_path is None, "no later stage runs or deploys it"
-    assert sorted(p.name for p in ctx.staging.iterdir()) == [int8_stage.FAILED_FILE]
+    result = _failed_and_kept_aside(ctx, "no mix of INT8 and FP32 layers met the 1 pp bound")
     assert result.files == {"onnx:static-int8-failed": int8_stage.FAILED_FILE}
     section = result.sections["int8"]
-    assert section["passed"] is False and section["fp32_layers"] == [{"layer": "node_conv2d", "module": "0", "sensitivity": 0.5}]
+    assert section["passed"] is False and section["fp32_layers"] == [
+        {"layer": "node_conv2d", "module": "0", "sensitivity": 0.5}
+    ]
     text = "\n".join(int8_stage.markdown({"int8": section}))
-    assert "FAILED: no mix" in text and "`0 (node_conv2d)`: 0.5" in text, "the layer by its PyTorch name and its node name"
+    assert "FAILED: no mix" in text and "`0 (node_conv2d)`: 0.5" in text, (
+        "the layer by its PyTorch name and its node name"
+    )
 
 
 def test_a_file_whose_every_layer_control_kept_fp32_is_not_deployed_as_int8(tmp_path, monkeypatch):
@@ -84,17 +95,16 @@ def test_a_file_whose_every_layer_control_kept_fp32_is_not_deployed_as_int8(tmp_
 
     def all_fp32(static, out, calibration, x_val, y_val, max_drop, method, threads, log):
         shutil.copy(static, out)  # what Quantizer.write gives with every layer excluded: the float graph
-        r = sensitivity.Int8Result(Path(out), True, 50.0, 50.0, max_drop, [("node_linear", 0.1)], layers=["node_linear"])
+        r = sensitivity.Int8Result(
+            Path(out), True, 50.0, 50.0, max_drop, [("node_linear", 0.1)], layers=["node_linear"]
+        )
         r.min_agreement, r.agreement = 0.97, 1.0
         return r
 
     monkeypatch.setattr(sensitivity, "controlled_int8", all_fp32)
-    ctx = _context(tmp_path, int8=True)
-    result = int8_stage.run(ctx)
-    assert result.status == "failed" and result.checks == {"int8-accuracy": False}
-    assert "the file holds no INT8 layer: 1 of 1 quantizable layers kept in FP32" in result.reasons["int8-accuracy"]
-    assert ctx.int8_path is None, "no int8 parity, latency or fastest-runtime row for an FP32 file"
-    assert sorted(p.name for p in ctx.staging.iterdir()) == [int8_stage.FAILED_FILE]
+    _failed_and_kept_aside(
+        _context(tmp_path, int8=True), "the file holds no INT8 layer: 1 of 1 quantizable layers kept"
+    )
 
 
 def test_single_channel_convolutions_are_named_in_the_section_and_the_report(tmp_path):
@@ -134,5 +144,7 @@ def test_test_images_that_disagree_more_than_the_tolerance_table_allows_fail_the
     section = result.sections["int8"]
     assert section["test"]["agreement"] == 0.5, section["test"]
     assert result.status == "failed" and ctx.int8_path is None
-    assert "agrees with the float file's on 50.00 % of the test images, below the 97 %" in result.reasons["int8-accuracy"]
+    assert (
+        "agrees with the float file's on 50.00 % of the test images, below the 97 %" in result.reasons["int8-accuracy"]
+    )
     assert "| test, 20 |" in "\n".join(int8_stage.markdown({"int8": section}))
