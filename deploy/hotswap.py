@@ -238,16 +238,26 @@ class SwapResult:
         return asdict(self)
 
 
-def _stored_kernels(static: onnx.ModelProto, generator: KernelGenerator) -> dict[str, np.ndarray]:
-    """The static file's ACL kernels, after checking they are the live file's (same model)."""
+def _static_kernel_tensors(static: onnx.ModelProto, generator: KernelGenerator) -> dict[str, onnx.TensorProto]:
+    """The static file's initializers by name, after checking it holds the live file's ACL kernels in float32."""
     names = generator.weight_names
     stored = {t.name: t for t in static.graph.initializer}
     missing = [n for n in names if n not in stored]
     if missing:
-        raise ValueError(f"the static file has no initializers {missing}: not the static file of this live file")
+        raise ValueError(
+            f"the static file has no initializers {missing[:3]}: not the fp32 static file of this live file "
+            "(an INT8 file's kernels are quantized under other names), expected model.static.onnx"
+        )
     not_float = [n for n in names if stored[n].data_type != onnx.TensorProto.FLOAT]
     if not_float:
         raise ValueError(f"the static file's ACL kernels {not_float} are not float32: expected the fp32 static file")
+    return stored
+
+
+def _stored_kernels(static: onnx.ModelProto, generator: KernelGenerator) -> dict[str, np.ndarray]:
+    """The static file's ACL kernels, after checking they are the live file's (same model)."""
+    names = generator.weight_names
+    stored = _static_kernel_tensors(static, generator)
     kernels = {n: numpy_helper.to_array(stored[n]).astype(np.float32) for n in names}
     generated = generator()
     worst = max(float(np.max(np.abs(generated[n] - kernels[n]))) for n in names)
@@ -523,6 +533,7 @@ def triton_version(
     generator = KernelGenerator(live_model)
     values = generator.check(_as_akps(akps))
     static_model = _load(static if static is not None else _default_static(repo, entries))
+    _static_kernel_tensors(static_model, generator)  # before anything is written
     # Every model checked before any is written: the AKPs not given stay as each serves them now.
     served = {m: _served_akps(repo / m, entries.get(m, {}), generator) for m in chosen}
     out = {}

@@ -326,6 +326,22 @@ def test_triton_version_refuses_the_live_file_of_another_model(small, small_file
     triton_version(tmp_path / "repo", one, small_files["live"])  # its own live file still swaps
 
 
+def test_triton_version_refuses_a_static_file_without_the_fp32_kernels(small, small_files, tmp_path):
+    """An INT8 file as static=: its kernels are quantized under other names; said so, nothing written."""
+    from deploy.triton import write_repository
+
+    write_repository(tmp_path / "repo", small_files, validate=False)
+    static = onnx.load(str(small_files["static"]))
+    for t in static.graph.initializer:
+        if t.name.endswith(".weight"):
+            t.name += "_quantized"
+    onnx.save(static, str(tmp_path / "int8-like.onnx"))
+    _, akps = perturbed_akps(small, seed=31)
+    with pytest.raises(ValueError, match="not the fp32 static file of this live file .*expected model.static.onnx"):
+        triton_version(tmp_path / "repo", akps, small_files["live"], static=tmp_path / "int8-like.onnx")
+    assert not list((tmp_path / "repo").glob("*/2")), "nothing written when refused"
+
+
 def test_kernels_stored_as_float_data_swap_too(small, small_files, x):
     """An initializer stored as float_data (not raw bytes) becomes external data like any other."""
     static = onnx.load(str(small_files["static"]))
