@@ -532,8 +532,7 @@ def triton_version(
     live_model = _load(live)
     generator = KernelGenerator(live_model)
     values = generator.check(_as_akps(akps))
-    static_model = _load(static if static is not None else _default_static(repo, entries))
-    _static_kernel_tensors(static_model, generator)  # before anything is written
+    static_model = _checked_static(static if static is not None else _default_static(repo, entries), generator)
     # Every model checked before any is written: the AKPs not given stay as each serves them now.
     served = {m: _served_akps(repo / m, entries.get(m, {}), generator) for m in chosen}
     out = {}
@@ -547,6 +546,13 @@ def triton_version(
             _set_initializers(new, generator(full))
         out[model] = triton_repo.add_version(repo, model, new, extra_files={AKPS_RECORD: _npz_bytes(full)})
     return out
+
+
+def _checked_static(path: str | Path, generator: KernelGenerator) -> onnx.ModelProto:
+    """The static file at ``path``, checked to hold the live file's fp32 kernels before anything is written."""
+    model = _load(path)
+    _static_kernel_tensors(model, generator)
+    return model
 
 
 def _default_static(repo: Path, entries: Mapping[str, Any]) -> Path:
