@@ -376,6 +376,18 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as e:
+        from export.atomic import NO_SPACE_ERRNOS, no_space_error
+
+        if e.errno not in NO_SPACE_ERRNOS:
+            raise
+        # The machine's state, not a bug (as in pipeline.export): one line, not a worker's traceback.
+        print(
+            f"error: {no_space_error(e, None if e.filename else args.out)}; finished runs are kept in "
+            f"{args.out}/runs: free some space and run the same command to continue",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
     except (Terminated, KeyboardInterrupt) as e:
         signum = getattr(e, "signum", 2)
         print(

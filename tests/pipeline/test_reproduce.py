@@ -16,6 +16,7 @@ import pytest
 from pipeline.experiments import paper
 from pipeline.experiments.grid import ABLATIONS, build_grid, ratio_form
 from pipeline.reproduce import main, prepare_out, reproduce
+from tests.pipeline.test_bad_inputs import full_disk_for  # noqa: F401 (a fixture)
 from tests.pipeline.test_data_models import make_mnist
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -425,3 +426,15 @@ def test_another_grid_is_named_by_what_differs(tmp_path):
     with pytest.raises(UserError) as refused:
         prepare_out(out, tiny_grid(epochs=2))
     assert "(epochs: 1 -> 2)" in str(refused.value), str(refused.value)
+
+
+def test_a_full_disk_is_one_line_and_exit_2(tmp_path, capsys, full_disk_for):  # noqa: F811 (the fixture)
+    """A run that finds no room for its training state said so in a 60-line traceback, exit 1."""
+    from pipeline.resume import ResumeStore
+
+    full_disk_for(ResumeStore.FILE)  # the kernel's real ENOSPC on the first epoch's state
+    out = tmp_path / "g"
+    assert main(["--quick", "--epochs", "1", "--limit", "40", "--jobs", "1", "--out", str(out)]) == 2
+    line = _error_line(capsys)
+    assert line.startswith("error: no space left on device writing ") and f"/{ResumeStore.FILE} (" in line, line
+    assert "run the same command to continue" in line
