@@ -290,11 +290,13 @@ def _add_serving_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _interrupted_message(signum: int, out: Path) -> str:
-    from pipeline.resume import ResumeStore
+def _interrupted_message(signum: int, out: Path, *, imported: bool = True) -> str:
+    kept = ""
+    if imported:  # else torch may be half imported: importing it again (pipeline.resume does) could fail
+        from pipeline.resume import ResumeStore
 
-    resume = ResumeStore.beside(out, {}).folder
-    kept = f"; training state kept in {resume}: the same command resumes it" if resume.is_dir() else ""
+        resume = ResumeStore.beside(out, {}).folder
+        kept = f"; training state kept in {resume}: the same command resumes it" if resume.is_dir() else ""
     return (
         f"interrupted by {signal.Signals(signum).name}: {out} is as it was before this run, "
         f"or holds this run's complete outputs{kept}"
@@ -347,11 +349,16 @@ def main(argv: list[str] | None = None) -> int:
     problem = check_args(args) or early_checks.problem(args)
     if problem:
         p.error(problem)
-    from export.atomic import NO_SPACE_ERRNOS, no_space_error
-    from export.verify import ExportVerificationError
-    from pipeline.errors import UserError
-    from pipeline.stages import run
-
+    try:
+        with _signals_raise():  # torch and ONNX take seconds to import: a signal meanwhile is one line too
+            from export.atomic import NO_SPACE_ERRNOS, no_space_error
+            from export.verify import ExportVerificationError
+            from pipeline.errors import UserError
+            from pipeline.stages import run
+    except (Terminated, KeyboardInterrupt) as e:
+        signum = e.signum if isinstance(e, Terminated) else signal.SIGINT
+        print(_interrupted_message(signum, args.out, imported=False), file=sys.stderr)
+        return 128 + signum
     cfg = job_config(args)
     try:
         with _signals_raise():

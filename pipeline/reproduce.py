@@ -338,6 +338,16 @@ def _grid_builder(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     return build_explainfix_grid, {}
 
 
+def _no_space_line(e: OSError, out: Path) -> str:
+    """A full disk is the machine's state, not a bug (as in pipeline.export): one line, not a worker's traceback."""
+    from export.atomic import no_space_error
+
+    return (
+        f"error: {no_space_error(e, None if e.filename else out)}; finished runs are kept in {out}/runs: "
+        "free some space and run the same command to continue"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.out = args.out or Path(PAPERS[args.paper])
@@ -358,23 +368,31 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
-    from pipeline.experiments.runner import default_jobs, load_data
-    from pipeline.export import Terminated, _signals_raise
+    from pipeline.export import Terminated, _signals_raise  # torch-free
 
     try:
-        jobs = default_jobs() if args.jobs is None else args.jobs
-        try:
-            data = load_data(grid.data, grid.limit)  # bad data is reported now, not in a worker
-        except ValueError as e:
-            raise UserError(str(e)) from None
-        print(f"data: {data.describe()}", file=sys.stderr)
-        tuned = f", each ablation fine-tuned {grid.finetune} epoch(s)" if grid.finetune else ""
-        where = f"the cluster at {args.cluster}" if args.cluster else f"{jobs} process(es)"
-        print(f"grid: {len(grid.cells)} cells x {len(grid.seeds)} seeds{tuned}, {where}", file=sys.stderr)
-        with _signals_raise():
+        with _signals_raise():  # torch and the data take seconds to load: a signal meanwhile is the same one line
+            from pipeline.experiments.runner import default_jobs, load_data
+
+            jobs = default_jobs() if args.jobs is None else args.jobs
+            try:
+                data = load_data(grid.data, grid.limit)  # bad data is reported now, not in a worker
+            except ValueError as e:
+                raise UserError(str(e)) from None
+            print(f"data: {data.describe()}", file=sys.stderr)
+            tuned = f", each ablation fine-tuned {grid.finetune} epoch(s)" if grid.finetune else ""
+            where = f"the cluster at {args.cluster}" if args.cluster else f"{jobs} process(es)"
+            print(f"grid: {len(grid.cells)} cells x {len(grid.seeds)} seeds{tuned}, {where}", file=sys.stderr)
             doc = reproduce(grid, args.out, jobs=jobs, cluster=args.cluster)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as e:
+        from export.atomic import NO_SPACE_ERRNOS
+
+        if e.errno not in NO_SPACE_ERRNOS:
+            raise
+        print(_no_space_line(e, args.out), file=sys.stderr)
         return EXIT_USER_ERROR
     except (Terminated, KeyboardInterrupt) as e:
         signum = getattr(e, "signum", 2)

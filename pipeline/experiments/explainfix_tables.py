@@ -232,7 +232,10 @@ def write_outputs(doc: dict[str, Any], out: Path, *, wall_seconds: float | None 
     with atomic_output(paths[1]) as tmp:
         tmp.write_text(to_markdown(doc, wall_seconds=wall_seconds))
     with atomic_output(paths[2]) as tmp:
-        png = tmp.with_suffix(".png")
-        _plot_sanity(doc, png)
-        png.replace(tmp)
+        png = tmp.with_suffix(".png")  # matplotlib picks the format from the suffix
+        try:
+            _plot_sanity(doc, png)
+            png.replace(tmp)
+        finally:  # interrupted or failed mid-plot: atomic_output removes tmp, not this file
+            png.unlink(missing_ok=True)
     return paths

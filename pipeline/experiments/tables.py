@@ -558,6 +558,9 @@ def write_outputs(doc: dict[str, Any], out: Path, *, wall_seconds: float | None 
     for path, plot in zip(paths[2:], (_plot_compact, _plot_ablation)):
         with atomic_output(path) as tmp:
             png = tmp.with_suffix(".png")  # matplotlib picks the format from the suffix
-            plot(doc, png)
-            png.replace(tmp)
+            try:
+                plot(doc, png)
+                png.replace(tmp)
+            finally:  # interrupted or failed mid-plot: atomic_output removes tmp, not this file
+                png.unlink(missing_ok=True)
     return paths

@@ -349,3 +349,37 @@ def test_default_job_report_has_the_recos_view(run_dir):
     text = (run_dir / "report.md").read_text()
     assert "## RECOS view" in text and f"Cost: {r['stages']['recos']['seconds']:.2f} s." in text
     assert text.index("## RECOS view") > text.index("## Kernel mosaics")
+
+
+_SIGNAL_ON_TORCH_IMPORT = """
+import os, signal, sys
+from pipeline.export import main  # torch-free, like argument checking
+
+
+class FireOnTorch:  # the signal while the job imports torch, seconds on a loaded machine
+    fired = False
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and not FireOnTorch.fired:
+            FireOnTorch.fired = True
+            os.kill(os.getpid(), signal.SIG{sig})
+        return None
+
+
+sys.meta_path.insert(0, FireOnTorch())
+sys.exit(main(["--out", {out!r}]))
+"""
+
+
+@pytest.mark.parametrize("sig, code", [("INT", 130), ("TERM", 143)])
+def test_a_signal_while_torch_is_imported_is_one_line(tmp_path, sig, code):
+    """Before the job's handlers were installed: a 50-line KeyboardInterrupt traceback (SIGINT), nothing (SIGTERM)."""
+    out = tmp_path / "out"
+    script = _SIGNAL_ON_TORCH_IMPORT.format(sig=sig, out=str(out))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == code, res.stderr[-2000:]
+    assert res.stderr.splitlines() == [
+        f"interrupted by SIG{sig}: {out} is as it was before this run, or holds this run's complete outputs"
+    ]
+    assert list(tmp_path.iterdir()) == []
