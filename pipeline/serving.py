@@ -95,11 +95,25 @@ def check_repo_dir(path: Path, out: Path, force: bool) -> None:
                 f"--triton-repo {path} is not empty and holds no {MARKER}, so it is not a repository written by "
                 "acl-deploy; refusing to replace it even with --force, expected a new or empty folder"
             )
+        _refuse_foreign_files(path, real)
     probe = path.resolve().parent
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir() or not _can_create_in(probe):
         raise UserError(f"--triton-repo {path}: cannot create a folder in {probe}, expected a writable folder")
+
+
+def _refuse_foreign_files(path: Path, real: Path) -> None:
+    """As ``--out`` refuses files its manifest does not list: ``--force`` replaces only what this tool wrote."""
+    from deploy.triton import foreign_files
+
+    foreign = foreign_files(real)
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise UserError(
+            f"--triton-repo {path} holds files acl-deploy did not write ({', '.join(foreign[:3])}{more}); refusing "
+            "to replace it even with --force, expected a repository holding only what this tool wrote"
+        )
 
 
 def _can_create_in(folder: Path) -> bool:

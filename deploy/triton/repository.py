@@ -73,6 +73,7 @@ __all__ = [
     "RepositoryInfo",
     "add_version",
     "check_repository",
+    "foreign_files",
     "model_configs",
     "validate_repository",
     "write_repository",
@@ -480,6 +481,37 @@ def _engine_plan(engine: Path, plan: BatchingPlan) -> BatchingPlan:
     )
 
 
+def foreign_files(repo: str | Path) -> list[str]:
+    """Files of ``repo`` that no repository of this tool holds: what replacing it would delete of a user's.
+
+    Ours: ``MARKER``, and in each model folder it lists ``config.pbtxt``, ``configs/`` and the
+    version folders (``write_repository``, ``add_version``). Anything else (a model of the
+    user's, notes beside a config) is named, relative to ``repo``.
+
+    Examples:
+        >>> import tempfile
+        >>> repo = Path(tempfile.mkdtemp())
+        >>> _ = (repo / MARKER).write_text('{"models": {"acl_python": {}}}')
+        >>> (repo / "acl_python" / "1").mkdir(parents=True)
+        >>> _ = (repo / "acl_python" / "1" / "model.py").write_text("")
+        >>> _ = (repo / "acl_python" / "NOTES.txt").write_text("mine")
+        >>> foreign_files(repo)
+        ['acl_python/NOTES.txt']
+    """
+    repo = Path(repo)
+    models = set(_marker(repo).get("models", {}))
+
+    def ours(rel: Path) -> bool:
+        parts = rel.parts
+        if parts == (MARKER,):
+            return True
+        if len(parts) < 2 or parts[0] not in models:
+            return False
+        return parts[1] in ("config.pbtxt", "configs") or parts[1].isdigit()
+
+    return sorted(str(f.relative_to(repo)) for f in repo.rglob("*") if not f.is_dir() and not ours(f.relative_to(repo)))
+
+
 def _check_replaceable(out: Path, overwrite: bool) -> None:
     if not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")
@@ -487,6 +519,11 @@ def _check_replaceable(out: Path, overwrite: bool) -> None:
         return
     ours = (out / MARKER).is_file()
     if ours and overwrite:
+        foreign = foreign_files(out)
+        if foreign:
+            raise FileExistsError(
+                f"{out} holds files this tool did not write ({', '.join(foreign[:3])}); refusing to replace it"
+            )
         return
     if ours:
         raise FileExistsError(f"{out} holds a Triton repository written earlier; pass overwrite=True to replace it")

@@ -210,14 +210,32 @@ def test_force_replaces_an_earlier_repository(run, tmp_path):
     repo = tmp_path / "repo"
     ckpt = str(run["out"] / "model.safetensors")
     shutil.copytree(run["repo"], repo)  # a repository an earlier run wrote (batch sizes 1 and 4)
-    (repo / "acl_python" / "stale.txt").write_text("from the earlier repository")
+    (repo / "acl_python" / "1" / "stale.txt").write_text("in a version folder: the earlier repository's")
     args = ["--out", str(tmp_path / "b"), "--checkpoint", ckpt, "--triton-repo", str(repo), "--force", *QUICK]
     args[args.index("--batch-sizes") + 1] = "1,8"
     assert main(args) == 0
-    assert not (repo / "acl_python" / "stale.txt").exists()
+    assert not (repo / "acl_python" / "1" / "stale.txt").exists()
     assert json.loads((tmp_path / "b" / "report.json").read_text())["triton"]["batching"]["max_batch_size"] == 8
     assert "max_batch_size: 8" in (repo / "acl_python" / "config.pbtxt").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "repo"], "no staging folders left"
+
+
+def test_force_refuses_a_repository_holding_a_users_files(run, tmp_path, capsys):
+    """--out's rule: --force replaces only what this tool wrote; a user's model or notes were deleted silently."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(run["repo"], repo)
+    (repo / "my_model").mkdir()
+    (repo / "my_model" / "config.pbtxt").write_text("name: 'mine'")
+    (repo / "acl_python" / "NOTES.txt").write_text("mine")
+    before = sorted(str(p.relative_to(repo)) for p in repo.rglob("*"))
+    args = ["--out", str(tmp_path / "b"), "--checkpoint", str(run["out"] / "model.safetensors")]
+    assert main([*args, "--triton-repo", str(repo), "--force", *QUICK]) == 2
+    err = capsys.readouterr().err
+    assert "holds files acl-deploy did not write (acl_python/NOTES.txt, my_model/config.pbtxt)" in err, err
+    assert sorted(str(p.relative_to(repo)) for p in repo.rglob("*")) == before, "nothing removed or added"
+    assert not (tmp_path / "b").exists()
 
 
 @pytest.mark.skipif(has_pytriton(), reason="a Triton server is installed here: the serve test below runs instead")
