@@ -187,42 +187,54 @@ def _cells_diff(old: dict[str, dict], new: dict[str, dict], changed: list[str]) 
     return f" ({', '.join(sorted(fields))})" if len(fields) <= 3 else ""
 
 
-def prepare_out(out: Path, grid: Grid) -> bool:
-    """Make ``out`` ready for ``grid``; True when it resumes an earlier run of the same grid.
+def check_out(out: Path, grid: Grid) -> bool:
+    """True when ``out`` holds an earlier run of ``grid`` to resume, False when it is new or empty; writes nothing.
 
     Raises:
         UserError: ``out`` is not a folder, or is not empty and not a run of this
             grid (its ``grid.json`` missing, unreadable or another grid's; the message says what differs).
     """
-    from export.atomic import atomic_output
     from pipeline.errors import UserError
 
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
-    doc = {"format": GRID_FORMAT, "key": grid.key, "grid": grid.to_json()}
-    if out.is_dir() and any(out.iterdir()):
-        path = out / GRID_FILE
-        try:
-            stored = json.loads(path.read_text())
-            if not isinstance(stored, dict) or stored.get("format") != GRID_FORMAT:
-                raise ValueError("not a grid file of this tool")
-        except (OSError, ValueError) as e:
-            why = "has no grid.json" if not path.exists() else f"has an unreadable {GRID_FILE} ({e})"
-            raise UserError(
-                f"--out {out} is not empty and {why}, expected a new or empty folder or an earlier run of the same "
-                "grid to resume"
-            ) from None
-        stored_grid = stored.get("grid")
-        if isinstance(stored_grid, dict) and "finetune" not in stored_grid:
-            stored_grid = {**stored_grid, "finetune": 0}  # written before --finetune existed: it meant 0
-        if stored_grid != doc["grid"]:
-            raise UserError(
-                f"--out {out} holds another grid ({_grid_diff(stored_grid or {}, doc['grid'])}), "
-                "expected the same options to resume it, or a new --out"
-            )
+        raise UserError(f"--out {out} exists and is not a folder, expected a new or empty folder or an earlier run")
+    if not (out.is_dir() and any(out.iterdir())):
+        return False
+    path = out / GRID_FILE
+    try:
+        stored = json.loads(path.read_text())
+        if not isinstance(stored, dict) or stored.get("format") != GRID_FORMAT:
+            raise ValueError("not a grid file of this tool")
+    except (OSError, ValueError) as e:
+        why = "has no grid.json" if not path.exists() else f"has an unreadable {GRID_FILE} ({e})"
+        raise UserError(
+            f"--out {out} is not empty and {why}, expected a new or empty folder or an earlier run of the same "
+            "grid to resume"
+        ) from None
+    stored_grid = stored.get("grid")
+    if isinstance(stored_grid, dict) and "finetune" not in stored_grid:
+        stored_grid = {**stored_grid, "finetune": 0}  # written before --finetune existed: it meant 0
+    if stored_grid != grid.to_json():
+        raise UserError(
+            f"--out {out} holds another grid ({_grid_diff(stored_grid or {}, grid.to_json())}), "
+            "expected the same options to resume it, or a new --out"
+        )
+    return True
+
+
+def prepare_out(out: Path, grid: Grid) -> bool:
+    """Make ``out`` ready for ``grid``; True when it resumes an earlier run of the same grid.
+
+    Raises:
+        UserError: as ``check_out``.
+    """
+    from export.atomic import atomic_output
+
+    if check_out(out, grid):
         return True
-    with atomic_output(out / GRID_FILE) as tmp:
+    doc = {"format": GRID_FORMAT, "key": grid.key, "grid": grid.to_json()}
+    with atomic_output(Path(out) / GRID_FILE) as tmp:
         tmp.write_text(json.dumps(doc, indent=1) + "\n")
     return False
 
@@ -365,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     try:
         grid = _checked_grid(args)
+        check_out(args.out, grid)  # before torch and the data load: a bad --out is one line at once
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR

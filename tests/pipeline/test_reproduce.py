@@ -234,6 +234,20 @@ def test_non_empty_out_is_refused_unless_it_is_this_grid(tmp_path, capsys):
     assert "holds another grid" in line and "seeds" in line
 
 
+def test_a_bad_out_is_the_only_line_before_any_data_loads(tmp_path, capsys):
+    """The --out checks ran after torch and the data had loaded, below the "data:" and "grid:" lines."""
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    for out, why in ((blocker, "exists and is not a folder"), (mine, "is not empty and has no grid.json")):
+        assert main(["--quick", "--epochs", "1", "--limit", "40", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and why in err[0], err
+    assert blocker.read_text() == "mine" and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
 def test_help_says_what_quick_means(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
