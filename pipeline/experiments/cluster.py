@@ -148,6 +148,8 @@ class ClusterExecutor:
 
     def __call__(self, doc: dict, todo: list[tuple[Cell, int]], runs_dir: Path, finished: Callable[[dict], None]):
         from distributed import KilledWorker, as_completed
+        from distributed.client import FutureCancelledError
+        from distributed.comm.core import CommClosedError
 
         from pipeline.errors import UserError
 
@@ -173,6 +175,11 @@ class ClusterExecutor:
                         f"expected --out ({runs.parent}) on a folder every worker and this machine share"
                     )
                 finished(rec)
+        except (FutureCancelledError, CommClosedError) as e:  # the scheduler went away: its futures are gone
+            raise UserError(
+                f"the connection to the cluster's scheduler was lost ({type(e).__name__}: {e}), expected a scheduler "
+                "that stays up: the finished runs are kept, the same command continues the grid"
+            ) from None
         except BaseException:
             self.client.cancel(futures)  # queued runs only: a running task ends on its own (its lock guards it)
             raise
