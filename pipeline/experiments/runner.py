@@ -436,13 +436,36 @@ def _longest_first(grid: Grid, todo: list[tuple[Cell, int]]) -> list[tuple[Cell,
     return sorted(todo, key=lambda cs: -cost(cs))
 
 
+@contextlib.contextmanager
+def _children_ignore_sigint():
+    """Processes started meanwhile ignore SIGINT, which they inherit as ignored (a handled signal would be reset).
+
+    A Ctrl-C reaches the whole process group: the parent alone decides (it terminates the
+    workers, whose runs resume from their last epoch), where a worker still importing torch
+    printed a KeyboardInterrupt traceback of its own. A Ctrl-C in the parent during these
+    few milliseconds of process starts is lost.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _run_in_workers(
     doc: dict, todo: list[tuple[Cell, int]], runs_dir: Path, jobs: int, finished: Callable[[dict], None]
 ) -> None:
     """``run_one`` for each of ``todo`` in ``jobs`` spawned processes; ``finished`` gets each record as it comes."""
     ctx = get_context("spawn")  # no fork of a process whose torch thread pools already exist
     with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx, initializer=_init_worker) as ex:
-        pending = {ex.submit(run_one, doc, c.id, s, str(runs_dir)) for c, s in todo}
+        with _children_ignore_sigint():  # the processes start as the first runs are submitted
+            pending = {ex.submit(run_one, doc, c.id, s, str(runs_dir)) for c, s in todo}
         try:
             while pending:
                 complete, pending = wait(pending, return_when=FIRST_COMPLETED)
