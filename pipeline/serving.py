@@ -135,11 +135,54 @@ def _curve(latency: Mapping[str, Any]) -> dict[int, float] | None:
 
 
 def _repository_folder(dest: Path | None, out: Path, staging: Path) -> tuple[Path, str | None]:
-    """Where ``write_triton`` writes, and the path the report shows (``None``: a temporary repository)."""
+    """Where ``write_triton`` writes, and the path the report shows (``None``: a temporary repository).
+
+    A ``dest`` outside ``--out`` is written beside it, as ``pending_folder``, and put in place
+    when the run commits (``pending_placement``): an interrupted run leaves it as it was.
+    """
     if dest is None:
         return Path(tempfile.mkdtemp(prefix="acl-triton-repo-")) / "repo", None
     rel = _inside(dest, out)
-    return (staging / rel if rel is not None else Path(dest)), str(dest)
+    return (staging / rel if rel is not None else pending_folder(Path(dest))), str(dest)
+
+
+PENDING = ".{name}.pending-"
+"""Beside an external ``--triton-repo`` DIR: ``.DIR.pending-<pid>``, the repository a run wrote, until it commits."""
+
+
+def pending_folder(dest: Path) -> Path:
+    """This process's pending folder for ``dest``, after removing those of processes no longer running (killed)."""
+    dest = dest.resolve()
+    prefix = PENDING.format(name=dest.name)
+    if dest.parent.is_dir():
+        for old in dest.parent.glob(f"{prefix}*"):
+            pid = old.name.removeprefix(prefix)
+            if pid.isdigit() and not _running(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+    return dest.parent / f"{prefix}{os.getpid()}"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def pending_placement(where: Path, dest: Path, force: bool) -> tuple[Callable[[], None], Callable[[], None]]:
+    """``(put in place, drop)`` for a repository written at ``where`` for ``dest`` (``RunContext.pending``)."""
+    from deploy.triton import move_repository
+
+    def place() -> None:
+        try:
+            move_repository(where, dest.resolve(), overwrite=force)
+        except FileExistsError as e:  # changed since the run began: refused as at the start
+            raise UserError(f"--triton-repo {dest}: {e}, expected a new or empty folder") from None
+
+    return place, lambda: shutil.rmtree(where, ignore_errors=True)
 
 
 def write_triton(

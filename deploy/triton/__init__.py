@@ -39,6 +39,7 @@ from deploy.triton.repository import (
     check_repository,
     foreign_files,
     model_configs,
+    move_repository,
     validate_repository,
     write_repository,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "foreign_files",
     "load_test",
     "model_configs",
+    "move_repository",
     "onnx_io",
     "parse_config",
     "start_server",

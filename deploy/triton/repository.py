@@ -75,6 +75,7 @@ __all__ = [
     "check_repository",
     "foreign_files",
     "model_configs",
+    "move_repository",
     "validate_repository",
     "write_repository",
 ]
@@ -528,6 +529,25 @@ def _check_replaceable(out: Path, overwrite: bool) -> None:
     if ours:
         raise FileExistsError(f"{out} holds a Triton repository written earlier; pass overwrite=True to replace it")
     raise FileExistsError(f"{out} is not empty and is not a repository written by acl-deploy; refusing to replace it")
+
+
+def move_repository(src: str | Path, dest: str | Path, *, overwrite: bool = False) -> Path:
+    """Put the finished repository ``src`` at ``dest`` (``write_repository``'s rules for ``dest``); ``dest``.
+
+    For a repository written ahead and put in place later (``pipeline``'s external
+    ``--triton-repo``, placed when the run commits). An earlier repository at ``dest`` is
+    replaced only after the new one is in place.
+
+    Raises:
+        FileExistsError: ``dest`` is a file, or is not empty and not a repository of ours
+            (``overwrite`` False, or it holds files this tool did not write: ``foreign_files``).
+    """
+    src, dest = Path(src), Path(dest)
+    if dest.exists():
+        _check_replaceable(dest, overwrite)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _place(src, dest)
+    return dest
 
 
 def _place(tmp: Path, out: Path) -> None:

@@ -127,6 +127,9 @@ class RunContext:
     results: dict[str, StageResult] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     report: dict[str, Any] | None = None  # the report stage's
+    # Outputs outside --out (an external --triton-repo): (put in place, drop), run at commit or on the way out,
+    # so an interrupted or failed run leaves them as they were, as it leaves --out.
+    pending: list[tuple[Callable[[], None], Callable[[], None]]] = field(default_factory=list)
 
     @property
     def x_test(self):

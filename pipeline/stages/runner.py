@@ -122,11 +122,15 @@ def _run(cfg: JobConfig, folder: OutputFolder, plan: tuple[Any, ...]) -> dict[st
         for stage in stages[len(every) :]:
             _run_stage(stage, ctx, steps)
         with signals_deferred():  # a signal waits until the outputs are in place and their resume state is gone
+            for place, _drop in ctx.pending:
+                place()
             folder.commit()
             if ctx.store is not None:
                 ctx.store.clear()
             ctx.log(f"done: {folder.out}/report.md")
     except BaseException:
+        for _place, drop in ctx.pending:
+            drop()
         folder.discard()
         raise
     return ctx.report

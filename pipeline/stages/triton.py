@@ -48,6 +48,8 @@ def run(ctx: RunContext) -> StageResult:
         log=ctx.log,
     )
     files = {"triton_repo": str(where.relative_to(ctx.staging))} if where.is_relative_to(ctx.staging) else {}
+    if cfg.triton_repo is not None and not where.is_relative_to(ctx.staging):
+        ctx.pending.append(serving.pending_placement(where, cfg.triton_repo, cfg.force))  # placed at commit
     try:
         serve = _serve(ctx, where, info) if cfg.serve_test else None
     finally:

@@ -9,6 +9,7 @@ marker ``serve`` (the serve environment: ``make test-serve``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -220,6 +221,28 @@ def test_force_replaces_an_earlier_repository(run, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "repo"], "no staging folders left"
 
 
+@pytest.mark.parametrize("how", [KeyboardInterrupt, RuntimeError])
+def test_an_interrupted_or_failed_run_leaves_an_external_repository_as_it_was(run, tmp_path, monkeypatch, how):
+    """The repository was put in place by the Triton stage: a later Ctrl-C left --out as it was, not DIR."""
+    import shutil
+
+    from pipeline.stages import report as report_stage
+
+    repo = tmp_path / "repo"
+    shutil.copytree(run["repo"], repo)
+    before = {str(p.relative_to(repo)): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+
+    def cut_short(ctx):  # the last stage, after the Triton stage wrote the new repository
+        raise how("cut short")
+
+    monkeypatch.setattr(report_stage, "run", cut_short)
+    args = ["--out", str(tmp_path / "b"), "--checkpoint", str(run["out"] / "model.safetensors")]
+    with contextlib.suppress(RuntimeError):
+        assert main([*args, "--triton-repo", str(repo), "--force", *QUICK]) != 0
+    assert {str(p.relative_to(repo)): p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"], "no pending repository, no --out"
+
+
 def test_force_refuses_a_repository_holding_a_users_files(run, tmp_path, capsys):
     """--out's rule: --force replaces only what this tool wrote; a user's model or notes were deleted silently."""
     import shutil
@@ -286,3 +309,18 @@ def test_serve_test_with_a_real_triton_server(run, tmp_path):
             for c, lv in levels.items()
         )
     )
+
+
+def test_a_killed_runs_pending_repository_is_removed_by_the_next_run(tmp_path):
+    """SIGKILL leaves the repository a run wrote beside DIR; nothing removed it."""
+    import os
+
+    from pipeline.serving import PENDING, pending_folder
+
+    dest = tmp_path / "repo"
+    dead = tmp_path / (PENDING.format(name="repo") + "999999999")  # no such process
+    alive = tmp_path / (PENDING.format(name="repo") + str(os.getppid()))
+    for folder in (dead, alive):
+        (folder / "acl_python").mkdir(parents=True)
+    assert pending_folder(dest) == tmp_path / (PENDING.format(name="repo") + str(os.getpid()))
+    assert not dead.exists() and alive.exists(), "only a killed run's is removed"
