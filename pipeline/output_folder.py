@@ -48,6 +48,7 @@ __all__ = [
     "MANIFEST_FORMAT",
     "OutputFolder",
     "first_unproven",
+    "pid_alive",
     "read_manifest",
     "signals_deferred",
     "write_manifest",
@@ -207,7 +208,8 @@ def signals_deferred() -> Iterator[None]:
             signal.raise_signal(pending[0])
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Another process ``pid`` runs (this very process counts as not: nothing of ours is in use elsewhere)."""
     if pid == os.getpid():
         return False  # our lock is held by this very process: nothing of ours is in use elsewhere
     try:
@@ -366,7 +368,7 @@ class OutputFolder:
                     "remove it yourself once none does"
                 )
         for kind, pid, p in sorted(found, key=lambda f: f[0]):  # "previous" first: a restore needs --out free
-            if _pid_alive(pid):
+            if pid_alive(pid):
                 self.log(f"      left {p} in place: process {pid}, which may have written it, is still running")
             elif kind == "previous":
                 self._recover_previous(p)

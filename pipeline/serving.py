@@ -152,24 +152,16 @@ PENDING = ".{name}.pending-"
 
 def pending_folder(dest: Path) -> Path:
     """This process's pending folder for ``dest``, after removing those of processes no longer running (killed)."""
+    from pipeline.output_folder import pid_alive
+
     dest = dest.resolve()
     prefix = PENDING.format(name=dest.name)
     if dest.parent.is_dir():
         for old in dest.parent.glob(f"{prefix}*"):
             pid = old.name.removeprefix(prefix)
-            if pid.isdigit() and not _running(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(old, ignore_errors=True)
     return dest.parent / f"{prefix}{os.getpid()}"
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def pending_placement(where: Path, dest: Path, force: bool) -> tuple[Callable[[], None], Callable[[], None]]:

@@ -18,7 +18,7 @@ from pipeline.experiments.explainfix import METHODS
 from pipeline.experiments.explainfix_pruning_table import markdown as pruning_markdown
 from pipeline.experiments.explainfix_pruning_table import pruning_rows
 from pipeline.experiments.grid import Grid
-from pipeline.experiments.tables import _pm, stat
+from pipeline.experiments.tables import _pm, stat, write_plot
 
 __all__ = ["OUTPUTS", "RESULTS_FORMAT", "results", "to_markdown", "write_outputs"]
 
@@ -231,11 +231,5 @@ def write_outputs(doc: dict[str, Any], out: Path, *, wall_seconds: float | None 
         tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     with atomic_output(paths[1]) as tmp:
         tmp.write_text(to_markdown(doc, wall_seconds=wall_seconds))
-    with atomic_output(paths[2]) as tmp:
-        png = tmp.with_suffix(".png")  # matplotlib picks the format from the suffix
-        try:
-            _plot_sanity(doc, png)
-            png.replace(tmp)
-        finally:  # interrupted or failed mid-plot: atomic_output removes tmp, not this file
-            png.unlink(missing_ok=True)
+    write_plot(paths[2], lambda png: _plot_sanity(doc, png))
     return paths

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -556,11 +556,16 @@ def write_outputs(doc: dict[str, Any], out: Path, *, wall_seconds: float | None 
     with atomic_output(paths[1]) as tmp:
         tmp.write_text(to_markdown(doc, wall_seconds=wall_seconds))
     for path, plot in zip(paths[2:], (_plot_compact, _plot_ablation)):
-        with atomic_output(path) as tmp:
-            png = tmp.with_suffix(".png")  # matplotlib picks the format from the suffix
-            try:
-                plot(doc, png)
-                png.replace(tmp)
-            finally:  # interrupted or failed mid-plot: atomic_output removes tmp, not this file
-                png.unlink(missing_ok=True)
+        write_plot(path, lambda png, plot=plot: plot(doc, png))
     return paths
+
+
+def write_plot(path: Path, plot: Callable[[Path], None]) -> None:
+    """``plot(png)`` written atomically to ``path`` (a ``.png``); nothing left behind if it fails or is interrupted."""
+    with atomic_output(path) as tmp:
+        png = tmp.with_suffix(".png")  # matplotlib picks the format from the suffix
+        try:
+            plot(png)
+            png.replace(tmp)
+        finally:  # interrupted or failed mid-plot: atomic_output removes tmp, not this file
+            png.unlink(missing_ok=True)

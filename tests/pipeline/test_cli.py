@@ -17,6 +17,7 @@ from tests.conftest import digest
 from tests.in_process import run_main
 from tests.pipeline.conftest import JOB_FAST as FAST
 from tests.pipeline.conftest import SHORT_JOB
+from tests.pipeline.signal_on_import import run_signalled_on_torch_import
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK_CPU = ["--batch-sizes", "2", "--latency-seconds", "0.01", "--backends", "ort-cpu", "--threads", "1"]
@@ -351,33 +352,11 @@ def test_default_job_report_has_the_recos_view(run_dir):
     assert text.index("## RECOS view") > text.index("## Kernel mosaics")
 
 
-_SIGNAL_ON_TORCH_IMPORT = """
-import os, signal, sys
-from pipeline.export import main  # torch-free, like argument checking
-
-
-class FireOnTorch:  # the signal while the job imports torch, seconds on a loaded machine
-    fired = False
-
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" and not FireOnTorch.fired:
-            FireOnTorch.fired = True
-            os.kill(os.getpid(), signal.SIG{sig})
-        return None
-
-
-sys.meta_path.insert(0, FireOnTorch())
-sys.exit(main(["--out", {out!r}]))
-"""
-
-
 @pytest.mark.parametrize("sig, code", [("INT", 130), ("TERM", 143)])
 def test_a_signal_while_torch_is_imported_is_one_line(tmp_path, sig, code):
     """Before the job's handlers were installed: a 50-line KeyboardInterrupt traceback (SIGINT), nothing (SIGTERM)."""
     out = tmp_path / "out"
-    script = _SIGNAL_ON_TORCH_IMPORT.format(sig=sig, out=str(out))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    res = run_signalled_on_torch_import("pipeline.export", ["--out", str(out)], sig)
     assert res.returncode == code, res.stderr[-2000:]
     assert res.stderr.splitlines() == [
         f"interrupted by SIG{sig}: {out} is as it was before this run, or holds this run's complete outputs"

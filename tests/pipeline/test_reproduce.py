@@ -16,6 +16,7 @@ import pytest
 from pipeline.experiments import paper
 from pipeline.experiments.grid import ABLATIONS, build_grid, ratio_form
 from pipeline.reproduce import main, prepare_out, reproduce
+from tests.pipeline.signal_on_import import run_signalled_on_torch_import
 from tests.pipeline.test_bad_inputs import full_disk_for  # noqa: F401 (a fixture)
 from tests.pipeline.test_data_models import make_mnist
 
@@ -454,33 +455,11 @@ def test_a_full_disk_is_one_line_and_exit_2(tmp_path, capsys, full_disk_for):  #
     assert "run the same command to continue" in line
 
 
-_SIGNAL_ON_TORCH_IMPORT = """
-import os, signal, sys
-from pipeline.reproduce import main  # torch-free, like argument checking
-
-
-class FireOnTorch:  # the signal while the command imports torch, seconds on a loaded machine
-    fired = False
-
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" and not FireOnTorch.fired:
-            FireOnTorch.fired = True
-            os.kill(os.getpid(), signal.SIG{sig})
-        return None
-
-
-sys.meta_path.insert(0, FireOnTorch())
-sys.exit(main(["--quick", "--out", {out!r}]))
-"""
-
-
 @pytest.mark.parametrize("sig, code", [("INT", 130), ("TERM", 143)])
 def test_a_signal_while_torch_is_imported_is_one_line(tmp_path, sig, code):
     """Before the handlers were installed: a 50-line KeyboardInterrupt traceback (SIGINT), nothing (SIGTERM)."""
     out = tmp_path / "out"
-    script = _SIGNAL_ON_TORCH_IMPORT.format(sig=sig, out=str(out))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    res = run_signalled_on_torch_import("pipeline.reproduce", ["--quick", "--out", str(out)], sig)
     assert res.returncode == code, res.stderr[-2000:]
     assert res.stderr.splitlines() == [
         f"interrupted; finished runs are kept in {out}/runs: run the same command to continue"
